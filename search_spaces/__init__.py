@@ -1,0 +1,15 @@
+"""Named search spaces and the code that suggests them on an Optuna trial (no Ray here)."""
+
+from search_spaces.catalog import SpaceNotFound, load, names, read
+from search_spaces.space import CategoricalParam, FloatParam, IntParam, Space
+
+__all__ = [
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "Space",
+    "SpaceNotFound",
+    "load",
+    "names",
+    "read",
+]

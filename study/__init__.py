@@ -1,0 +1,10 @@
+"""Orchestration of regularization studies: spec, runner, search, tracking, results, CLI."""
+
+import os
+
+# Quiet Ray before it is imported anywhere: our own progress line replaces its log flood.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is our logger
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")

@@ -1,0 +1,190 @@
+"""The `study` command: run, export, train, ui, spaces."""
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from study.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Hyperparameter studies of neural-network regularization on Ray Tune, Optuna and MLflow.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+RootOption = Annotated[
+    Optional[str],  # noqa: UP045  (typer reads the annotation at run time)
+    typer.Option("--root", help="Root folder of all study files [default: $STUDY_ROOT or ./runs]."),
+]
+
+
+def _fail(error: UserError) -> None:
+    errors.print(f"error: {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    spec_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="Study YAML file [default: the shipped digits study]."),
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--set", help="Override a spec field: key.sub=value (repeatable)."),
+    ] = None,
+    root: RootOption = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Start over a study that already exists.")
+    ] = False,
+) -> None:
+    """Run a study: Optuna proposes, ASHA stops early, MLflow records every trial."""
+    from study.preflight import preflight
+    from study.spec import load_spec, resolve_root
+
+    try:
+        spec = load_spec(spec_file, set_ or [])
+        folder = resolve_root(spec, root)
+        preflight(spec, folder, replace=replace)
+    except UserError as error:
+        _fail(error)
+    from study.runner import forget, run_study
+
+    if replace:
+        forget(spec, folder)
+    console.print(
+        f"study [bold]{spec.name}[/]: {spec.search.num_samples} trials of up to "
+        f"{spec.scheduler.max_epochs} epochs on {spec.dataset.name}, space "
+        f"{spec.space.name} ({', '.join(spec.space.params)}); records under {folder}"
+    )
+    started = time.perf_counter()
+    ranked = run_study(spec, folder, console)
+    elapsed = time.perf_counter() - started
+    _summary(ranked, spec.metric, spec.name, elapsed, list(spec.space.params))
+
+
+def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, sampled: list) -> None:
+    from study.tracking import SHORT
+
+    table = Table(title=f"best trials of {name} ({elapsed:.0f} s)")
+    for column in ("trial", "outcome", "epochs", metric, *(SHORT.get(p, p) for p in sampled)):
+        table.add_column(column, no_wrap=True)
+    for row in ranked[:5]:
+        values = [row["config"].get(p) for p in sampled]
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in values]
+        table.add_row(
+            row["trial"],
+            row["outcome"],
+            str(row["epochs"]),
+            f"{row['metrics'][metric]:.4f}",
+            *cells,
+        )
+    console.print(table)
+    if not ranked:
+        errors.print("no trial produced a result")
+        raise typer.Exit(1)
+    best = ranked[0]
+    console.print(f"best {metric} {best['metrics'][metric]:.4f}: {best['run_name']}")
+    console.print(f"next: study export {name} -o best.yaml && study train best.yaml; study ui")
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("-o", "--output", help="A .yaml file (top 1) or a folder."),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the best trials.")] = 1,
+    root: RootOption = None,
+) -> None:
+    """Write the best trials' full configs (sampled + fixed + data + model + epochs + seed)."""
+    from study.export import export as write
+    from study.spec import root_folder
+
+    try:
+        written = write(root_folder(root), name, top, output)
+    except UserError as error:
+        _fail(error)
+    for path, document in written:
+        console.print(
+            f"{path}  {document['trial']} {document['metric']}={document['value']:.4f}",
+            highlight=False,
+        )
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="A config written by `study export`.")],
+) -> None:
+    """Retrain one exported config with the same loop, without Ray; print every epoch."""
+    from study.retrain import train as retrain
+
+    try:
+        retrain(config, console)
+    except UserError as error:
+        _fail(error)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 5000,
+    root: RootOption = None,
+) -> None:
+    """Serve the MLflow UI for the root folder's store on 127.0.0.1 and print the study links."""
+    from mlflow.tracking import MlflowClient
+
+    from study.spec import root_folder
+    from study.tracking import runs_link, store_uri
+
+    folder = root_folder(root)
+    if not (folder / "mlflow.db").exists():
+        _fail(
+            UserError(f"--root: no MLflow store at {folder / 'mlflow.db'}; run `study run` first")
+        )
+    uri = store_uri(folder)
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+         "--default-artifact-root", (folder / "mlartifacts").as_uri(),
+         "--host", "127.0.0.1", "--port", str(port)],
+    )  # fmt: skip
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    _fail(UserError(f"--port: the MLflow server did not start; is {port} in use?"))
+                time.sleep(0.5)
+        for experiment in MlflowClient(uri).search_experiments():
+            if experiment.name != "Default":
+                console.print(f"{experiment.name}: {runs_link(base, experiment.experiment_id)}")
+        console.print("MLflow UI running; Ctrl-C stops it.")
+        server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait()
+
+
+@app.command()
+def spaces() -> None:
+    """List the shipped search spaces and their parameters."""
+    import search_spaces
+
+    for name in search_spaces.names():
+        space = search_spaces.load(name)
+        console.print(f"[bold]{name}[/]: {space.description}")
+        for param, dist in space.params.items():
+            detail = dist.model_dump(exclude_none=True, exclude_defaults=True)
+            console.print(f"  {param}: {detail}", highlight=False)

@@ -1,0 +1,278 @@
+"""The study spec: one YAML file (plus `--set` overrides) validated into a StudySpec.
+
+Example:
+    >>> from study.spec import load_spec
+    >>> spec = load_spec(None, ["search.num_samples=4"])
+    >>> spec.name, spec.search.num_samples, list(spec.space.params)[:2]
+    ('digits-regularization', 4, ['lr', 'weight_decay'])
+"""
+
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import search_spaces
+from study.errors import UserError
+from trainables import ACTIVATIONS, DATASETS, HYPERPARAMETERS, METRICS, MODELS, OPTIMIZERS
+
+DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """Which data set, and how much of it is held out for validation."""
+
+    name: str = "digits"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown data set {name!r}; use one of {', '.join(DATASETS)}")
+        return name
+
+
+class ModelSpec(_Strict):
+    """The network: its kind and hidden-layer widths."""
+
+    name: str = "mlp"
+    widths: list[int] = Field(default_factory=lambda: [128, 128])
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
+        return name
+
+    @field_validator("widths")
+    @classmethod
+    def _positive(cls, widths: list[int]) -> list[int]:
+        if any(w < 1 for w in widths):
+            raise ValueError(f"every width must be >= 1 (got {widths})")
+        return widths
+
+
+class SearchSpec(_Strict):
+    """How configurations are proposed."""
+
+    sampler: Literal["tpe", "random"] = "tpe"
+    num_samples: int = Field(24, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class SchedulerSpec(_Strict):
+    """ASHA early stopping, counted in epochs (`name: none` runs every trial to max_epochs)."""
+
+    name: Literal["asha", "none"] = "asha"
+    max_epochs: int = Field(30, ge=1)
+    grace_period: int = Field(3, ge=1)
+    reduction_factor: float = Field(3, gt=1)
+
+    @model_validator(mode="after")
+    def _grace_within_budget(self) -> "SchedulerSpec":
+        if self.grace_period > self.max_epochs:
+            raise ValueError(
+                f"grace_period ({self.grace_period}) > max_epochs ({self.max_epochs}); "
+                "make grace_period <= max_epochs"
+            )
+        return self
+
+
+class ResourcesSpec(_Strict):
+    """What one trial asks Ray for."""
+
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class TrackingSpec(_Strict):
+    """Where MLflow records go: None means SQLite under the root folder."""
+
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class StudySpec(_Strict):
+    """Everything one study needs, defaults resolved."""
+
+    name: str = Field("digits-regularization", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    space: search_spaces.Space = Field(default_factory=lambda: search_spaces.load("regularization"))
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    metric: str = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    root: str = "runs"
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _load_space(cls, space: Any) -> Any:
+        if isinstance(space, str):
+            return search_spaces.read(space)
+        return space
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        return metric
+
+    @model_validator(mode="after")
+    def _known_hyperparameters(self) -> "StudySpec":
+        for where, names in (("space.params", self.space.params), ("fixed", self.fixed)):
+            for name in names:
+                if name not in HYPERPARAMETERS:
+                    raise ValueError(f"{where}.{name}: {_unknown(name, HYPERPARAMETERS)}")
+        for name in set(self.space.params) & set(self.fixed):
+            raise ValueError(f"fixed.{name}: also in the space; remove it from one of them")
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("activation", ACTIVATIONS),
+        ):
+            if name in self.fixed and self.fixed[name] not in allowed:
+                raise ValueError(
+                    f"fixed.{name}: unknown value {self.fixed[name]!r}; use one of "
+                    f"{', '.join(allowed)}"
+                )
+        return self
+
+    def trial_constants(self) -> dict[str, Any]:
+        """What every trial's config holds besides the sampled values."""
+        return {
+            **self.fixed,
+            "dataset": self.dataset.model_dump(),
+            "model": self.model.model_dump(),
+            "epochs": self.scheduler.max_epochs,
+            "seed": self.search.seed,
+            "threads": max(1, int(self.resources.cpu)),
+        }
+
+
+def _unknown(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return f"unknown name; {hint}"
+
+
+def format_error(error: ValidationError) -> str:
+    """One line for the first problem pydantic found: the field's path and what to do."""
+    first = error.errors()[0]
+    # Drop pydantic's union-member labels (the param `type` tags) from the path.
+    parts = [str(part) for part in first["loc"] if part not in ("float", "int", "categorical")]
+    location = ".".join(part for part in parts if not part.startswith("function"))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        parent = location.rpartition(".")[0]
+        model = _model_at(parent)
+        known = list(model.model_fields) if model else []
+        message = f"unknown key; {_unknown(location.rpartition('.')[2], known).split('; ')[1]}"
+    elif first["type"] == "union_tag_invalid":
+        message = "type must be one of float, int, categorical"
+    elif message.startswith("Input should be"):
+        message = f"must be{message.removeprefix('Input should be')} (got {first['input']!r})"
+    return f"{location}: {message}" if location else message
+
+
+def _model_at(path: str) -> type[BaseModel] | None:
+    model: Any = StudySpec
+    for part in filter(None, path.split(".")):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `key.sub=value` override to the raw spec mapping (value parsed as YAML)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise UserError(
+            f"--set {assignment!r}: write it as key.sub=value, e.g. search.num_samples=8"
+        )
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    try:
+        _assign(raw, key, value)
+    except search_spaces.SpaceNotFound as error:
+        raise UserError(f"space: {error}") from None
+
+
+def _assign(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    if parents and parents[0] == "space" and isinstance(raw.get("space"), str):
+        raw["space"] = search_spaces.read(raw["space"])  # a named space, edited in place
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: {part} is not a mapping; set {part} itself")
+    node[last] = value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a spec file holds, or a UserError that says what is wrong with it."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(
+            f"{path}: cannot read the spec ({error.strerror}); check the path"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}: malformed YAML{where}: {problem}; fix the syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(
+            f"{path}: a spec is a mapping of keys (name:, dataset:, ...); got a list or value"
+        )
+    return raw
+
+
+def default_spec_path() -> Path:
+    """The shipped default study file."""
+    return Path(str(resources.files("studies").joinpath(DEFAULT_SPEC)))
+
+
+def load_spec(path: str | Path | None, overrides: list[str] = ()) -> StudySpec:
+    """Read a spec file (the default study when None), apply overrides and validate it."""
+    raw = read_yaml(Path(path) if path else default_spec_path())
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as error:
+        raise UserError(format_error(error)) from None
+
+
+def root_folder(root: str | None = None, spec_root: str = "runs") -> Path:
+    """The root folder: --root, else $STUDY_ROOT, else the spec's `root`; made absolute."""
+    return Path(root or os.environ.get("STUDY_ROOT") or spec_root).resolve()
+
+
+def resolve_root(spec: StudySpec, root: str | None = None) -> Path:
+    """The root folder of `spec` (see `root_folder`)."""
+    return root_folder(root, spec.root)
