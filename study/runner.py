@@ -1,6 +1,7 @@
 """Runs a study: data loaded once, Ray Tune trials proposed by Optuna, stopped by ASHA,
 recorded in MLflow; returns the results table and writes it under the root folder."""
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -58,10 +59,8 @@ def scheduler(spec: StudySpec) -> FIFOScheduler:
 
 def forget(spec: StudySpec, root: Path) -> None:
     """Drop a previous study of the same name: its Optuna trials, MLflow runs and files."""
-    try:
+    with contextlib.suppress(KeyError):
         optuna.delete_study(study_name=spec.name, storage=optuna_storage_url(root))
-    except KeyError:
-        pass
     client = MlflowClient(tracking_uri(spec, root))
     experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
     if experiment is not None:
