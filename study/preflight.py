@@ -21,10 +21,12 @@ def check_resources(spec: StudySpec) -> None:
     if spec.resources.gpu > 0:
         import torch
 
-        if torch.cuda.device_count() == 0:
+        gpus = torch.cuda.device_count()
+        if spec.resources.gpu > gpus:
+            fix = f"at most {gpus}" if gpus else "0"
             raise UserError(
-                f"resources.gpu: {spec.resources.gpu:g} GPU per trial requested but this machine "
-                "has no GPU; set resources.gpu=0 (or --set resources.gpu=0)"
+                f"resources.gpu: {spec.resources.gpu:g} GPU per trial but this machine has "
+                f"{gpus} GPUs; set resources.gpu to {fix}"
             )
 
 

@@ -2,11 +2,12 @@
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-from study.tracking import TrialRecord
+    from study.tracking import TrialRecord
 
 
 def study_dir(root: Path, name: str) -> Path:
@@ -14,7 +15,7 @@ def study_dir(root: Path, name: str) -> Path:
     return root / "studies" / name
 
 
-def rows(records: list[TrialRecord], metric: str) -> list[dict[str, Any]]:
+def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:
     """A JSON-ready row per trial: identity, outcome, last-epoch metrics, full config."""
     return [
         {
@@ -43,8 +44,10 @@ def save(root: Path, name: str, table: list[dict[str, Any]]) -> Path:
     return path
 
 
-def frame(table: list[dict[str, Any]]) -> pd.DataFrame:
+def frame(table: list[dict[str, Any]]) -> "pd.DataFrame":
     """The table flattened for reading: config and metrics as columns."""
+    import pandas as pd
+
     return pd.json_normalize(table, sep=".")
 
 

@@ -75,7 +75,7 @@ class SchedulerSpec(_Strict):
     """ASHA early stopping, counted in epochs (`name: none` runs every trial to max_epochs)."""
 
     name: Literal["asha", "none"] = "asha"
-    max_epochs: int = Field(30, ge=1)
+    max_epochs: int = Field(27, ge=1)
     grace_period: int = Field(3, ge=1)
     reduction_factor: float = Field(3, gt=1)
 

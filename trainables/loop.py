@@ -17,7 +17,8 @@ from trainables.hyperparameters import resolve
 from trainables.models import MODELS
 from trainables.optim import build_optimizer, l1_penalty
 
-# report(metrics, state): metrics of one epoch, and the state a checkpoint needs.
+# report(metrics, state): metrics of one epoch, and the state a checkpoint needs. The state
+# holds live references to the model's tensors: save or copy it before returning.
 Report = Callable[[dict[str, float], dict[str, Any]], None]
 
 EVAL_BATCH = 4096  # evaluation has no backward pass, so it takes big slices

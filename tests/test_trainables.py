@@ -1,0 +1,115 @@
+"""The training loop and what each knob does to the model, optimizer and loss."""
+
+import subprocess
+import sys
+from copy import deepcopy
+
+import pytest
+import torch
+from torch import nn
+
+from trainables import fit, load_dataset
+from trainables.loop import batches
+from trainables.models import build_mlp
+from trainables.optim import build_optimizer
+
+BASE = {
+    "lr": 3e-3,
+    "model": {"name": "mlp", "widths": [32]},
+    "dataset": {"name": "digits"},
+    "epochs": 3,
+    "seed": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset({"name": "digits"}, seed=0)
+
+
+def history(config: dict, data) -> list[dict]:
+    reports = []
+    fit(config, data, lambda metrics, state: reports.append(metrics))
+    return reports
+
+
+def test_digits_split_is_stratified_and_seeded(digits):
+    assert digits.x_train.shape == (1437, 64) and digits.x_val.shape == (360, 64)
+    assert digits.num_classes == 10
+    counts = torch.bincount(digits.y_val, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # each class ~20%
+    again = load_dataset({"name": "digits"}, seed=0)
+    other = load_dataset({"name": "digits"}, seed=1)
+    assert torch.equal(again.y_val, digits.y_val) and not torch.equal(other.y_val, digits.y_val)
+
+
+def test_fit_reports_every_epoch_and_is_deterministic(digits):
+    first = history({**BASE, "dropout": 0.2, "batch_norm": True}, digits)
+    second = history({**BASE, "dropout": 0.2, "batch_norm": True}, digits)
+    assert [m["epoch"] for m in first] == [1, 2, 3]
+    assert [m["val_acc"] for m in first] == [m["val_acc"] for m in second]
+    assert first[-1]["val_acc"] > 0.8
+    last = first[-1]
+    assert last["gap"] == pytest.approx(last["train_acc"] - last["val_acc"])
+
+
+def test_seed_changes_the_result(digits):
+    a = history(BASE, digits)[-1]["val_loss"]
+    b = history({**BASE, "seed": 1}, digits)[-1]["val_loss"]
+    assert a != b
+
+
+def test_resuming_from_a_reported_state_continues_identically(digits):
+    states, full = [], []
+    # `state` holds live references: a checkpoint copies it when it is reported.
+    fit({**BASE, "epochs": 4}, digits, lambda m, s: (full.append(m), states.append(deepcopy(s))))
+    rest = []
+    fit({**BASE, "epochs": 4}, digits, lambda m, s: rest.append(m), state=states[1])
+    assert [m["epoch"] for m in rest] == [3, 4]
+    assert [m["val_loss"] for m in rest] == [m["val_loss"] for m in full[2:]]
+
+
+def test_dropout_and_batch_norm_reach_the_model():
+    hp = {"dropout": 0.3, "batch_norm": True, "activation": "tanh"}
+    model = build_mlp(64, 10, [16, 8], hp)
+    dropouts = [m for m in model if isinstance(m, nn.Dropout)]
+    assert [d.p for d in dropouts] == [0.3, 0.3]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in model) == 2
+    assert sum(isinstance(m, nn.Tanh) for m in model) == 2
+    plain = build_mlp(64, 10, [16, 8], {"dropout": 0.0, "batch_norm": False, "activation": "relu"})
+    assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in plain)
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_weight_decay_and_lr_reach_the_optimizer(name, cls):
+    hp = {"optimizer": name, "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9}
+    optimizer = build_optimizer(nn.Linear(4, 2), hp)
+    assert isinstance(optimizer, cls)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.05 and group["weight_decay"] == 1e-3
+    if name == "sgd":
+        assert group["momentum"] == 0.9
+
+
+def test_l1_shrinks_the_weights(digits):
+    def weight_norm(l1: float) -> float:
+        config = {**BASE, "l1": l1, "epochs": 2}
+        states = []
+        fit(config, digits, lambda m, s: states.append(s))
+        return sum(v.abs().sum().item() for k, v in states[-1]["model"].items() if "weight" in k)
+
+    assert weight_norm(1e-3) < 0.8 * weight_norm(0.0)
+
+
+def test_batches_cover_every_example_once_and_drop_a_lone_last_one():
+    generator = torch.Generator().manual_seed(0)
+    parts = batches(10, 4, generator)
+    assert sorted(torch.cat(parts).tolist()) == list(range(10))
+    lone = batches(9, 4, generator)
+    assert [len(p) for p in lone] == [4, 4]
+
+
+def test_trainables_import_neither_ray_nor_mlflow():
+    code = "import sys, trainables; print('ray' in sys.modules, 'mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
