@@ -1,5 +1,7 @@
 """The `study` command: run, export, train, ui, spaces."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +96,8 @@ def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, sampled
         raise typer.Exit(1)
     best = ranked[0]
     console.print(f"best {metric} {best['metrics'][metric]:.4f}: {best['run_name']}")
+    chosen = ", ".join(f"{p}={best['config'][p]!r}" for p in sampled if p in best["config"])
+    console.print(f"best config: {chosen}", highlight=False)
     console.print(f"next: study export {name} -o best.yaml && study train best.yaml; study ui")
 
 
@@ -153,11 +157,14 @@ def ui(
         )
     uri = store_uri(folder)
     base = f"http://127.0.0.1:{port}"
+    log = open(folder / "mlflow-ui.log", "a")  # noqa: SIM115  (open while the server runs)
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
          "--default-artifact-root", (folder / "mlartifacts").as_uri(),
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         for _ in range(120):
             try:
@@ -165,16 +172,26 @@ def ui(
                 break
             except OSError:
                 if server.poll() is not None:
-                    _fail(UserError(f"--port: the MLflow server did not start; is {port} in use?"))
+                    reason = f"did not start (see {log.name}); is port {port} in use?"
+                    _fail(UserError(f"--port: the MLflow server {reason}"))
                 time.sleep(0.5)
         for experiment in MlflowClient(uri).search_experiments():
             if experiment.name != "Default":
-                console.print(f"{experiment.name}: {runs_link(base, experiment.experiment_id)}")
-        console.print("MLflow UI running; Ctrl-C stops it.")
+                link = runs_link(base, experiment.experiment_id)
+                console.print(f"{experiment.name}: {link}", soft_wrap=True)
+        console.print(
+            f"MLflow UI at {base} (server log: {log.name}); Ctrl-C stops it.", soft_wrap=True
+        )
         server.wait()
     except KeyboardInterrupt:
-        server.terminate()
+        pass
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
         server.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
