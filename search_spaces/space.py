@@ -29,7 +29,7 @@ class _Param(BaseModel):
     the values) given."""
 
     def active(self, values: dict[str, Any]) -> bool:
-        """Whether the `when` conditions hold for the values sampled so far."""
+        """Whether the `when` conditions hold for the values sampled (or given) so far."""
         for name, wanted in (self.when or {}).items():
             allowed = wanted if isinstance(wanted, list) else [wanted]
             if name not in values or values[name] not in allowed:
@@ -104,7 +104,8 @@ Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator=
 
 
 class Space(BaseModel):
-    """Parameters in order; a `when:` condition may name only parameters listed before it.
+    """Parameters in order; a `when:` condition names parameters listed before it, or values
+    the caller passes as `context` (a fixed hyperparameter, the data set's modality, ...).
 
     Args:
         name: The space's name (the file name for the shipped spaces).
@@ -125,12 +126,12 @@ class Space(BaseModel):
         seen: dict[str, Any] = {}
         for name, param in self.params.items():
             for other, wanted in (param.when or {}).items():
-                if other not in seen:
+                if other not in seen and other in self.params:
                     raise ValueError(
                         f"params.{name}.when names {other!r}, which is not a parameter listed "
                         f"before {name!r}; list {other!r} first"
                     )
-                choices = getattr(seen[other], "choices", None)
+                choices = getattr(seen.get(other), "choices", None)
                 for value in wanted if isinstance(wanted, list) else [wanted]:
                     if choices is not None and value not in choices:
                         raise ValueError(
@@ -140,10 +141,14 @@ class Space(BaseModel):
             seen[name] = param
         return self
 
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample every active parameter on `trial` (define-by-run) and return the values."""
+    def suggest(self, trial: optuna.Trial, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Sample every active parameter on `trial` (define-by-run) and return the values.
+
+        `context` holds values that `when:` conditions may test but that are not sampled.
+        """
+        known = dict(context or {})
         values: dict[str, Any] = {}
         for name, param in self.params.items():
-            if param.active(values):
-                values[name] = param.suggest(trial, name)
+            if param.active(known):
+                values[name] = known[name] = param.suggest(trial, name)
         return values

@@ -56,7 +56,7 @@ def run(
     try:
         spec = load_spec(spec_file, set_ or [])
         folder = resolve_root(spec, root)
-        preflight(spec, folder, replace=replace)
+        data = preflight(spec, folder, replace=replace)
     except UserError as error:
         _fail(error)
     from study.runner import forget, run_study
@@ -69,7 +69,7 @@ def run(
         f"{spec.space.name} ({', '.join(spec.space.params)}); records under {folder}"
     )
     started = time.perf_counter()
-    ranked = run_study(spec, folder, console)
+    ranked = run_study(spec, folder, data, console)
     elapsed = time.perf_counter() - started
     _summary(ranked, spec.metric, spec.name, elapsed, list(spec.space.params))
 
@@ -129,12 +129,15 @@ def export(
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="A config written by `study export`.")],
+    test: Annotated[
+        bool, typer.Option("--test", help="Also score the held-out test split at the end.")
+    ] = False,
 ) -> None:
     """Retrain one exported config with the same loop, without Ray; print every epoch."""
     from study.retrain import train as retrain
 
     try:
-        retrain(config, console)
+        retrain(config, console, test=test)
     except UserError as error:
         _fail(error)
 

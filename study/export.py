@@ -23,7 +23,9 @@ def load_table(root: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, A
 
 def bundle(name: str, row: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
     """One exported trial: provenance, the value to reproduce, and the config to train."""
-    config = {**row["config"], "epochs": row["epochs"]}  # the epochs it actually trained
+    config = dict(row["config"])
+    if row["epochs"] < config["epochs"]:  # early-stopped: same schedule, stop where it stopped
+        config["stop_epoch"] = row["epochs"]
     return {
         "study": name,
         "trial": row["trial"],

@@ -8,6 +8,7 @@ from pathlib import Path
 from study import results
 from study.errors import UserError
 from study.spec import StudySpec
+from trainables import DataError, Dataset, load_dataset
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -56,9 +57,19 @@ def check_new(spec: StudySpec, root: Path) -> None:
         )
 
 
-def preflight(spec: StudySpec, root: Path, replace: bool = False) -> None:
-    """Every check a study must pass before anything is launched or recorded."""
+def load_data(spec: StudySpec) -> Dataset:
+    """The study's data set, read once on the driver; unreadable data is the user's to fix."""
+    try:
+        return load_dataset(spec.dataset.model_dump(exclude_none=True), seed=spec.search.seed)
+    except DataError as error:
+        raise UserError(str(error)) from None
+
+
+def preflight(spec: StudySpec, root: Path, replace: bool = False) -> Dataset:
+    """Every check a study must pass before anything is launched or recorded; returns the
+    data set, loaded along the way."""
     check_resources(spec)
     check_tracking(spec, root)
     if not replace:
         check_new(spec, root)
+    return load_data(spec)

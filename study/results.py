@@ -1,6 +1,7 @@
 """The results table of a study: one row per trial, saved under the root folder."""
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,11 @@ def load(root: Path, name: str) -> list[dict[str, Any]]:
 
 def ranked(table: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
     """Trials with a value for `metric`, best first (ties: fewer epochs first)."""
-    scored = [row for row in table if row.get("metrics", {}).get(metric) is not None]
+    scored = [
+        row
+        for row in table
+        if row["outcome"] in ("completed", "early_stopped")
+        and math.isfinite(row.get("metrics", {}).get(metric, math.nan))
+    ]
     sign = -1 if mode == "max" else 1
     return sorted(scored, key=lambda row: (sign * row["metrics"][metric], row["epochs"]))

@@ -8,9 +8,9 @@ from rich.console import Console
 
 from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml
-from trainables import HYPERPARAMETERS, fit, load_dataset
+from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
 
-RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads"}
+RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch"}
 
 
 def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -31,10 +31,16 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return document, config
 
 
-def train(path: Path, console: Console) -> dict[str, float]:
-    """Retrain the config in `path`, print each epoch, and return the last epoch's metrics."""
+def train(path: Path, console: Console, test: bool = False) -> dict[str, float]:
+    """Retrain the config in `path`, print each epoch, and return the last epoch's metrics
+    (with test_loss and test_acc on the held-out test split when `test` is set)."""
     document, config = read_config(path)
-    data = load_dataset(config["dataset"], seed=config["seed"])
+    try:
+        data = load_dataset(config["dataset"], seed=config["seed"])
+    except DataError as error:
+        raise UserError(str(error)) from None
+    if test and data.x_test is None:
+        raise UserError("config.dataset.test_fraction: no test split kept; set it above 0")
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
         console.print(
@@ -44,11 +50,13 @@ def train(path: Path, console: Console) -> dict[str, float]:
             highlight=False,
         )
 
-    last = fit(config, data, report)
+    last = fit(config, data, report, test=test)
     metric = document.get("metric", "val_acc")
     line = f"{metric} {last[metric]:.4f}"
     if "value" in document:
         line += f" (the trial reported {document['value']:.4f}, "
         line += f"difference {last[metric] - document['value']:+.4f})"
     console.print(line, highlight=False)
+    if test:
+        console.print(f"test_acc {last['test_acc']:.4f}  test_loss {last['test_loss']:.4f}")
     return last

@@ -27,7 +27,7 @@ from study.tracking import (
     open_experiment,
     store_uri,
 )
-from trainables import Dataset, fit, load_dataset
+from trainables import Dataset, fit
 
 
 def trainable(config: dict[str, Any], data: Dataset) -> None:
@@ -70,8 +70,8 @@ def forget(spec: StudySpec, root: Path) -> None:
     shutil.rmtree(root / "ray" / spec.name, ignore_errors=True)
 
 
-def run_study(spec: StudySpec, root: Path, console: Console) -> list[dict[str, Any]]:
-    """Run the study `spec` describes under `root` and return its results table, best first."""
+def run_study(spec: StudySpec, root: Path, data: Dataset, console: Console) -> list[dict[str, Any]]:
+    """Run the study `spec` describes on `data` under `root`; return its results, best first."""
     root.mkdir(parents=True, exist_ok=True)
     folder = results.study_dir(root, spec.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,6 @@ def run_study(spec: StudySpec, root: Path, console: Console) -> list[dict[str, A
     (folder / "spec.yaml").write_text(spec_yaml)
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    data = load_dataset(spec.dataset.model_dump(), seed=spec.search.seed)
     client = MlflowClient(tracking_uri(spec, root))
     experiment_id = open_experiment(client, spec.tracking.experiment or spec.name, root)
     parent = client.create_run(

@@ -1,5 +1,6 @@
-"""Optuna behind Ray Tune: TPE (or random) proposals, with early-stopped trials told as PRUNED."""
+"""Optuna behind Ray Tune: TPE, random or grid proposals; early-stopped trials told as PRUNED."""
 
+import math
 from typing import Any
 
 import optuna
@@ -12,7 +13,8 @@ from study.spec import StudySpec
 
 class PrunedAwareOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, except that a trial stopped before `max_epochs` reaches Optuna as
-    PRUNED with all its intermediate values, never as a COMPLETE trial with a partial score.
+    PRUNED with all its intermediate values, never as a COMPLETE trial with a partial score,
+    and a diverged trial as FAIL. Each trial carries its outcome as the user attr `outcome`.
 
     Args:
         max_epochs: The epoch budget of a trial that runs to the end.
@@ -26,15 +28,29 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if result and not error and trial_id not in self._completed_trials:
-            trial = self._ot_trials[trial_id]
+        if not result or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        trial = self._ot_trials[trial_id]
+        if error:
+            trial.set_user_attr("outcome", "failed")
+            return super().on_trial_complete(trial_id, result, error)
+        value = result[self.metric]
+        if math.isfinite(value):
             # Ray hands the last result to on_trial_complete only: record it as a step too.
-            trial.report(result[self.metric], result["training_iteration"])
-            if result["epoch"] < self.max_epochs:
-                self._ot_study.tell(trial, state=TrialState.PRUNED)
-                self._completed_trials.add(trial_id)
-                return
-        super().on_trial_complete(trial_id, result, error)
+            trial.report(value, result["training_iteration"])
+        if result.get("diverged"):
+            trial.set_user_attr("outcome", "diverged")
+            self._tell(trial_id, TrialState.FAIL)
+        elif result["epoch"] < self.max_epochs:
+            trial.set_user_attr("outcome", "early_stopped")
+            self._tell(trial_id, TrialState.PRUNED)
+        else:
+            trial.set_user_attr("outcome", "completed")
+            super().on_trial_complete(trial_id, result, error)
+
+    def _tell(self, trial_id: str, state: TrialState) -> None:
+        self._ot_study.tell(self._ot_trials[trial_id], state=state)
+        self._completed_trials.add(trial_id)
 
 
 class DefineByRun:
@@ -43,12 +59,13 @@ class DefineByRun:
     A class rather than a closure because Ray pickles the searcher to checkpoint it.
     """
 
-    def __init__(self, space: Space, constants: dict[str, Any]) -> None:
+    def __init__(self, space: Space, constants: dict[str, Any], context: dict[str, Any]) -> None:
         self.space = space
         self.constants = constants
+        self.context = context
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        self.space.suggest(trial)  # Ray captures the suggested values itself
+        self.space.suggest(trial, self.context)  # Ray captures the suggested values itself
         return self.constants
 
 
@@ -60,14 +77,15 @@ def optuna_storage_url(root: Any) -> str:
 def build_searcher(spec: StudySpec, storage_url: str) -> PrunedAwareOptunaSearch:
     """The searcher for `spec`: its space define-by-run, the trial constants, seeded sampler."""
     seed = spec.search.seed
-    sampler = (
-        optuna.samplers.TPESampler(seed=seed)
-        if spec.search.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(spec.grid(), seed=seed),
+    }
+    sampler = samplers[spec.search.sampler]()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return PrunedAwareOptunaSearch(
-        space=DefineByRun(spec.space, spec.trial_constants()),
+        space=DefineByRun(spec.space, spec.trial_constants(), spec.context()),
         metric=spec.metric,
         mode=spec.mode,
         sampler=sampler,

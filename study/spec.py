@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import search_spaces
 from study.errors import UserError
-from trainables import ACTIVATIONS, DATASETS, HYPERPARAMETERS, METRICS, MODELS, OPTIMIZERS
+from trainables import CHOICES, DATASETS, HYPERPARAMETERS, KINDS, METRICS, MODELS
 
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
 
@@ -28,10 +28,19 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """Which data set, and how much of it is held out for validation."""
+    """Which data set, where it lives, and how it is split."""
 
     name: str = "digits"
     val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    train_size: int | None = Field(None, ge=2)
+    root: str | None = None  # mnist, fashion_mnist, cifar10: the torchvision data root
+    download: bool = False
+    path: str | None = None  # csv: the file
+    target: str | None = None  # csv: the label column
+    n_samples: int | None = Field(None, ge=10)  # circles, moons
+    noise: float | None = Field(None, ge=0)
+    factor: float | None = Field(None, gt=0, lt=1)  # circles
 
     @field_validator("name")
     @classmethod
@@ -40,12 +49,28 @@ class DatasetSpec(_Strict):
             raise ValueError(f"unknown data set {name!r}; use one of {', '.join(DATASETS)}")
         return name
 
+    @model_validator(mode="after")
+    def _fields_fit_the_data_set(self) -> "DatasetSpec":
+        if self.name == "csv" and not (self.path and self.target):
+            raise ValueError("csv needs path and target; set dataset.path and dataset.target")
+        if self.name in ("mnist", "fashion_mnist", "cifar10") and self.test_fraction:
+            raise ValueError(
+                f"test_fraction: {self.name} has its own test split; remove test_fraction"
+            )
+        return self
+
+    @property
+    def modality(self) -> str:
+        return KINDS[self.name][0]
+
 
 class ModelSpec(_Strict):
-    """The network: its kind and hidden-layer widths."""
+    """The network: mlp (hidden `widths`) or cnn (conv `channels`, then a dense head of
+    `widths`)."""
 
     name: str = "mlp"
     widths: list[int] = Field(default_factory=lambda: [128, 128])
+    channels: list[int] | None = None
 
     @field_validator("name")
     @classmethod
@@ -54,18 +79,18 @@ class ModelSpec(_Strict):
             raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
         return name
 
-    @field_validator("widths")
+    @field_validator("widths", "channels")
     @classmethod
-    def _positive(cls, widths: list[int]) -> list[int]:
-        if any(w < 1 for w in widths):
-            raise ValueError(f"every width must be >= 1 (got {widths})")
-        return widths
+    def _positive(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes and any(size < 1 for size in sizes):
+            raise ValueError(f"every size must be >= 1 (got {sizes})")
+        return sizes
 
 
 class SearchSpec(_Strict):
     """How configurations are proposed."""
 
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
     num_samples: int = Field(24, ge=1)
     max_concurrent: int = Field(2, ge=1)
     seed: int = 0
@@ -134,30 +159,71 @@ class StudySpec(_Strict):
         return metric
 
     @model_validator(mode="after")
-    def _known_hyperparameters(self) -> "StudySpec":
+    def _consistent(self) -> "StudySpec":
         for where, names in (("space.params", self.space.params), ("fixed", self.fixed)):
             for name in names:
                 if name not in HYPERPARAMETERS:
                     raise ValueError(f"{where}.{name}: {_unknown(name, HYPERPARAMETERS)}")
         for name in set(self.space.params) & set(self.fixed):
             raise ValueError(f"fixed.{name}: also in the space; remove it from one of them")
-        for name, allowed in (
-            ("optimizer", OPTIMIZERS),
-            ("activation", ACTIVATIONS),
-        ):
-            if name in self.fixed and self.fixed[name] not in allowed:
-                raise ValueError(
-                    f"fixed.{name}: unknown value {self.fixed[name]!r}; use one of "
-                    f"{', '.join(allowed)}"
-                )
+        for name, allowed in CHOICES.items():
+            values = [self.fixed[name]] if name in self.fixed else []
+            values += getattr(self.space.params.get(name), "choices", [])
+            for value in values:
+                if value not in allowed:
+                    where = "fixed" if name in self.fixed else "space.params"
+                    raise ValueError(
+                        f"{where}.{name}: unknown value {value!r}; use one of {', '.join(allowed)}"
+                    )
+        for name, param in self.space.params.items():
+            for other in param.when or {}:
+                if other not in self.space.params and other not in self.context():
+                    raise ValueError(
+                        f"space.params.{name}.when: {other!r} is neither a parameter of the "
+                        f"space nor one of {', '.join(sorted(self.context()))}"
+                    )
+        if self.model.name == "cnn" and self.dataset.modality != "image":
+            raise ValueError(
+                f"model.name: cnn needs images and {self.dataset.name} is a table; use mlp"
+            )
+        if self.search.sampler == "grid":
+            self.grid()  # raises when the space has a continuous parameter
         return self
+
+    def context(self) -> dict[str, Any]:
+        """What a `when:` condition may test besides sampled values: the data set's modality
+        and channels, the model's name, and every fixed (or default) hyperparameter."""
+        modality, channels = KINDS[self.dataset.name]
+        hyperparameters = {**HYPERPARAMETERS, **self.fixed}
+        return {
+            **hyperparameters,
+            "modality": modality,
+            "channels": channels,
+            "model": self.model.name,
+            "dataset": self.dataset.name,
+        }
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid of a space of categorical (or stepped int) parameters, for `sampler: grid`."""
+        grid = {}
+        for name, param in self.space.params.items():
+            if hasattr(param, "choices"):
+                grid[name] = list(param.choices)
+            elif param.type == "int" and not param.log:
+                grid[name] = list(range(param.low, param.high + 1, param.step or 1))
+            else:
+                raise ValueError(
+                    f"search.sampler: grid needs categorical or int parameters and "
+                    f"space.params.{name} is a {param.type}; list its values as choices"
+                )
+        return grid
 
     def trial_constants(self) -> dict[str, Any]:
         """What every trial's config holds besides the sampled values."""
         return {
             **self.fixed,
-            "dataset": self.dataset.model_dump(),
-            "model": self.model.model_dump(),
+            "dataset": self.dataset.model_dump(exclude_none=True),
+            "model": self.model.model_dump(exclude_none=True),
             "epochs": self.scheduler.max_epochs,
             "seed": self.search.seed,
             "threads": max(1, int(self.resources.cpu)),

@@ -149,15 +149,20 @@ class MlflowTracker(tune.Callback):
         epoch = int(result["epoch"])
         if epoch <= record.epochs:  # already logged (a retried trial replaying epochs)
             return
-        record.history.append({k: float(result[k]) for k in METRICS if k in result})
+        record.history.append({k: float(result[k]) for k in (*METRICS, "diverged") if k in result})
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, epoch) for k, v in record.history[-1].items()]
         self.client.log_batch(record.run_id, metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.records[trial.trial_id]
-        outcome = "completed" if record.epochs >= trial.config["epochs"] else "early_stopped"
-        self._finish(record, outcome)
+        if record.last.get("diverged"):
+            record.error = f"loss became NaN or infinite in epoch {record.epochs}"
+            self._finish(record, "diverged")
+        elif record.epochs >= trial.config["epochs"]:
+            self._finish(record, "completed")
+        else:
+            self._finish(record, "early_stopped")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.records[trial.trial_id]

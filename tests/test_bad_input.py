@@ -31,6 +31,20 @@ CASES = {
         "set resources.gpu",
     ),
     "too many cpus": (["resources.cpu=4096"], "resources.cpu: 4096 per trial", "at most"),
+    "unknown condition name": (
+        [f"{SPACE}.dropout.when={{optimzer: sgd}}"],
+        f"{SPACE}.dropout.when: 'optimzer' is neither",
+        "modality",
+    ),
+    "unknown optimizer": (["fixed.optimizer=lbfgs"], "fixed.optimizer: unknown value", "adamw"),
+    "grid over a float": (["search.sampler=grid"], "search.sampler: grid needs", "as choices"),
+    "cnn on a table": (["dataset.name=circles", "model.name=cnn"], "model.name: cnn needs", "mlp"),
+    "csv without a path": (["dataset.name=csv"], "dataset: csv needs path", "dataset.path"),
+    "missing image files": (
+        ["dataset.name=mnist", "dataset.root=/nonexistent"],
+        "dataset.root: mnist not found under /nonexistent",
+        "download: true",
+    ),
     "bad --set syntax": (["search.num_samples"], "--set 'search.num_samples'", "key.sub=value"),
 }
 

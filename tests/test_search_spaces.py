@@ -63,13 +63,42 @@ def test_when_condition_samples_only_where_it_holds():
         ({"type": "float", "low": 0, "high": 1, "log": True}, "log scale needs low > 0"),
         ({"type": "int", "low": 1, "high": 8, "log": True, "step": 2}, "cannot be combined"),
         ({"type": "categorical", "choices": []}, "choices is empty"),
-        ({"type": "float", "low": 0, "high": 1, "when": {"x": 1}}, "names 'x'"),
         ({"type": "float", "low": 0, "high": 1, "scale": "log"}, "Extra inputs"),
     ],
 )
 def test_invalid_parameters_are_rejected(param, message):
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Space.model_validate({"params": {"p": param}})
+
+
+def test_condition_on_a_later_parameter_is_rejected():
+    with pytest.raises(ValidationError, match="list 'optimizer' first"):
+        Space.model_validate(
+            {
+                "params": {
+                    "momentum": {
+                        "type": "float",
+                        "low": 0,
+                        "high": 1,
+                        "when": {"optimizer": "sgd"},
+                    },
+                    "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+                }
+            }
+        )
+
+
+def test_condition_on_a_context_value():
+    space = Space.model_validate(
+        {
+            "params": {
+                "hflip": {"type": "categorical", "choices": [True], "when": {"modality": "image"}}
+            }
+        }
+    )
+    study = optuna.create_study()
+    assert space.suggest(study.ask(), {"modality": "image"}) == {"hflip": True}
+    assert space.suggest(study.ask(), {"modality": "tabular"}) == {}
 
 
 def test_condition_value_must_be_a_choice():

@@ -1,19 +1,20 @@
 """Plain PyTorch training for regularization studies: no Ray, no MLflow, no study code."""
 
-from trainables.data import DATASETS, Dataset, load_dataset
-from trainables.hyperparameters import HYPERPARAMETERS, METRICS, resolve
-from trainables.loop import fit
-from trainables.models import ACTIVATIONS, MODELS
-from trainables.optim import OPTIMIZERS
+from trainables.data import DATASETS, KINDS, DataError, Dataset, load_dataset
+from trainables.hyperparameters import CHOICES, HYPERPARAMETERS, METRICS, resolve
+from trainables.loop import build, fit
+from trainables.models import MODELS
 
 __all__ = [
-    "ACTIVATIONS",
+    "CHOICES",
     "DATASETS",
+    "DataError",
     "Dataset",
     "HYPERPARAMETERS",
+    "KINDS",
     "METRICS",
     "MODELS",
-    "OPTIMIZERS",
+    "build",
     "fit",
     "load_dataset",
     "resolve",

@@ -1,15 +1,43 @@
-"""Data sets as preloaded tensors: loaded once, split with a seed, batched by index."""
+"""Data sets as preloaded tensors: loaded once per study, split with a seed, batched by index.
 
-from dataclasses import dataclass
+Images stay uint8 (N, C, H, W) until they reach the trial's device, where they become floats in
+[0, 1]; augmentation works on those and `Dataset.normalize` standardises each batch.
+"""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+# name -> (modality, channels): what a search space's `when:` may ask before any data is read.
+KINDS = {
+    "digits": ("image", 1),
+    "circles": ("tabular", 0),
+    "moons": ("tabular", 0),
+    "mnist": ("image", 1),
+    "fashion_mnist": ("image", 1),
+    "cifar10": ("image", 3),
+    "csv": ("tabular", 0),
+}
+DATASETS = tuple(KINDS)
+
+# Per-channel mean and std of the training images, the values everyone uses.
+NORMALIZATION = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+
+class DataError(ValueError):
+    """A data set that cannot be read as its spec says; the message names the field and fix."""
+
 
 @dataclass
 class Dataset:
-    """A classification data set held in memory as float features and integer labels."""
+    """A classification data set in memory: features, integer labels, optional test split."""
 
     name: str
     x_train: torch.Tensor
@@ -17,56 +45,199 @@ class Dataset:
     x_val: torch.Tensor
     y_val: torch.Tensor
     num_classes: int
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    mean: tuple[float, ...] | None = None  # per channel, images only
+    std: tuple[float, ...] | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.x_train.dim() == 4
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1]) if self.is_image else 0
 
     @property
     def num_features(self) -> int:
         return int(self.x_train[0].numel())
 
     def to(self, device: torch.device | str) -> "Dataset":
-        """Return the same data on `device` (a no-op when it is already there)."""
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Dataset(
-            self.name,
-            move(self.x_train),
-            move(self.y_train),
-            move(self.x_val),
-            move(self.y_val),
-            self.num_classes,
+        """The same data on `device`, images as floats in [0, 1]."""
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            t = t.to(device, non_blocking=True)
+            return t.float().div_(255) if t.dtype == torch.uint8 else t
+
+        return replace(
+            self,
+            **{k: move(getattr(self, k)) for k in ("x_train", "y_train", "x_val", "y_val")},
+            x_test=move(self.x_test),
+            y_test=move(self.y_test),
         )
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise a batch of images per channel (a no-op without statistics)."""
+        if self.mean is None:
+            return x
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(shape)
+        std = torch.tensor(self.std, device=x.device).view(shape)
+        return (x - mean) / std
 
-def _digits() -> tuple[np.ndarray, np.ndarray]:
+
+def split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified, seeded split: (the rest, the `fraction` held out)."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=y)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders: each returns (x_train, y_train, x_test, y_test); test may be None.
+
+
+def _digits(spec: dict[str, Any], seed: int):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return digits.data / 16.0, digits.target  # 8x8 images, pixel values 0..16
+    return (digits.images[:, None] / 16.0).astype(np.float32), digits.target, None, None
 
 
-LOADERS = {"digits": _digits}
-DATASETS = tuple(LOADERS)
+def _circles(spec: dict[str, Any], seed: int):
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(
+        n_samples=spec.get("n_samples", 2000),
+        noise=spec.get("noise", 0.1),
+        factor=spec.get("factor", 0.4),
+        random_state=seed,
+    )
+    return x.astype(np.float32), y, None, None
 
 
-def stratified_split(
-    y: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return train and validation indices with each class split in the same proportion."""
-    from sklearn.model_selection import train_test_split
+def _moons(spec: dict[str, Any], seed: int):
+    from sklearn.datasets import make_moons
 
-    index = np.arange(len(y))
-    return train_test_split(index, test_size=val_fraction, random_state=seed, stratify=y)
+    x, y = make_moons(
+        n_samples=spec.get("n_samples", 2000), noise=spec.get("noise", 0.1), random_state=seed
+    )
+    return x.astype(np.float32), y, None, None
+
+
+def _torchvision(spec: dict[str, Any], seed: int):
+    from torchvision import datasets
+
+    name, root = spec["name"], Path(spec.get("root") or "data")
+    classes = {
+        "mnist": datasets.MNIST,
+        "fashion_mnist": datasets.FashionMNIST,
+        "cifar10": _cifar10_class(),
+    }
+    try:
+        train = classes[name](root, train=True, download=spec.get("download", False))
+        test = classes[name](root, train=False, download=False)
+    except RuntimeError as error:
+        raise DataError(
+            f"dataset.root: {name} not found under {root.resolve()} ({error}); expected "
+            f"{_EXPECTED[name]} there, or set dataset.download: true where the network allows"
+        ) from None
+
+    def arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(ds.data, dtype=np.uint8)
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
+        return np.ascontiguousarray(x), np.asarray(ds.targets)
+
+    return (*arrays(train), *arrays(test))
+
+
+_EXPECTED = {
+    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+    "fashion_mnist": "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+    "cifar10": "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
+}
+
+
+def _cifar10_class():
+    from torchvision.datasets import CIFAR10
+
+    class CIFAR10Files(CIFAR10):
+        """torchvision's CIFAR10, checking that its files exist rather than their md5 sums:
+        the same reading code, and a damaged file still fails to unpickle."""
+
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return CIFAR10Files
+
+
+def _csv(spec: dict[str, Any], seed: int):
+    import pandas as pd
+
+    path, target = spec.get("path"), spec.get("target")
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"dataset.path: cannot read {path} as CSV ({error}); fix the path"
+        ) from None
+    if target not in frame.columns:
+        raise DataError(
+            f"dataset.target: no column {target!r} in {path}; use one of {', '.join(frame.columns)}"
+        )
+    features = pd.get_dummies(frame.drop(columns=[target]), dtype=np.float32)
+    missing = features.columns[features.isna().any()].tolist()
+    if missing or frame[target].isna().any():
+        column = missing[0] if missing else target
+        raise DataError(f"dataset.path: column {column!r} has missing values; fill or drop them")
+    labels, _ = pd.factorize(frame[target], sort=True)
+    return features.to_numpy(np.float32), labels, None, None
+
+
+LOADERS = {
+    "digits": _digits,
+    "circles": _circles,
+    "moons": _moons,
+    "mnist": _torchvision,
+    "fashion_mnist": _torchvision,
+    "cifar10": _torchvision,
+    "csv": _csv,
+}
 
 
 def load_dataset(spec: dict[str, Any], seed: int = 0) -> Dataset:
-    """Load the data set a study's `dataset` mapping names and split it train/validation."""
-    x, y = LOADERS[spec["name"]]()
-    train, val = stratified_split(y, spec.get("val_fraction", 0.2), seed)
-    features = torch.as_tensor(x, dtype=torch.float32)
-    labels = torch.as_tensor(y, dtype=torch.long)
+    """Load the data set a study's `dataset` mapping describes and split it with `seed`.
+
+    Sets without an official test split keep `test_fraction` of the data apart first; the
+    validation split (`val_fraction`) comes from what is left, `train_size` caps the training
+    split. Tabular features are standardised with statistics of the training split only.
+    """
+    x, y, x_test, y_test = LOADERS[spec["name"]](spec, seed)
+    test_fraction = spec.get("test_fraction", 0.0)
+    if x_test is None and test_fraction > 0:
+        rest, held = split(y, test_fraction, seed)
+        x, y, x_test, y_test = x[rest], y[rest], x[held], y[held]
+    train, val = split(y, spec.get("val_fraction", 0.2), seed)
+    if spec.get("train_size"):
+        train = np.random.default_rng(seed).permutation(train)[: spec["train_size"]]
+    if x.ndim == 2:  # tabular: standardise with the training split's statistics
+        mean, std = x[train].mean(0), x[train].std(0) + 1e-8
+        x = (x - mean) / std
+        x_test = None if x_test is None else (x_test - mean) / std
+    mean_std = NORMALIZATION.get(spec["name"], (None, None))
+    tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    label = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.long)  # noqa: E731
     return Dataset(
         spec["name"],
-        features[train],
-        labels[train],
-        features[val],
-        labels[val],
-        int(labels.max()) + 1,
+        tensor(x[train]),
+        label(y[train]),
+        tensor(x[val]),
+        label(y[val]),
+        int(max(y.max(), -1 if y_test is None else y_test.max())) + 1,
+        tensor(x_test),
+        label(y_test),
+        *mean_std,
     )

@@ -4,18 +4,21 @@ Data lives in tensors on the trial's device for the whole run; each epoch draws 
 permutation and slices batches by index, so there is no per-sample DataLoader and no copy.
 """
 
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.augment import augment, enabled
 from trainables.data import Dataset
 from trainables.hyperparameters import resolve
-from trainables.models import MODELS
-from trainables.optim import build_optimizer, l1_penalty
+from trainables.models import build_model
+from trainables.optim import build_optimizer, build_schedule, l1_penalty
 
 # report(metrics, state): metrics of one epoch, and the state a checkpoint needs. The state
 # holds live references to the model's tensors: save or copy it before returning.
@@ -29,13 +32,41 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@dataclass
+class Setup:
+    """Everything one training run builds from its config."""
+
+    hp: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler | None
+
+
+def build(config: dict[str, Any], data: Dataset) -> Setup:
+    """Model, optimizer and schedule for `config` on `data` (seeded, on the CPU)."""
+    hp = resolve(config)
+    torch.manual_seed(hp["seed"])
+    shape = tuple(data.x_train.shape[1:])
+    model = build_model(shape, data.num_classes, hp["model"], hp)
+    optimizer = build_optimizer(model, hp)
+    return Setup(hp, model, optimizer, build_schedule(optimizer, hp))
+
+
+def loss_fn(setup: Setup, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus the L1 penalty when `l1` > 0."""
+    loss = F.cross_entropy(logits, target)
+    if setup.hp["l1"] > 0:
+        loss = loss + setup.hp["l1"] * l1_penalty(setup.model)
+    return loss
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor):
     """Mean cross-entropy and accuracy of `model` in eval mode over (x, y)."""
     model.eval()
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
     for start in range(0, len(x), EVAL_BATCH):
-        out = model(x[start : start + EVAL_BATCH])
+        out = model(data.normalize(x[start : start + EVAL_BATCH]))
         target = y[start : start + EVAL_BATCH]
         loss += F.cross_entropy(out, target, reduction="sum")
         correct += (out.argmax(1) == target).sum()
@@ -55,50 +86,62 @@ def fit(
     data: Dataset,
     report: Report,
     state: dict[str, Any] | None = None,
+    test: bool = False,
 ) -> dict[str, float]:
     """Train the model `config` describes on `data`, calling `report` after every epoch.
 
-    `config` holds the hyperparameters (defaults fill the rest), `model`, `epochs`, `seed` and
-    `threads`. `state`, a dict a previous `report` was given, resumes training where it was.
-    Returns the metrics of the last epoch.
+    `config` holds the hyperparameters (defaults fill the rest), `model`, `epochs` (the length
+    of the schedule), `seed`, `threads` and optionally `stop_epoch` (end earlier, as an
+    early-stopped trial did). `state`, a dict a previous `report` was given, resumes training
+    where it was. A NaN or infinite loss ends training with `diverged: 1` in the last metrics.
+    Returns the metrics of the last epoch, with test_loss and test_acc when `test` is set.
     """
-    hp = resolve(config)
-    torch.set_num_threads(int(hp.get("threads", 1)))
-    torch.manual_seed(hp["seed"])
+    torch.set_num_threads(int(config.get("threads", 1)))
+    setup = build(config, data)
+    hp, model, optimizer = setup.hp, setup.model, setup.optimizer
     dev = device()
     data = data.to(dev)
-
-    model_spec = hp["model"]
-    model = MODELS[model_spec["name"]](
-        data.num_features, data.num_classes, model_spec["widths"], hp
-    ).to(dev)
-    optimizer = build_optimizer(model, hp)
+    model.to(dev)
     shuffle = torch.Generator().manual_seed(hp["seed"])
+    augment_gen = torch.Generator(device=dev).manual_seed(hp["seed"])
+    augmenting = data.is_image and enabled(hp)
     first_epoch = 1
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if setup.schedule and state.get("schedule"):
+            setup.schedule.load_state_dict(state["schedule"])
         shuffle.set_state(state["shuffle"])
-        torch.set_rng_state(state["torch"])
+        augment_gen.set_state(state["augment"])
+        torch.set_rng_state(state["torch"])  # dropout draws from the global generators
+        if state.get("cuda") is not None and dev.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"])
         first_epoch = state["epoch"] + 1
 
     metrics: dict[str, float] = {}
-    for epoch in range(first_epoch, hp["epochs"] + 1):
+    last_epoch = min(hp["epochs"], hp.get("stop_epoch") or hp["epochs"])
+    for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
         model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        total = torch.zeros((), device=dev)
         for index in batches(len(data.x_train), hp["batch_size"], shuffle):
-            index = index.to(dev)
-            loss = F.cross_entropy(model(data.x_train[index]), data.y_train[index])
-            if hp["l1"] > 0:
-                loss = loss + hp["l1"] * l1_penalty(model)
+            index = index.to(dev, non_blocking=True)
+            x = data.x_train[index]
+            if augmenting:
+                x = augment(x, hp, augment_gen)
+            loss = loss_fn(setup, model(data.normalize(x)), data.y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hp["grad_clip"] > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
             optimizer.step()
+            total += loss.detach()
+        if setup.schedule:
+            setup.schedule.step()
         # Train metrics in eval mode, so that the gap compares like with like.
-        train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+        train_loss, train_acc = evaluate(model, data, data.x_train, data.y_train)
+        val_loss, val_acc = evaluate(model, data, data.x_val, data.y_val)
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -106,15 +149,26 @@ def fit(
             "val_loss": val_loss,
             "val_acc": val_acc,
             "gap": train_acc - val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "epoch_time": time.perf_counter() - started,
         }
+        if not math.isfinite(total.item()):
+            metrics["diverged"] = 1.0
         state = {
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "schedule": setup.schedule.state_dict() if setup.schedule else None,
             "shuffle": shuffle.get_state(),
+            "augment": augment_gen.get_state(),
             "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
         }
         report(metrics, state)
+        if "diverged" in metrics:
+            break
+    if test:
+        if data.x_test is None:
+            raise ValueError("dataset.test_fraction: no test split kept; set it above 0")
+        metrics["test_loss"], metrics["test_acc"] = evaluate(model, data, data.x_test, data.y_test)
     return metrics
