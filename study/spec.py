@@ -8,6 +8,7 @@ Example:
 """
 
 import difflib
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -187,7 +188,14 @@ class StudySpec(_Strict):
                 f"model.name: cnn needs images and {self.dataset.name} is a table; use mlp"
             )
         if self.search.sampler == "grid":
-            self.grid()  # raises when the space has a continuous parameter
+            points = math.prod(len(values) for values in self.grid().values())
+            if "num_samples" not in self.search.model_fields_set:
+                self.search.num_samples = points
+            elif self.search.num_samples != points:
+                raise ValueError(
+                    f"search.num_samples: the grid has {points} points and num_samples is "
+                    f"{self.search.num_samples}; set num_samples to {points} or leave it out"
+                )
         return self
 
     def context(self) -> dict[str, Any]:

@@ -157,7 +157,9 @@ class MlflowTracker(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.records[trial.trial_id]
         if record.last.get("diverged"):
-            record.error = f"loss became NaN or infinite in epoch {record.epochs}"
+            record.error = (
+                f"training loss blew up (NaN, inf or 100x chance) in epoch {record.epochs}"
+            )
             self._finish(record, "diverged")
         elif record.epochs >= trial.config["epochs"]:
             self._finish(record, "completed")

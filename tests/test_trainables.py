@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables import fit, load_dataset
+from trainables import fit, load_dataset, resolve
 from trainables.loop import batches
 from trainables.models import build_mlp
 from trainables.optim import build_optimizer
@@ -34,7 +34,7 @@ def history(config: dict, data) -> list[dict]:
 
 
 def test_digits_split_is_stratified_and_seeded(digits):
-    assert digits.x_train.shape == (1437, 64) and digits.x_val.shape == (360, 64)
+    assert digits.x_train.shape == (1437, 1, 8, 8) and digits.x_val.shape == (360, 1, 8, 8)
     assert digits.num_classes == 10
     counts = torch.bincount(digits.y_val, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # each class ~20%
@@ -70,19 +70,19 @@ def test_resuming_from_a_reported_state_continues_identically(digits):
 
 
 def test_dropout_and_batch_norm_reach_the_model():
-    hp = {"dropout": 0.3, "batch_norm": True, "activation": "tanh"}
-    model = build_mlp(64, 10, [16, 8], hp)
+    hp = resolve({"dropout": 0.3, "batch_norm": True, "activation": "tanh"})
+    model = build_mlp((64,), 10, {"widths": [16, 8]}, hp)
     dropouts = [m for m in model if isinstance(m, nn.Dropout)]
     assert [d.p for d in dropouts] == [0.3, 0.3]
     assert sum(isinstance(m, nn.BatchNorm1d) for m in model) == 2
     assert sum(isinstance(m, nn.Tanh) for m in model) == 2
-    plain = build_mlp(64, 10, [16, 8], {"dropout": 0.0, "batch_norm": False, "activation": "relu"})
+    plain = build_mlp((64,), 10, {"widths": [16, 8]}, resolve({}))
     assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in plain)
 
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
 def test_weight_decay_and_lr_reach_the_optimizer(name, cls):
-    hp = {"optimizer": name, "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9}
+    hp = resolve({"optimizer": name, "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9})
     optimizer = build_optimizer(nn.Linear(4, 2), hp)
     assert isinstance(optimizer, cls)
     group = optimizer.param_groups[0]

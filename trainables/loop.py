@@ -25,6 +25,9 @@ from trainables.optim import build_optimizer, build_schedule, l1_penalty
 Report = Callable[[dict[str, float], dict[str, Any]], None]
 
 EVAL_BATCH = 4096  # evaluation has no backward pass, so it takes big slices
+# An epoch whose mean training loss is NaN, infinite or this many times chance level (ln C)
+# has diverged: at lr=10 SGD's loss on digits reaches 1e23 before its ReLUs die at chance.
+DIVERGENCE = 100.0
 
 
 def device() -> torch.device:
@@ -93,7 +96,8 @@ def fit(
     `config` holds the hyperparameters (defaults fill the rest), `model`, `epochs` (the length
     of the schedule), `seed`, `threads` and optionally `stop_epoch` (end earlier, as an
     early-stopped trial did). `state`, a dict a previous `report` was given, resumes training
-    where it was. A NaN or infinite loss ends training with `diverged: 1` in the last metrics.
+    where it was. An epoch whose mean training loss is not finite or above DIVERGENCE times
+    chance level ends training with `diverged: 1` in its metrics.
     Returns the metrics of the last epoch, with test_loss and test_acc when `test` is set.
     """
     torch.set_num_threads(int(config.get("threads", 1)))
@@ -125,7 +129,8 @@ def fit(
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         total = torch.zeros((), device=dev)
-        for index in batches(len(data.x_train), hp["batch_size"], shuffle):
+        epoch_batches = batches(len(data.x_train), hp["batch_size"], shuffle)
+        for index in epoch_batches:
             index = index.to(dev, non_blocking=True)
             x = data.x_train[index]
             if augmenting:
@@ -152,7 +157,8 @@ def fit(
             "lr": lr,
             "epoch_time": time.perf_counter() - started,
         }
-        if not math.isfinite(total.item()):
+        mean_loss = total.item() / len(epoch_batches)
+        if not mean_loss < DIVERGENCE * math.log(data.num_classes):  # NaN fails this too
             metrics["diverged"] = 1.0
         state = {
             "epoch": epoch,

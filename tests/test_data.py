@@ -1,0 +1,134 @@
+"""Every data set through its real loading code: scikit-learn's sets and generators,
+torchvision's MNIST / Fashion-MNIST / CIFAR-10 classes on files written in their on-disk
+formats, and a user's CSV."""
+
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from study.cli import app
+from trainables import DataError, fit, load_dataset
+
+
+def write_idx(folder, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST's IDX format: big-endian magic and sizes, then uint8 pixels or labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, rows, cols = images.shape
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes()
+    )
+
+
+def fake_mnist(root, folder: str, n_train: int = 120, n_test: int = 40) -> None:
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, label in enumerate(labels):  # a bright bar whose row encodes the class
+            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        write_idx(root / folder / "raw", prefix, images, labels)
+
+
+def fake_cifar10(root, per_batch: int = 20) -> None:
+    """CIFAR-10's python format: pickled dicts of uint8 rows (3072 = 3 x 32 x 32) and labels."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_formats_load_through_torchvision(name, folder, tmp_path):
+    fake_mnist(tmp_path, folder)
+    data = load_dataset({"name": name, "root": str(tmp_path), "val_fraction": 0.25}, seed=0)
+    assert data.x_train.shape == (90, 1, 28, 28) and data.x_train.dtype == torch.uint8
+    assert data.x_val.shape == (30, 1, 28, 28)
+    assert data.x_test.shape == (40, 1, 28, 28)  # the official t10k split, kept apart
+    assert data.num_classes == 10 and data.mean is not None
+    on_device = data.to("cpu")
+    assert on_device.x_train.dtype == torch.float32 and on_device.x_train.max() <= 1.0
+    # The bar position is learnable: the real loader gave the right pixels and labels.
+    config = {"lr": 3e-3, "model": {"name": "mlp", "widths": [32]}, "epochs": 15, "seed": 0}
+    assert fit(config, data, lambda m, s: None)["train_acc"] > 0.9
+
+
+def test_cifar10_batches_load_through_torchvision(tmp_path):
+    fake_cifar10(tmp_path)
+    data = load_dataset({"name": "cifar10", "root": str(tmp_path)}, seed=0)
+    assert data.x_train.shape == (80, 3, 32, 32) and data.x_val.shape == (20, 3, 32, 32)
+    assert data.x_test.shape == (20, 3, 32, 32) and data.in_channels == 3
+    assert data.mean == (0.4914, 0.4822, 0.4465)
+    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())
+    first = raw["data"][0].reshape(3, 32, 32)
+    assert torch.equal(data.x_test[0], torch.from_numpy(first))  # channels-first, same pixels
+
+
+def test_missing_image_files_name_the_root_and_the_files(tmp_path):
+    with pytest.raises(DataError, match="cifar-10-batches-py/.*download: true"):
+        load_dataset({"name": "cifar10", "root": str(tmp_path)})
+
+
+def test_csv_is_standardised_with_training_statistics_and_split_stratified(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 300
+    label = np.where(np.arange(n) % 3 == 0, "rare", "common")
+    rows = ["size,colour,score,label"] + [
+        f"{rng.normal(50, 10):.3f},{'red' if i % 2 else 'blue'},{rng.normal(0, 1):.3f},{label[i]}"
+        for i in range(n)
+    ]
+    path = tmp_path / "table.csv"
+    path.write_text("\n".join(rows) + "\n")
+    spec = {"name": "csv", "path": str(path), "target": "label", "test_fraction": 0.2}
+    data = load_dataset(spec, seed=0)
+    assert data.num_classes == 2 and data.num_features == 4  # size, score, one-hot colour x2
+    assert len(data.x_test) == 60 and len(data.x_train) + len(data.x_val) == 240
+    assert torch.allclose(data.x_train.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(data.x_train.std(0, unbiased=False), torch.ones(4), atol=1e-4)
+    assert abs(data.y_val.float().mean().item() - data.y_train.float().mean().item()) < 0.05
+    assert data.x_val.mean(0).abs().max() > 1e-4  # not standardised on its own statistics
+
+
+def test_csv_errors_name_the_field(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,x\n,y\n")
+    with pytest.raises(DataError, match="dataset.target: no column 'label'"):
+        load_dataset({"name": "csv", "path": str(path), "target": "label"})
+    with pytest.raises(DataError, match="column 'a' has missing values"):
+        load_dataset({"name": "csv", "path": str(path), "target": "b"})
+
+
+def test_circles_and_moons_follow_their_options():
+    circles = load_dataset({"name": "circles", "n_samples": 500, "noise": 0.05, "factor": 0.3})
+    assert len(circles.x_train) + len(circles.x_val) == 500 and circles.num_classes == 2
+    moons = load_dataset({"name": "moons", "n_samples": 400, "train_size": 100})
+    assert len(moons.x_train) == 100 and len(moons.x_val) == 80
+
+
+def test_train_with_test_split_reports_test_accuracy(tmp_path):
+    from typer.testing import CliRunner
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "config: {lr: 0.003, epochs: 2, seed: 0, model: {name: mlp, widths: [16]},\n"
+        "         dataset: {name: digits, test_fraction: 0.2}}\n"
+    )
+    result = CliRunner().invoke(app, ["train", str(config), "--test"])
+    assert result.exit_code == 0, result.stderr
+    assert "test_acc 0." in result.stdout
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("config: {epochs: 1, seed: 0, model: {name: mlp}, dataset: {name: digits}}\n")
+    refused = CliRunner().invoke(app, ["train", str(bare), "--test"])
+    assert refused.exit_code == 2 and "test_fraction" in refused.stderr

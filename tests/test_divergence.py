@@ -1,0 +1,50 @@
+"""A diverging trial is recorded as `diverged` in MLflow and Optuna, and the study goes on."""
+
+import optuna
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import study_cli
+
+
+def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
+    spec = tmp_path / "diverge.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "diverge",
+                "space": {"params": {"lr": {"type": "categorical", "choices": [10.0, 0.01]}}},
+                "fixed": {"optimizer": "sgd"},
+                "search": {"sampler": "grid"},  # num_samples follows the grid: 2
+                "scheduler": {"name": "none", "max_epochs": 3},
+            }
+        )
+    )
+    root = tmp_path / "runs"
+    done = study_cli("run", str(spec), root=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "diverged" in done.stdout and "best val_acc" in done.stdout
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("diverge")
+    children = {
+        r.data.params["lr"]: r
+        for r in client.search_runs([experiment.experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    }
+    assert set(children) == {"10.0", "0.01"}
+    blown, fine = children["10.0"], children["0.01"]
+    assert blown.data.tags["outcome"] == "diverged" and blown.info.status == "FAILED"
+    assert "blew up" in blown.data.tags["error"]
+    assert fine.data.tags["outcome"] == "completed" and fine.info.status == "FINISHED"
+    assert len(client.get_metric_history(fine.info.run_id, "val_acc")) == 3
+
+    trials = optuna.load_study(study_name="diverge", storage=f"sqlite:///{root / 'optuna.db'}").trials
+    by_lr = {t.params["lr"]: t for t in trials}
+    assert by_lr[10.0].state == optuna.trial.TrialState.FAIL
+    assert by_lr[10.0].user_attrs["outcome"] == "diverged"
+    assert by_lr[0.01].state == optuna.trial.TrialState.COMPLETE
+
+    export = study_cli("export", "diverge", "-o", str(tmp_path / "best.yaml"), root=root)
+    assert export.returncode == 0
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["config"]["lr"] == 0.01
