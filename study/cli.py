@@ -74,9 +74,10 @@ def run(
     _summary(ranked, spec.metric, spec.name, elapsed, list(spec.space.params))
 
 
-def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, sampled: list) -> None:
+def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, space: list) -> None:
     from study.tracking import SHORT
 
+    sampled = space if len(space) <= 5 else []  # wide spaces: the config is printed below
     table = Table(title=f"best trials of {name} ({elapsed:.0f} s)")
     for column in ("trial", "outcome", "epochs", metric, *(SHORT.get(p, p) for p in sampled)):
         table.add_column(column, no_wrap=True)
@@ -96,7 +97,7 @@ def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, sampled
         raise typer.Exit(1)
     best = ranked[0]
     console.print(f"best {metric} {best['metrics'][metric]:.4f}: {best['run_name']}")
-    chosen = ", ".join(f"{p}={best['config'][p]!r}" for p in sampled if p in best["config"])
+    chosen = ", ".join(f"{p}={best['config'][p]!r}" for p in space if p in best["config"])
     console.print(f"best config: {chosen}", highlight=False)
     console.print(f"next: study export {name} -o best.yaml && study train best.yaml; study ui")
 

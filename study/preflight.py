@@ -44,7 +44,8 @@ def check_tracking(spec: StudySpec, root: Path) -> None:
                 f"tracking.uri: cannot reach the MLflow server at {uri} ({reason}); start it or "
                 "fix the URI"
             ) from None
-    if not os.access(root if root.exists() else root.parent, os.W_OK):
+    existing = next(p for p in (root, *root.parents) if p.exists())  # root may not exist yet
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise UserError(f"root: {root} is not writable; choose another folder with --root")
 
 

@@ -25,6 +25,7 @@ STATUS = {
     "failed": "FAILED",
     "diverged": "FAILED",
 }
+NAME_ORDER = ("lr", "weight_decay", "dropout", "batch_norm", "l1", "optimizer")
 SHORT = {"weight_decay": "wd", "dropout": "p", "momentum": "m", "batch_norm": "bn"}
 
 
@@ -71,10 +72,13 @@ def short(value: Any) -> str:
     return f"{value:.2g}"
 
 
-def run_name(number: int, sampled: dict[str, Any]) -> str:
-    """`t007 lr=3e-3 wd=1e-4 p=0.13 bn`: the trial number and its sampled values."""
+def run_name(number: int, sampled: dict[str, Any], limit: int = 6) -> str:
+    """`t007 lr=3e-3 wd=1e-4 p=0.13 bn`: the trial number and up to `limit` sampled values,
+    the regularization knobs first."""
+    first = [k for k in NAME_ORDER if k in sampled]
     words = [f"t{number:03d}"]
-    for name, value in sampled.items():
+    for name in (first + [k for k in sampled if k not in first])[:limit]:
+        value = sampled[name]
         if name == "batch_norm":
             words.append("bn" if value else "no-bn")
         else:

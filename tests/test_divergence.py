@@ -39,7 +39,9 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
     assert fine.data.tags["outcome"] == "completed" and fine.info.status == "FINISHED"
     assert len(client.get_metric_history(fine.info.run_id, "val_acc")) == 3
 
-    trials = optuna.load_study(study_name="diverge", storage=f"sqlite:///{root / 'optuna.db'}").trials
+    trials = optuna.load_study(
+        study_name="diverge", storage=f"sqlite:///{root / 'optuna.db'}"
+    ).trials
     by_lr = {t.params["lr"]: t for t in trials}
     assert by_lr[10.0].state == optuna.trial.TrialState.FAIL
     assert by_lr[10.0].user_attrs["outcome"] == "diverged"
