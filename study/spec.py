@@ -107,7 +107,7 @@ class SchedulerSpec(_Strict):
 
     @model_validator(mode="after")
     def _grace_within_budget(self) -> "SchedulerSpec":
-        if self.grace_period > self.max_epochs:
+        if self.name == "asha" and self.grace_period > self.max_epochs:
             raise ValueError(
                 f"grace_period ({self.grace_period}) > max_epochs ({self.max_epochs}); "
                 "make grace_period <= max_epochs"
