@@ -48,13 +48,18 @@ def run(
     replace: Annotated[
         bool, typer.Option("--replace", help="Start over a study that already exists.")
     ] = False,
+    address: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--address", help="An existing Ray cluster: auto, HOST:PORT or ray://..."),
+    ] = None,
 ) -> None:
     """Run a study: Optuna proposes, ASHA stops early, MLflow records every trial."""
     from study.preflight import preflight
     from study.spec import load_spec, resolve_root
 
+    overrides = [*(set_ or []), *([f"cluster.address={address}"] if address else [])]
     try:
-        spec = load_spec(spec_file, set_ or [])
+        spec = load_spec(spec_file, overrides)
         folder = resolve_root(spec, root)
         data = preflight(spec, folder, replace=replace)
     except UserError as error:
@@ -100,6 +105,56 @@ def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, space: 
     chosen = ", ".join(f"{p}={best['config'][p]!r}" for p in space if p in best["config"])
     console.print(f"best config: {chosen}", highlight=False)
     console.print(f"next: study export {name} -o best.yaml && study train best.yaml; study ui")
+
+
+@app.command()
+def resume(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    root: RootOption = None,
+    address: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--address", help="The Ray cluster to continue on [default: the spec's]."),
+    ] = None,
+) -> None:
+    """Continue a study whose driver stopped: same Optuna study, same MLflow runs, unfinished
+    trials from their last checkpoints."""
+    from study.preflight import load_data, saved_spec
+    from study.spec import root_folder
+
+    try:
+        folder = root_folder(root)
+        spec = saved_spec(folder, name, address)
+        data = load_data(spec)
+    except UserError as error:
+        _fail(error)
+    from study.runner import resume_study
+
+    console.print(f"resuming study [bold]{name}[/] under {folder}")
+    started = time.perf_counter()
+    try:
+        ranked = resume_study(spec, folder, data, console)
+    except UserError as error:
+        _fail(error)
+    _summary(ranked, spec.metric, name, time.perf_counter() - started, list(spec.space.params))
+
+
+@app.command()
+def status(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    root: RootOption = None,
+) -> None:
+    """Show a running or finished study from its records: trials by outcome, best so far,
+    epochs spent."""
+    from study.preflight import saved_spec
+    from study.spec import root_folder
+    from study.status import study_status
+
+    try:
+        folder = root_folder(root)
+        spec = saved_spec(folder, name)
+        study_status(spec, folder, console)
+    except UserError as error:
+        _fail(error)
 
 
 @app.command()

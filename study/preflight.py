@@ -5,6 +5,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from study import results
 from study.errors import UserError
 from study.spec import StudySpec
@@ -58,6 +60,46 @@ def check_new(spec: StudySpec, root: Path) -> None:
         )
 
 
+def check_cluster(spec: StudySpec) -> None:
+    """Attach to the spec's Ray cluster and make sure some node can run one trial."""
+    import ray
+
+    from study.runner import connect
+
+    try:
+        connect(spec)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"cluster.address: cannot connect to Ray at {spec.cluster.address} ({first}); "
+            "start the cluster or fix the address"
+        ) from None
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    cpu, gpu = spec.resources.cpu, spec.resources.gpu
+    if not any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in nodes):
+        most = max((n.get("GPU", 0) for n in nodes), default=0)
+        ray.shutdown()
+        raise UserError(
+            f"resources: no node of the cluster has {cpu:g} CPU and {gpu:g} GPU for one trial "
+            f"(the most GPUs on a node: {most:g}); lower resources.gpu / resources.cpu"
+        )
+
+
+def saved_spec(root: Path, name: str, address: str | None = None) -> StudySpec:
+    """The spec a study was run with, as saved under the root (optionally on another cluster)."""
+    from study.spec import StudySpec
+
+    path = results.study_dir(root, name) / "spec.yaml"
+    if not path.exists():
+        known = sorted(p.name for p in (root / "studies").glob("*")) if root.exists() else []
+        hint = f"known studies: {', '.join(known)}" if known else "run `study run` first"
+        raise UserError(f"NAME: no study {name!r} under {root}; {hint}")
+    raw = yaml.safe_load(path.read_text())
+    if address:
+        raw["cluster"]["address"] = address
+    return StudySpec.model_validate(raw)
+
+
 def load_data(spec: StudySpec) -> Dataset:
     """The study's data set, read once on the driver; unreadable data is the user's to fix."""
     try:
@@ -69,7 +111,10 @@ def load_data(spec: StudySpec) -> Dataset:
 def preflight(spec: StudySpec, root: Path, replace: bool = False) -> Dataset:
     """Every check a study must pass before anything is launched or recorded; returns the
     data set, loaded along the way."""
-    check_resources(spec)
+    if spec.cluster.address:
+        check_cluster(spec)
+    else:
+        check_resources(spec)
     check_tracking(spec, root)
     if not replace:
         check_new(spec, root)

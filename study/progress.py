@@ -54,13 +54,13 @@ class Progress(tune.Callback):
         return Text(f"trials {done}/{self.num_samples} done{best_text} · {latest}", style="dim")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
-        record = self.tracker.records[trial.trial_id]
+        record = self.tracker.record(trial)
         value = result.get(self.metric, float("nan"))
         latest = f"{record.name.split()[0]} epoch {int(result['epoch'])} {self.metric} {value:.4f}"
         self.live.update(self._status(latest), refresh=True)
 
     def _ended(self, trial: Any) -> None:
-        record = self.tracker.records[trial.trial_id]
+        record = self.tracker.record(trial)
         colour = COLOURS.get(record.outcome, "white")
         value = record.last.get(self.metric)
         shown = f"{self.metric}={value:.4f}" if value is not None else record.error

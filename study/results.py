@@ -21,13 +21,12 @@ def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:
     return [
         {
             "trial": f"t{r.number:03d}",
-            "trial_id": r.trial_id,
             "run_id": r.run_id,
             "run_name": r.name,
             "outcome": r.outcome,
             "epochs": r.epochs,
             metric: r.last.get(metric),
-            "metrics": r.last,
+            "metrics": {k: v for k, v in r.last.items() if not k.startswith("best_")},
             "error": r.error,
             "config": r.config,
         }

@@ -10,7 +10,7 @@ from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
 
-RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch"}
+RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial"}
 
 
 def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

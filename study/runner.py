@@ -1,38 +1,65 @@
 """Runs a study: data loaded once, Ray Tune trials proposed by Optuna, stopped by ASHA,
-recorded in MLflow; returns the results table and writes it under the root folder."""
+checkpointed at the rungs, recorded in MLflow; resumes one whose driver died."""
 
 import contextlib
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
 from study import results
+from study.errors import UserError
 from study.progress import Progress
+from study.schedule import build_scheduler, rung_epochs
 from study.search import build_searcher, optuna_storage_url
 from study.spec import StudySpec
 from study.tracking import (
     EXPERIMENT_KIND,
     MlflowTracker,
+    SkipFinished,
     log_params,
     open_experiment,
     store_uri,
+    trial_runs,
 )
 from trainables import Dataset, fit
+from trainables.loop import device
+
+STATE_FILE = "state.pt"
 
 
-def trainable(config: dict[str, Any], data: Dataset) -> None:
-    """One Ray trial: the plain training loop, reporting each epoch to Tune."""
-    fit(config, data, lambda metrics, state: tune.report(metrics))
+def trainable(config: dict[str, Any], data: Dataset, checkpoint_epochs: frozenset[int]) -> None:
+    """One Ray trial: the plain training loop, reporting each epoch to Tune, checkpointing at
+    `checkpoint_epochs` and at its end, and continuing from its last checkpoint when retried."""
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+    last_epoch = config.get("stop_epoch") or config["epochs"]
+    where = str(device())
+
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        metrics = {**metrics, "device": where}
+        epoch = metrics["epoch"]
+        if epoch in checkpoint_epochs or epoch == last_epoch or "diverged" in metrics:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(state, Path(folder) / STATE_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+    fit(config, data, report, state)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -45,16 +72,30 @@ def tracking_uri(spec: StudySpec, root: Path) -> str:
     return spec.tracking.uri or store_uri(root)
 
 
-def scheduler(spec: StudySpec) -> FIFOScheduler:
-    """ASHA over epochs (`training_iteration`), or FIFO when early stopping is off."""
-    if spec.scheduler.name == "none":
-        return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=spec.scheduler.max_epochs,
-        grace_period=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor,
-    )
+def storage_path(spec: StudySpec, root: Path) -> str:
+    """Where Ray keeps experiment state and checkpoints: the spec's storage or <root>/ray."""
+    return spec.cluster.storage or str(root / "ray")
+
+
+def connect(spec: StudySpec) -> None:
+    """Attach to the spec's Ray cluster, or start a local Ray (once per process)."""
+    if ray.is_initialized():
+        return
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if spec.cluster.address:
+        ray.init(address=spec.cluster.address, **quiet)
+    else:
+        ray.init(include_dashboard=False, **quiet)
+
+
+def with_data(spec: StudySpec, data: Dataset) -> Any:
+    """The trainable with the data set in the object store and its resources attached."""
+    every = spec.cluster.checkpoint_every
+    epochs = set(rung_epochs(spec)) | set(range(every, spec.scheduler.max_epochs + 1, every or 1))
+    checkpoints = frozenset(epochs if every else rung_epochs(spec))
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    wrapped = tune.with_parameters(trainable, data=data, checkpoint_epochs=checkpoints)
+    return tune.with_resources(wrapped, resources)
 
 
 def forget(spec: StudySpec, root: Path) -> None:
@@ -67,18 +108,17 @@ def forget(spec: StudySpec, root: Path) -> None:
         for run in client.search_runs([experiment.experiment_id], max_results=50000):
             client.delete_run(run.info.run_id)
     shutil.rmtree(results.study_dir(root, spec.name), ignore_errors=True)
-    shutil.rmtree(root / "ray" / spec.name, ignore_errors=True)
+    shutil.rmtree(Path(storage_path(spec, root)) / spec.name, ignore_errors=True)
 
 
 def run_study(spec: StudySpec, root: Path, data: Dataset, console: Console) -> list[dict[str, Any]]:
     """Run the study `spec` describes on `data` under `root`; return its results, best first."""
-    root.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     folder = results.study_dir(root, spec.name)
     folder.mkdir(parents=True, exist_ok=True)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     (folder / "spec.yaml").write_text(spec_yaml)
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     client = MlflowClient(tracking_uri(spec, root))
     experiment_id = open_experiment(client, spec.tracking.experiment or spec.name, root)
     parent = client.create_run(
@@ -88,37 +128,79 @@ def run_study(spec: StudySpec, root: Path, data: Dataset, console: Console) -> l
     log_params(client, parent_id, {k: v for k, v in spec.model_dump().items() if k != "space"})
     client.log_text(parent_id, spec_yaml, "spec.yaml")
 
-    tracker = MlflowTracker(
-        client.tracking_uri, experiment_id, parent_id, sampled=list(spec.space.params)
-    )
+    tracker = MlflowTracker(client.tracking_uri, experiment_id, parent_id, list(spec.space.params))
     progress = Progress(tracker, spec.metric, spec.mode, spec.search.num_samples, console)
-    searcher = build_searcher(spec, optuna_storage_url(root))
-
-    if not ray.is_initialized():
-        ray.init(
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    storage_url = optuna_storage_url(root)
+    connect(spec)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, data=data), resources),
+        with_data(spec, data),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
             mode=spec.mode,
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
-            scheduler=scheduler(spec),
+            search_alg=ConcurrencyLimiter(
+                build_searcher(spec, storage_url), max_concurrent=spec.search.max_concurrent
+            ),
+            scheduler=build_scheduler(spec, storage_url),
             num_samples=spec.search.num_samples,
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=str(root / "ray"),
+            storage_path=storage_path(spec, root),
             verbose=0,
             callbacks=[tracker, progress],
+            stop=SkipFinished(tracker),
+            failure_config=tune.FailureConfig(max_failures=spec.cluster.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
+    return finish(tuner, spec, root, client, experiment_id, parent_id)
+
+
+def parent_run(client: MlflowClient, experiment_id: str) -> str | None:
+    """The id of the newest parent run of a study's experiment."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string="tags.`study.role` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def resume_study(
+    spec: StudySpec, root: Path, data: Dataset, console: Console
+) -> list[dict[str, Any]]:
+    """Continue a study whose driver stopped: same Optuna study, same MLflow runs, each
+    unfinished trial from its last checkpoint, ASHA's rungs rebuilt from the Optuna storage."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    path = Path(storage_path(spec, root)) / spec.name
+    if not tune.Tuner.can_restore(str(path)):
+        raise UserError(f"NAME: no Ray experiment state for {spec.name!r} at {path}; run it again")
+    client = MlflowClient(tracking_uri(spec, root))
+    experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+    parent_id = experiment and parent_run(client, experiment.experiment_id)
+    if not parent_id:
+        raise UserError(f"NAME: no MLflow parent run for {spec.name!r}; run the study again")
+    client.update_run(parent_id, status="RUNNING")
+    connect(spec)
+    tuner = tune.Tuner.restore(
+        str(path), trainable=with_data(spec, data), resume_unfinished=True, resume_errored=False
+    )
+    return finish(tuner, spec, root, client, experiment.experiment_id, parent_id)
+
+
+def finish(
+    tuner: tune.Tuner,
+    spec: StudySpec,
+    root: Path,
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+) -> list[dict[str, Any]]:
+    """Fit, then write the results table (from MLflow, the record of every trial) and close
+    the parent run; returns the trials best first."""
     status = "FAILED"
     try:
         tuner.fit()
@@ -127,7 +209,9 @@ def run_study(spec: StudySpec, root: Path, data: Dataset, console: Console) -> l
         status = "KILLED"
         raise
     finally:
-        table = results.rows(sorted(tracker.records.values(), key=lambda r: r.number), spec.metric)
+        records = trial_runs(client, experiment_id, parent_id)
+        table = results.rows(records, spec.metric)
+        folder = results.study_dir(root, spec.name)
         results.save(root, spec.name, table)
         finish_parent(client, parent_id, table, spec, folder)
         client.set_terminated(parent_id, status)
@@ -141,9 +225,8 @@ def finish_parent(
     client.log_artifact(parent_id, str(folder / "results.csv"))
     best = results.ranked(table, spec.metric, spec.mode)
     outcomes = [row["outcome"] for row in table]
-    counts = {f"trials_{o}": float(outcomes.count(o)) for o in set(outcomes)}
-    for key, value in counts.items():
-        client.log_metric(parent_id, key, value)
+    for outcome in set(outcomes):
+        client.log_metric(parent_id, f"trials_{outcome}", float(outcomes.count(outcome)))
     if not best:
         return
     top = best[0]

@@ -1,6 +1,7 @@
 """Optuna behind Ray Tune: TPE, random or grid proposals; early-stopped trials told as PRUNED."""
 
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -16,6 +17,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     PRUNED with all its intermediate values, never as a COMPLETE trial with a partial score,
     and a diverged trial as FAIL. Each trial carries its outcome as the user attr `outcome`.
 
+    It is also safe to resume: a trial Optuna already finished is never told twice, and Optuna
+    trials asked before the driver died but unknown to Ray's restored state are handed to the
+    next Ray trials instead of asking new ones, so the study keeps one Optuna trial per trial.
+
     Args:
         max_epochs: The epoch budget of a trial that runs to the end.
         **kwargs: Passed to `ray.tune.search.optuna.OptunaSearch`.
@@ -25,9 +30,36 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
 
+    def _finished(self, trial_id: str) -> bool:
+        trial = self._ot_trials[trial_id]
+        return self._ot_study._storage.get_trial(trial._trial_id).state.is_finished()
+
+    def _orphan(self) -> optuna.Trial | None:
+        known = {trial._trial_id for trial in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in known:
+                return optuna.Trial(self._ot_study, frozen._trial_id)
+        return None
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if callable(self._space) and trial_id not in self._ot_trials:
+            orphan = self._orphan()
+            if orphan is not None:
+                self._ot_trials[trial_id] = orphan  # its params come back as they were
+        return super().suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials and not self._finished(trial_id):
+            with warnings.catch_warnings():  # a retried trial re-reports steps it had
+                warnings.simplefilter("ignore")
+                super().on_trial_result(trial_id, result)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if trial_id not in self._ot_trials or self._finished(trial_id):
+            self._completed_trials.add(trial_id)
+            return
         if not result or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
@@ -37,7 +69,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         value = result[self.metric]
         if math.isfinite(value):
             # Ray hands the last result to on_trial_complete only: record it as a step too.
-            trial.report(value, result["training_iteration"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trial.report(value, result["training_iteration"])
         if result.get("diverged"):
             trial.set_user_attr("outcome", "diverged")
             self._tell(trial_id, TrialState.FAIL)
@@ -54,7 +88,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
 
 class DefineByRun:
-    """The space suggested on an Optuna trial, plus the constants every trial config holds.
+    """The space suggested on an Optuna trial, plus the constants every trial config holds and
+    the Optuna trial's number (which names the trial everywhere, across resumes).
 
     A class rather than a closure because Ray pickles the searcher to checkpoint it.
     """
@@ -66,7 +101,7 @@ class DefineByRun:
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         self.space.suggest(trial, self.context)  # Ray captures the suggested values itself
-        return self.constants
+        return {**self.constants, "optuna_trial": trial.number}
 
 
 def optuna_storage_url(root: Any) -> str:
@@ -82,13 +117,12 @@ def build_searcher(spec: StudySpec, storage_url: str) -> PrunedAwareOptunaSearch
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "grid": lambda: optuna.samplers.GridSampler(spec.grid(), seed=seed),
     }
-    sampler = samplers[spec.search.sampler]()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return PrunedAwareOptunaSearch(
         space=DefineByRun(spec.space, spec.trial_constants(), spec.context()),
         metric=spec.metric,
         mode=spec.mode,
-        sampler=sampler,
+        sampler=samplers[spec.search.sampler](),
         storage=optuna.storages.RDBStorage(storage_url),
         study_name=spec.name,
         max_epochs=spec.scheduler.max_epochs,

@@ -129,6 +129,15 @@ class TrackingSpec(_Strict):
     experiment: str | None = None
 
 
+class ClusterSpec(_Strict):
+    """Where trials run and how they survive faults."""
+
+    address: str | None = None  # auto | HOST:PORT | ray://HOST:PORT; None starts a local Ray
+    storage: str | None = None  # Ray's storage_path: a shared folder or URI; None: <root>/ray
+    max_failures: int = Field(2, ge=0)  # retries of a failed trial, from its last checkpoint
+    checkpoint_every: int = Field(0, ge=0)  # extra checkpoints every N epochs (0: rungs + end)
+
+
 class StudySpec(_Strict):
     """Everything one study needs, defaults resolved."""
 
@@ -143,6 +152,7 @@ class StudySpec(_Strict):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     root: str = "runs"
 
     @field_validator("space", mode="before")

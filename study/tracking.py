@@ -4,6 +4,7 @@ The tracker is a Ray Tune callback, so it runs in the driver: only one process w
 store, and each epoch costs one batched `log_batch` call.
 """
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from trainables import METRICS
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
-TRIAL_TAG = "ray.trial_id"
+TRIAL_TAG = "trial"  # the trial number, stable across resumes
+RAY_TRIAL_TAG = "ray.trial_id"
 OUTCOMES = ("completed", "early_stopped", "failed", "diverged")
 STATUS = {
     "completed": "FINISHED",
@@ -95,28 +97,31 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 
 @dataclass
 class TrialRecord:
-    """What the study knows of one trial: its run, config, outcome and metric history."""
+    """What the study knows of one trial: its run, config, outcome and latest metrics."""
 
-    trial_id: str
-    number: int
+    number: int  # Optuna's trial number + 1: the trial's name everywhere, across resumes
     run_id: str
     name: str
     config: dict[str, Any]
     outcome: str = "running"
     error: str = ""
-    history: list[dict[str, float]] = field(default_factory=list)
+    epochs: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+    node: str = ""
 
-    @property
-    def epochs(self) -> int:
-        return len(self.history)
 
-    @property
-    def last(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
+def trial_number(trial: Any) -> int:
+    """A Ray trial's number: its Optuna trial's number + 1."""
+    return int(trial.config["optuna_trial"]) + 1
 
 
 class MlflowTracker(tune.Callback):
-    """Records each Ray trial as a child run nested under the study's parent run."""
+    """Records each Ray trial as a child run nested under the study's parent run.
+
+    Runs are found by the trial's number before one is made, so a retried or resumed trial
+    keeps its run; epochs already logged are not logged again, and a trial that already ended
+    is left as it ended.
+    """
 
     def __init__(
         self, tracking_uri: str, experiment_id: str, parent_run_id: str, sampled: list[str]
@@ -126,40 +131,89 @@ class MlflowTracker(tune.Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.sampled = sampled
-        self.records: dict[str, TrialRecord] = {}
+        self.records: dict[int, TrialRecord] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
-        return {k: v for k, v in self.__dict__.items() if k != "client"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("client", "records")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, client=MlflowClient(state["tracking_uri"]))
+        self.__dict__.update(state, client=MlflowClient(state["tracking_uri"]), records={})
+
+    def record(self, trial: Any) -> TrialRecord:
+        """The record of `trial`: known, found in MLflow, or made with a new child run."""
+        number = trial_number(trial)
+        if number not in self.records:
+            found = self._find(number)
+            self.records[number] = found or self._create(number, trial)
+        return self.records[number]
+
+    def finished(self, trial: Any) -> bool:
+        """Whether `trial` already has its outcome (a resumed trial Ray thought was running)."""
+        return self.record(trial).outcome != "running"
+
+    def _create(self, number: int, trial: Any) -> TrialRecord:
+        config = trial.config
+        name = run_name(number, {k: config[k] for k in self.sampled if k in config})
+        tags = {
+            PARENT_TAG: self.parent_run_id,
+            TRIAL_TAG: str(number),
+            RAY_TRIAL_TAG: trial.trial_id,
+            "outcome": "running",
+            "config": json.dumps(config),
+        }
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        log_params(self.client, run.info.run_id, config)
+        return TrialRecord(number, run.info.run_id, name, dict(config))
+
+    def _find(self, number: int) -> TrialRecord | None:
+        query = f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+        if not runs:
+            return None
+        run = runs[0]
+        steps = [m.step for m in self.client.get_metric_history(run.info.run_id, "val_acc")]
+        tags = run.data.tags
+        return TrialRecord(
+            number,
+            run.info.run_id,
+            run.info.run_name,
+            json.loads(tags["config"]),
+            tags.get("outcome", "running"),
+            tags.get("error", ""),
+            max(steps, default=0),
+            dict(run.data.metrics),
+            tags.get("node_ip", ""),
+        )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id in self.records:  # a restarted trial keeps its run
-            return
-        number = len(self.records) + 1
-        name = run_name(number, {k: trial.config[k] for k in self.sampled if k in trial.config})
-        tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, "outcome": "running"}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        log_params(self.client, run.info.run_id, trial.config)
-        self.records[trial.trial_id] = TrialRecord(
-            trial.trial_id, number, run.info.run_id, name, dict(trial.config)
-        )
+        self.record(trial)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        record = self.records[trial.trial_id]
+        record = self.record(trial)
         epoch = int(result["epoch"])
-        if epoch <= record.epochs:  # already logged (a retried trial replaying epochs)
-            return
-        record.history.append({k: float(result[k]) for k in (*METRICS, "diverged") if k in result})
+        if record.outcome != "running" or epoch <= record.epochs:
+            return  # an ended trial, or epochs replayed from a checkpoint: logged already
+        record.epochs = epoch
+        record.last = {k: float(result[k]) for k in (*METRICS, "diverged") if k in result}
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, epoch) for k, v in record.history[-1].items()]
-        self.client.log_batch(record.run_id, metrics=metrics)
+        metrics = [Metric(k, v, now, epoch) for k, v in record.last.items()]
+        tags = []
+        if result.get("node_ip") and result["node_ip"] != record.node:
+            record.node = result["node_ip"]
+            tags = [RunTag("node_ip", record.node), RunTag("hostname", result.get("hostname", ""))]
+            tags.append(RunTag("device", str(result.get("device", ""))))
+        self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self.record(trial)
+        self.client.set_tag(record.run_id, "retries", str(trial.num_failures))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.records[trial.trial_id]
+        record = self.record(trial)
+        if record.outcome != "running":
+            return
         if record.last.get("diverged"):
             record.error = (
                 f"training loss blew up (NaN, inf or 100x chance) in epoch {record.epochs}"
@@ -171,17 +225,55 @@ class MlflowTracker(tune.Callback):
             self._finish(record, "early_stopped")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.records[trial.trial_id]
+        record = self.record(trial)
+        if record.outcome != "running":
+            return
         error = Path(trial.error_file).read_text() if trial.error_file else "unknown error"
         record.error = error.strip().splitlines()[-1][:500]
         self._finish(record, "failed")
 
     def _finish(self, record: TrialRecord, outcome: str) -> None:
         record.outcome = outcome
-        tags = [RunTag("outcome", outcome)]
+        tags = [RunTag("outcome", outcome), RunTag("epochs", str(record.epochs))]
         if outcome == "early_stopped":
             tags.append(RunTag("early_stopped_epoch", str(record.epochs)))
         if record.error:
             tags.append(RunTag("error", record.error))
         self.client.log_batch(record.run_id, tags=tags)
         self.client.set_terminated(record.run_id, STATUS[outcome])
+
+
+def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """Every child run of a study's parent run as a record, by trial number."""
+    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=50000)
+    records = [
+        TrialRecord(
+            int(run.data.tags[TRIAL_TAG]),
+            run.info.run_id,
+            run.info.run_name,
+            json.loads(run.data.tags["config"]),
+            run.data.tags.get("outcome", "running"),
+            run.data.tags.get("error", ""),
+            int(run.data.tags.get("epochs", 0)),
+            dict(run.data.metrics),
+            run.data.tags.get("node_ip", ""),
+        )
+        for run in runs
+    ]
+    return sorted(records, key=lambda r: r.number)
+
+
+class SkipFinished(tune.Stopper):
+    """Stops, at its first result, a trial that had already ended before a resume."""
+
+    def __init__(self, tracker: MlflowTracker) -> None:
+        self.tracker = tracker
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        number = int(result["config"]["optuna_trial"]) + 1
+        record = self.tracker.records.get(number)
+        return record is not None and record.outcome != "running"
+
+    def stop_all(self) -> bool:
+        return False

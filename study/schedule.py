@@ -1,0 +1,80 @@
+"""ASHA over epochs, able to pick up the rung records of a study that is being resumed."""
+
+import math
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from study.spec import StudySpec
+
+
+class ResumableASHA(ASHAScheduler):
+    """Ray's ASHAScheduler that, when first used, records in its rungs the values every earlier
+    trial of the same Optuna study reached at each milestone. A fresh study has none; a resumed
+    one gets back the cutoffs it had, which Ray does not checkpoint.
+
+    Args:
+        storage_url: The Optuna storage of the study.
+        study_name: The Optuna study's name.
+        **kwargs: Passed to `ray.tune.schedulers.ASHAScheduler`.
+    """
+
+    def __init__(self, *, storage_url: str, study_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.storage_url = storage_url
+        self.study_name = study_name
+        self.replayed = False
+
+    def _replay(self) -> None:
+        self.replayed = True
+        try:
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage_url)
+        except KeyError:  # a new study
+            return
+        for trial in study.get_trials(deepcopy=False):
+            self.record(f"optuna-{trial.number}", trial.intermediate_values)
+
+    def record(self, key: str, values: dict[int, float]) -> None:
+        """Put `values` (epoch -> metric) into every rung whose milestone they reached."""
+        for bracket in self._brackets:
+            for milestone, recorded in bracket._rungs:
+                reached = [epoch for epoch in values if epoch >= milestone]
+                if reached and key not in recorded:
+                    recorded[key] = self._metric_op * values[min(reached)]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if not self.replayed:
+            self._replay()
+        super().on_trial_add(tune_controller, trial)
+        # A resumed trial owns the records it made before, so it is not judged twice.
+        earlier = f"optuna-{trial.config.get('optuna_trial')}"
+        for bracket in self._brackets:
+            for _, recorded in bracket._rungs:
+                if earlier in recorded:
+                    recorded[trial.trial_id] = recorded.pop(earlier)
+
+
+def build_scheduler(spec: StudySpec, storage_url: str) -> FIFOScheduler:
+    """ASHA over epochs (`training_iteration`), or FIFO when early stopping is off."""
+    if spec.scheduler.name == "none":
+        return FIFOScheduler()
+    return ResumableASHA(
+        storage_url=storage_url,
+        study_name=spec.name,
+        time_attr="training_iteration",
+        max_t=spec.scheduler.max_epochs,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def rung_epochs(spec: StudySpec) -> list[int]:
+    """The epochs at which ASHA judges trials (a checkpoint is worth keeping there)."""
+    if spec.scheduler.name == "none":
+        return []
+    epochs, milestone = [], spec.scheduler.grace_period
+    while milestone < spec.scheduler.max_epochs:
+        epochs.append(math.ceil(milestone))
+        milestone *= spec.scheduler.reduction_factor
+    return epochs

@@ -1,0 +1,40 @@
+"""Checks that a study's records hold exactly one of everything, after any number of restarts."""
+
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+
+def check_exactly_once(root: Path, name: str, num_samples: int, max_epochs: int) -> dict:
+    """Assert one finished child run and one finished Optuna trial per trial, matching, with
+    gap-free, repeat-free metric histories; return the child runs by trial number."""
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == num_samples
+    by_number = {int(r.data.tags["trial"]): r for r in children}
+    assert sorted(by_number) == list(range(1, num_samples + 1))  # none doubled, none missing
+
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}").trials
+    assert len(trials) == num_samples
+    for trial in trials:
+        run = by_number[trial.number + 1]
+        assert trial.state.is_finished(), trial
+        outcome = run.data.tags["outcome"]
+        assert trial.user_attrs["outcome"] == outcome
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, len(steps) + 1)), (trial.number, steps)
+        assert len(steps) == int(run.data.tags["epochs"])
+        assert set(trial.intermediate_values) == set(steps)
+        if outcome == "completed":
+            assert len(steps) == max_epochs and run.info.status == "FINISHED"
+        else:
+            assert outcome == "early_stopped" and len(steps) < max_epochs
+        assert {k: str(v) for k, v in trial.params.items()} == {
+            k: run.data.params[k] for k in trial.params
+        }
+    return by_number
