@@ -69,6 +69,12 @@ def check_cluster(spec: StudySpec) -> None:
     try:
         connect(spec)
     except (ConnectionError, RuntimeError, ValueError) as error:
+        if "Authentication" in repr(error.__cause__) or "auth" in str(error).lower():
+            raise UserError(
+                f"cluster.address: the Ray cluster at {spec.cluster.address} requires token "
+                "authentication; export RAY_AUTH_MODE=token and copy ~/.ray/auth_token from "
+                "its head node"
+            ) from None
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"cluster.address: cannot connect to Ray at {spec.cluster.address} ({first}); "

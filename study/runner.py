@@ -47,10 +47,10 @@ def trainable(config: dict[str, Any], data: Dataset, checkpoint_epochs: frozense
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
     last_epoch = config.get("stop_epoch") or config["epochs"]
-    where = str(device())
+    where = {"device": str(device()), "node_id": ray.get_runtime_context().get_node_id()}
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
-        metrics = {**metrics, "device": where}
+        metrics = {**metrics, **where}
         epoch = metrics["epoch"]
         if epoch in checkpoint_epochs or epoch == last_epoch or "diverged" in metrics:
             with tempfile.TemporaryDirectory() as folder:
@@ -85,7 +85,7 @@ def connect(spec: StudySpec) -> None:
     if spec.cluster.address:
         ray.init(address=spec.cluster.address, **quiet)
     else:
-        ray.init(include_dashboard=False, **quiet)
+        ray.init(address="local", include_dashboard=False, **quiet)
 
 
 def with_data(spec: StudySpec, data: Dataset) -> Any:

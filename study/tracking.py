@@ -182,7 +182,7 @@ class MlflowTracker(tune.Callback):
             tags.get("error", ""),
             max(steps, default=0),
             dict(run.data.metrics),
-            tags.get("node_ip", ""),
+            tags.get("node_id", ""),
         )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -200,10 +200,14 @@ class MlflowTracker(tune.Callback):
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, epoch) for k, v in record.last.items()]
         tags = []
-        if result.get("node_ip") and result["node_ip"] != record.node:
-            record.node = result["node_ip"]
-            tags = [RunTag("node_ip", record.node), RunTag("hostname", result.get("hostname", ""))]
-            tags.append(RunTag("device", str(result.get("device", ""))))
+        if result.get("node_id") and result["node_id"] != record.node:
+            record.node = result["node_id"]
+            tags = [
+                RunTag("node_id", record.node),
+                RunTag("node_ip", str(result.get("node_ip", ""))),
+                RunTag("hostname", str(result.get("hostname", ""))),
+                RunTag("device", str(result.get("device", ""))),
+            ]
         self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -257,7 +261,7 @@ def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
             run.data.tags.get("error", ""),
             int(run.data.tags.get("epochs", 0)),
             dict(run.data.metrics),
-            run.data.tags.get("node_ip", ""),
+            run.data.tags.get("node_id", ""),
         )
         for run in runs
     ]

@@ -33,7 +33,7 @@ def check_exactly_once(root: Path, name: str, num_samples: int, max_epochs: int)
         if outcome == "completed":
             assert len(steps) == max_epochs and run.info.status == "FINISHED"
         else:
-            assert outcome == "early_stopped" and len(steps) < max_epochs
+            assert outcome == "early_stopped" and len(steps) < max_epochs, outcome
         assert {k: str(v) for k, v in trial.params.items()} == {
             k: run.data.params[k] for k in trial.params
         }

@@ -50,3 +50,40 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
     export = study_cli("export", "diverge", "-o", str(tmp_path / "best.yaml"), root=root)
     assert export.returncode == 0
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["config"]["lr"] == 0.01
+
+
+def test_a_trial_that_raises_is_recorded_failed_and_the_study_completes(tmp_path):
+    spec = tmp_path / "raise.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "raises",
+                # torch refuses a negative momentum when the trial builds its optimizer
+                "space": {"params": {"momentum": {"type": "categorical", "choices": [-0.5, 0.9]}}},
+                "fixed": {"optimizer": "sgd", "lr": 0.01},
+                "search": {"sampler": "grid"},
+                "scheduler": {"name": "none", "max_epochs": 2},
+                "cluster": {"max_failures": 1},
+            }
+        )
+    )
+    root = tmp_path / "runs"
+    done = study_cli("run", str(spec), root=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("raises")
+    children = {
+        r.data.params["momentum"]: r
+        for r in client.search_runs([experiment.experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    }
+    failed = children["-0.5"]
+    assert failed.data.tags["outcome"] == "failed" and failed.info.status == "FAILED"
+    assert "Invalid momentum value: -0.5" in failed.data.tags["error"]
+    assert failed.data.tags["retries"] == "1"  # retried once, as max_failures says
+    assert children["0.9"].data.tags["outcome"] == "completed"
+    trials = optuna.load_study(
+        study_name="raises", storage=f"sqlite:///{root / 'optuna.db'}"
+    ).trials
+    states = {t.params["momentum"]: t.state for t in trials}
+    assert states == {-0.5: optuna.trial.TrialState.FAIL, 0.9: optuna.trial.TrialState.COMPLETE}

@@ -1,0 +1,165 @@
+"""Studies on a Ray cluster of several nodes on this machine, started with `ray start` as the
+README's cluster recipe does: fractional logical GPUs, trials spread over nodes, a node lost
+mid-study, and a preflight refusal when no node can ever run a trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import free_port, study_cli
+from tests.exactly_once import check_exactly_once
+from tests.test_resume import count
+
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def ray_start(*args: str) -> subprocess.Popen:
+    """One Ray node in the foreground (--block), so that killing it removes just that node."""
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop(node: subprocess.Popen) -> None:
+    os.killpg(node.pid, signal.SIGTERM)
+    node.wait(timeout=60)
+
+
+def alive_nodes(address: str) -> int:
+    code = f"import ray; ray.init(address='{address}'); print(sum(n['Alive'] for n in ray.nodes()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120
+    )
+    return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
+
+
+def wait_for(address: str, nodes: int) -> None:
+    deadline = time.time() + 120
+    while alive_nodes(address) < nodes:
+        assert time.time() < deadline, f"the cluster did not reach {nodes} nodes"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head without GPUs and two workers with 4 CPUs and 2 logical GPUs each, started one
+    after the other (nodes started at the same moment on one machine trip over each other)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = [ray_start("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
+                       "--include-dashboard=false")]  # fmt: skip
+    try:
+        wait_for(address, 1)
+        for count in (2, 3):
+            nodes.append(ray_start(f"--address={address}", "--num-cpus=4", "--num-gpus=2"))
+            wait_for(address, count)
+        yield {"address": address, "workers": nodes[1:]}
+    finally:
+        for node in reversed(nodes):
+            if node.poll() is None:
+                stop(node)
+
+
+def run_on(cluster, root, *overrides, background=False):
+    args = ["run", "--address", cluster["address"], *[a for o in overrides for a in ("--set", o)]]
+    if background:
+        return subprocess.Popen(
+            [sys.executable, "-m", "study", *args],
+            env={**ENV, "STUDY_ROOT": str(root)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    env_root = root
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        return study_cli(*args, root=env_root)
+    finally:
+        del os.environ["RAY_AUTH_MODE"]
+
+
+RUNNING_NODES = (
+    "select count(distinct node.value) from tags node join tags outcome "
+    "on node.run_uuid = outcome.run_uuid where node.key = 'node_id' "
+    "and outcome.key = 'outcome' and outcome.value = 'running'"
+)
+
+
+def child_runs(root):
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("digits-regularization")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_half_gpu_trials_pack_four_per_node_on_two_nodes(cluster, tmp_path):
+    root = tmp_path / "runs"
+    done = run_on(
+        cluster, root,
+        "search.num_samples=16", "search.max_concurrent=8", "resources.gpu=0.5",
+        "scheduler.name=none", "scheduler.max_epochs=15", "model.widths=[256, 256]",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = child_runs(root)
+    assert len(runs) == 16
+    by_node = defaultdict(list)
+    for run in runs:
+        assert run.data.tags["device"] == "cpu"  # logical GPUs: CUDA_VISIBLE_DEVICES, no CUDA
+        by_node[run.data.tags["node_id"]].append((run.info.start_time, run.info.end_time))
+    assert len(by_node) == 2  # both workers, never the GPU-less head
+
+    def most_at_once(spans):
+        events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+        running = peak = 0
+        for _, change in events:
+            running += change
+            peak = max(peak, running)
+        return peak
+
+    peaks = [most_at_once(spans) for spans in by_node.values()]
+    assert max(peaks) == 4 and all(p <= 4 for p in peaks)  # 2 GPUs / 0.5 per trial
+
+
+def test_preflight_refuses_a_trial_no_node_can_hold(cluster, tmp_path):
+    root = tmp_path / "runs"
+    started = time.perf_counter()
+    done = run_on(cluster, root, "resources.gpu=3")
+    assert done.returncode == 2
+    assert "resources: no node of the cluster has 1 CPU and 3 GPU" in done.stderr
+    assert time.perf_counter() - started < 60 and not (root / "mlflow.db").exists()
+
+
+def test_a_node_removed_mid_study_its_trials_retry_elsewhere(cluster, tmp_path):
+    root = tmp_path / "runs"
+    samples, epochs = 8, 12
+    driver = run_on(
+        cluster, root,
+        f"search.num_samples={samples}", "search.max_concurrent=8", "resources.gpu=0.5",
+        "scheduler.name=none", f"scheduler.max_epochs={epochs}", "model.widths=[512, 512]",
+        "cluster.checkpoint_every=1", "cluster.max_failures=3",
+        background=True,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while True:  # wait until both workers run trials
+        assert driver.poll() is None, driver.stderr.read()[-3000:]
+        assert time.time() < deadline
+        if count(root / "mlflow.db", RUNNING_NODES) == 2:
+            break
+        time.sleep(0.5)
+    stop(cluster["workers"][1])
+    out, err = driver.communicate(timeout=400)
+    assert driver.returncode == 0, err[-3000:]
+    runs = check_exactly_once(root, "digits-regularization", samples, epochs)
+    retried = [r for r in runs.values() if int(r.data.tags.get("retries", 0)) >= 1]
+    assert retried and all(r.data.tags["outcome"] == "completed" for r in retried)
