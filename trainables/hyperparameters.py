@@ -33,6 +33,8 @@ HYPERPARAMETERS: dict[str, Any] = {
     "hflip": False,  # random horizontal flip with probability 1/2
     "rotation": 0.0,  # random rotation within +-this many degrees; 0 = off
     "color_jitter": 0.0,  # 3-channel: brightness, contrast, saturation within 1 +- this
+    # -- speed (GPU only; the CPU path ignores it, so results there do not change) ------------
+    "compile": False,  # torch.compile the model before training
 }
 
 # What the loop reports each epoch; a study's `metric` must be one of these.
