@@ -15,9 +15,7 @@ def load_table(root: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, A
         table = results.load(root, name)
         spec = yaml.safe_load((results.study_dir(root, name) / "spec.yaml").read_text())
     except FileNotFoundError:
-        known = sorted(p.name for p in (root / "studies").glob("*")) if root.exists() else []
-        hint = f"known studies: {', '.join(known)}" if known else "run `study run` first"
-        raise UserError(f"NAME: no finished study {name!r} under {root}; {hint}") from None
+        raise UserError(results.missing_study(root, name)) from None
     return table, spec
 
 

@@ -97,9 +97,7 @@ def saved_spec(root: Path, name: str, address: str | None = None) -> StudySpec:
 
     path = results.study_dir(root, name) / "spec.yaml"
     if not path.exists():
-        known = sorted(p.name for p in (root / "studies").glob("*")) if root.exists() else []
-        hint = f"known studies: {', '.join(known)}" if known else "run `study run` first"
-        raise UserError(f"NAME: no study {name!r} under {root}; {hint}")
+        raise UserError(results.missing_study(root, name))
     raw = yaml.safe_load(path.read_text())
     if address:
         raw["cluster"]["address"] = address

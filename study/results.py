@@ -16,6 +16,13 @@ def study_dir(root: Path, name: str) -> Path:
     return root / "studies" / name
 
 
+def missing_study(root: Path, name: str) -> str:
+    """The message for a study name with nothing under the root, naming the ones there are."""
+    known = sorted(p.name for p in (root / "studies").glob("*")) if root.exists() else []
+    hint = f"known studies: {', '.join(known)}" if known else "run `study run` first"
+    return f"NAME: no study {name!r} under {root}; {hint}"
+
+
 def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:
     """A JSON-ready row per trial: identity, outcome, last-epoch metrics, full config."""
     return [

@@ -24,6 +24,13 @@ from trainables import CHOICES, DATASETS, HYPERPARAMETERS, KINDS, METRICS, MODEL
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
 
 
+def one_of(value: str, known: Any, what: str) -> str:
+    """`value` if it is among `known`, else a ValueError that lists them."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; use one of {', '.join(known)}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,9 +53,7 @@ class DatasetSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in DATASETS:
-            raise ValueError(f"unknown data set {name!r}; use one of {', '.join(DATASETS)}")
-        return name
+        return one_of(name, DATASETS, "data set")
 
     @model_validator(mode="after")
     def _fields_fit_the_data_set(self) -> "DatasetSpec":
@@ -76,9 +81,7 @@ class ModelSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)}")
-        return name
+        return one_of(name, MODELS, "model")
 
     @field_validator("widths", "channels")
     @classmethod
@@ -165,9 +168,7 @@ class StudySpec(_Strict):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric: str) -> str:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-        return metric
+        return one_of(metric, METRICS, "metric")
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":

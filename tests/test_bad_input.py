@@ -109,7 +109,7 @@ def test_unreachable_tracking_server(tmp_path):
 
 def test_export_of_an_unknown_study(tmp_path):
     code, stderr, _ = run_cli(["export", "no-such-study"], tmp_path / "runs")
-    assert code == 2 and "no finished study 'no-such-study'" in stderr
+    assert code == 2 and "no study 'no-such-study'" in stderr
 
 
 def test_train_with_an_unknown_config_key(tmp_path):
