@@ -25,6 +25,9 @@ from study.search import build_searcher, optuna_storage_url
 from study.spec import StudySpec
 from study.tracking import (
     EXPERIMENT_KIND,
+    PARENT_TAG,
+    STATUS,
+    TRIAL_TAG,
     MlflowTracker,
     SkipFinished,
     log_params,
@@ -184,11 +187,37 @@ def resume_study(
     if not parent_id:
         raise UserError(f"NAME: no MLflow parent run for {spec.name!r}; run the study again")
     client.update_run(parent_id, status="RUNNING")
+    repair_runs(client, experiment.experiment_id, parent_id, spec.name, optuna_storage_url(root))
     connect(spec)
     tuner = tune.Tuner.restore(
         str(path), trainable=with_data(spec, data), resume_unfinished=True, resume_errored=False
     )
     return finish(tuner, spec, root, client, experiment.experiment_id, parent_id)
+
+
+def repair_runs(
+    client: MlflowClient, experiment_id: str, parent_id: str, name: str, storage_url: str
+) -> None:
+    """Close the runs of trials that Optuna saw end but whose MLflow run the dead driver did
+    not get to close, with the outcome Optuna recorded."""
+    try:
+        trials = {
+            t.number + 1: t for t in optuna.load_study(study_name=name, storage=storage_url).trials
+        }
+    except KeyError:
+        return
+    query = f"tags.`{PARENT_TAG}` = '{parent_id}'"
+    for run in client.search_runs([experiment_id], filter_string=query, max_results=50000):
+        trial = trials.get(int(run.data.tags[TRIAL_TAG]))
+        if trial is None or not trial.state.is_finished() or run.info.status != "RUNNING":
+            continue
+        outcome = trial.user_attrs.get("outcome") or run.data.tags.get("outcome", "failed")
+        epochs = str(len(trial.intermediate_values))
+        client.set_tag(run.info.run_id, "outcome", outcome)
+        client.set_tag(run.info.run_id, "epochs", epochs)
+        if outcome == "early_stopped":
+            client.set_tag(run.info.run_id, "early_stopped_epoch", epochs)
+        client.set_terminated(run.info.run_id, STATUS[outcome])
 
 
 def finish(

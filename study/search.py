@@ -6,6 +6,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import Space
@@ -26,9 +27,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         **kwargs: Passed to `ray.tune.search.optuna.OptunaSearch`.
     """
 
-    def __init__(self, *, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(self, *, max_epochs: int, num_samples: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
+        self.num_samples = num_samples
 
     def _finished(self, trial_id: str) -> bool:
         trial = self._ot_trials[trial_id]
@@ -46,6 +48,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             orphan = self._orphan()
             if orphan is not None:
                 self._ot_trials[trial_id] = orphan  # its params come back as they were
+            elif len(self._ot_study.get_trials(deepcopy=False)) >= self.num_samples:
+                # Trials that ended after Ray's last saved state count too: no more to ask.
+                return Searcher.FINISHED
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -126,4 +131,5 @@ def build_searcher(spec: StudySpec, storage_url: str) -> PrunedAwareOptunaSearch
         storage=optuna.storages.RDBStorage(storage_url),
         study_name=spec.name,
         max_epochs=spec.scheduler.max_epochs,
+        num_samples=spec.search.num_samples,
     )

@@ -24,6 +24,7 @@ def check_exactly_once(root: Path, name: str, num_samples: int, max_epochs: int)
     for trial in trials:
         run = by_number[trial.number + 1]
         assert trial.state.is_finished(), trial
+        assert run.info.status in ("FINISHED", "KILLED"), (trial.number, run.info.status)
         outcome = run.data.tags["outcome"]
         assert trial.user_attrs["outcome"] == outcome
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
