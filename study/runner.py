@@ -25,11 +25,11 @@ from study.search import build_searcher, optuna_storage_url
 from study.spec import StudySpec
 from study.tracking import (
     EXPERIMENT_KIND,
-    PARENT_TAG,
     STATUS,
     TRIAL_TAG,
     MlflowTracker,
     SkipFinished,
+    child_runs,
     log_params,
     open_experiment,
     store_uri,
@@ -94,8 +94,8 @@ def connect(spec: StudySpec) -> None:
 def with_data(spec: StudySpec, data: Dataset) -> Any:
     """The trainable with the data set in the object store and its resources attached."""
     every = spec.cluster.checkpoint_every
-    epochs = set(rung_epochs(spec)) | set(range(every, spec.scheduler.max_epochs + 1, every or 1))
-    checkpoints = frozenset(epochs if every else rung_epochs(spec))
+    extra = range(every, spec.scheduler.max_epochs + 1, every) if every else ()
+    checkpoints = frozenset(rung_epochs(spec)) | frozenset(extra)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     wrapped = tune.with_parameters(trainable, data=data, checkpoint_epochs=checkpoints)
     return tune.with_resources(wrapped, resources)
@@ -206,8 +206,7 @@ def repair_runs(
         }
     except KeyError:
         return
-    query = f"tags.`{PARENT_TAG}` = '{parent_id}'"
-    for run in client.search_runs([experiment_id], filter_string=query, max_results=50000):
+    for run in child_runs(client, experiment_id, parent_id):
         trial = trials.get(int(run.data.tags[TRIAL_TAG]))
         if trial is None or not trial.state.is_finished() or run.info.status != "RUNNING":
             continue

@@ -170,20 +170,11 @@ class MlflowTracker(tune.Callback):
         runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
         if not runs:
             return None
-        run = runs[0]
-        steps = [m.step for m in self.client.get_metric_history(run.info.run_id, "val_acc")]
-        tags = run.data.tags
-        return TrialRecord(
-            number,
-            run.info.run_id,
-            run.info.run_name,
-            json.loads(tags["config"]),
-            tags.get("outcome", "running"),
-            tags.get("error", ""),
-            max(steps, default=0),
-            dict(run.data.metrics),
-            tags.get("node_id", ""),
-        )
+        record = record_of(runs[0])
+        # The epochs logged so far (the `epochs` tag is written only when the trial ends).
+        steps = [m.step for m in self.client.get_metric_history(record.run_id, "val_acc")]
+        record.epochs = max(steps, default=0)
+        return record
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.record(trial)
@@ -247,24 +238,31 @@ class MlflowTracker(tune.Callback):
         self.client.set_terminated(record.run_id, STATUS[outcome])
 
 
+def record_of(run: Any) -> TrialRecord:
+    """The record a trial's child run holds."""
+    tags = run.data.tags
+    return TrialRecord(
+        int(tags[TRIAL_TAG]),
+        run.info.run_id,
+        run.info.run_name,
+        json.loads(tags["config"]),
+        tags.get("outcome", "running"),
+        tags.get("error", ""),
+        int(tags.get("epochs", 0)),
+        dict(run.data.metrics),
+        tags.get("node_id", ""),
+    )
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every child run of a study's parent run."""
+    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    return client.search_runs([experiment_id], filter_string=query, max_results=50000)
+
+
 def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
     """Every child run of a study's parent run as a record, by trial number."""
-    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
-    runs = client.search_runs([experiment_id], filter_string=query, max_results=50000)
-    records = [
-        TrialRecord(
-            int(run.data.tags[TRIAL_TAG]),
-            run.info.run_id,
-            run.info.run_name,
-            json.loads(run.data.tags["config"]),
-            run.data.tags.get("outcome", "running"),
-            run.data.tags.get("error", ""),
-            int(run.data.tags.get("epochs", 0)),
-            dict(run.data.metrics),
-            run.data.tags.get("node_id", ""),
-        )
-        for run in runs
-    ]
+    records = [record_of(run) for run in child_runs(client, experiment_id, parent_run_id)]
     return sorted(records, key=lambda r: r.number)
 
 

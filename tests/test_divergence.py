@@ -7,6 +7,14 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import study_cli
 
 
+def children_by(root, name: str, param: str) -> dict:
+    """The study's child runs keyed by the value of one param."""
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id])
+    return {r.data.params[param]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+
+
 def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
     spec = tmp_path / "diverge.yaml"
     spec.write_text(
@@ -26,12 +34,7 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
     assert "diverged" in done.stdout and "best val_acc" in done.stdout
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("diverge")
-    children = {
-        r.data.params["lr"]: r
-        for r in client.search_runs([experiment.experiment_id])
-        if "mlflow.parentRunId" in r.data.tags
-    }
+    children = children_by(root, "diverge", "lr")
     assert set(children) == {"10.0", "0.01"}
     blown, fine = children["10.0"], children["0.01"]
     assert blown.data.tags["outcome"] == "diverged" and blown.info.status == "FAILED"
@@ -70,13 +73,7 @@ def test_a_trial_that_raises_is_recorded_failed_and_the_study_completes(tmp_path
     root = tmp_path / "runs"
     done = study_cli("run", str(spec), root=root)
     assert done.returncode == 0, done.stderr[-2000:]
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("raises")
-    children = {
-        r.data.params["momentum"]: r
-        for r in client.search_runs([experiment.experiment_id])
-        if "mlflow.parentRunId" in r.data.tags
-    }
+    children = children_by(root, "raises", "momentum")
     failed = children["-0.5"]
     assert failed.data.tags["outcome"] == "failed" and failed.info.status == "FAILED"
     assert "Invalid momentum value: -0.5" in failed.data.tags["error"]
