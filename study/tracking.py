@@ -211,7 +211,7 @@ class MlflowTracker(tune.Callback):
             return
         if record.last.get("diverged"):
             record.error = (
-                f"training loss blew up (NaN, inf or 100x chance) in epoch {record.epochs}"
+                f"training loss blew up (a batch NaN, inf or 100x chance) in epoch {record.epochs}"
             )
             self._finish(record, "diverged")
         elif record.epochs >= trial.config["epochs"]:

@@ -21,7 +21,7 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
         yaml.safe_dump(
             {
                 "name": "diverge",
-                "space": {"params": {"lr": {"type": "categorical", "choices": [10.0, 0.01]}}},
+                "space": {"params": {"lr": {"type": "categorical", "choices": [1000.0, 0.01]}}},
                 "fixed": {"optimizer": "sgd"},
                 "search": {"sampler": "grid"},  # num_samples follows the grid: 2
                 "scheduler": {"name": "none", "max_epochs": 3},
@@ -35,8 +35,8 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     children = children_by(root, "diverge", "lr")
-    assert set(children) == {"10.0", "0.01"}
-    blown, fine = children["10.0"], children["0.01"]
+    assert set(children) == {"1000.0", "0.01"}
+    blown, fine = children["1000.0"], children["0.01"]
     assert blown.data.tags["outcome"] == "diverged" and blown.info.status == "FAILED"
     assert "blew up" in blown.data.tags["error"]
     assert fine.data.tags["outcome"] == "completed" and fine.info.status == "FINISHED"
@@ -46,8 +46,8 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
         study_name="diverge", storage=f"sqlite:///{root / 'optuna.db'}"
     ).trials
     by_lr = {t.params["lr"]: t for t in trials}
-    assert by_lr[10.0].state == optuna.trial.TrialState.FAIL
-    assert by_lr[10.0].user_attrs["outcome"] == "diverged"
+    assert by_lr[1000.0].state == optuna.trial.TrialState.FAIL
+    assert by_lr[1000.0].user_attrs["outcome"] == "diverged"
     assert by_lr[0.01].state == optuna.trial.TrialState.COMPLETE
 
     export = study_cli("export", "diverge", "-o", str(tmp_path / "best.yaml"), root=root)
