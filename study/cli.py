@@ -1,4 +1,4 @@
-"""The `study` command: run, export, train, ui, spaces."""
+"""The `study` command: run, resume, status, report, export, train, ui, spaces."""
 
 import os
 import signal
@@ -158,6 +158,41 @@ def status(
 
 
 @app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    root: RootOption = None,
+    gap: Annotated[
+        float, typer.Option(help="Overfitting: final train-val accuracy gap above this ...")
+    ] = 0.05,
+    rise: Annotated[
+        float, typer.Option(help="... and val_loss this fraction above its minimum.")
+    ] = 0.10,
+    underfit: Annotated[
+        float,
+        typer.Option(help="Underfitting: final train_acc this far below the study's best."),
+    ] = 0.10,
+) -> None:
+    """Which regularization works here: plots, fit diagnosis, importance, equal-budget
+    leaderboard and a summary, as PNGs + one HTML page, also logged on the parent run."""
+    from study.analysis import Thresholds
+    from study.preflight import saved_spec
+    from study.spec import root_folder
+
+    try:
+        folder = root_folder(root)
+        spec = saved_spec(folder, name)
+        from study.report import report as write
+
+        made = write(spec, folder, Thresholds(gap, rise, underfit))
+    except UserError as error:
+        _fail(error)
+    for line in made["summary"]:
+        console.print(line, highlight=False, soft_wrap=True)
+    page = made["folder"] / "report.html"
+    console.print(f"report: {page} (also on the parent MLflow run, under report/)", soft_wrap=True)
+
+
+@app.command()
 def export(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     output: Annotated[
@@ -165,14 +200,39 @@ def export(
         typer.Option("-o", "--output", help="A .yaml file (top 1) or a folder."),
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="How many of the best trials.")] = 1,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="bundle: a folder per trial (config.yaml + checkpoint.pt), or one .yaml file "
+            "with -o x.yaml; yaml, json, csv: the configs alone, to -o or standard output.",
+        ),
+    ] = "bundle",
+    metric: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Rank by this metric [default: the study's]."),
+    ] = None,
+    mode: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="max or min [default: the study's, or min for a loss]."),
+    ] = None,
     root: RootOption = None,
 ) -> None:
-    """Write the best trials' full configs (sampled + fixed + data + model + epochs + seed)."""
+    """Write the best trials: full config, seed, code version, MLflow run and checkpoint."""
+    from study.export import FORMATS, export_configs
     from study.export import export as write
     from study.spec import root_folder
 
     try:
-        written = write(root_folder(root), name, top, output)
+        for option, value, known in (("--format", fmt, FORMATS), ("--mode", mode, ("max", "min"))):
+            if value is not None and value not in known:
+                raise UserError(f"{option}: unknown value {value!r}; use one of {', '.join(known)}")
+        if fmt != "bundle":
+            text = export_configs(root_folder(root), name, fmt, top, output, metric, mode)
+            if output is None:
+                sys.stdout.write(text)
+            return
+        written = write(root_folder(root), name, top, output, metric, mode)
     except UserError as error:
         _fail(error)
     for path, document in written:
@@ -188,12 +248,23 @@ def train(
     test: Annotated[
         bool, typer.Option("--test", help="Also score the held-out test split at the end.")
     ] = False,
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Train with this many seeds; print mean and std.")
+    ] = 1,
+    register: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Register the (first seed's) model in MLflow's registry as NAME."),
+    ] = None,
+    log: Annotated[
+        bool, typer.Option(help="Log the retraining as a run in the study's MLflow experiment.")
+    ] = True,
 ) -> None:
-    """Retrain one exported config with the same loop, without Ray; print every epoch."""
+    """Retrain one exported config with the same loop, without Ray; print every epoch, or
+    each seed's result and their mean and std with --seeds."""
     from study.retrain import train as retrain
 
     try:
-        retrain(config, console, test=test)
+        retrain(config, console, test=test, seeds=seeds, register=register, log=log)
     except UserError as error:
         _fail(error)
 
@@ -236,7 +307,8 @@ def ui(
                 time.sleep(0.5)
         for experiment in MlflowClient(uri).search_experiments():
             if experiment.name != "Default":
-                link = runs_link(base, experiment.experiment_id)
+                view = any(k.startswith("mlflow.sharedViewState.") for k in experiment.tags)
+                link = runs_link(base, experiment.experiment_id, view)
                 console.print(f"{experiment.name}: {link}", soft_wrap=True)
         console.print(
             f"MLflow UI at {base} (server log: {log.name}); Ctrl-C stops it.", soft_wrap=True

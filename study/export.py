@@ -1,5 +1,11 @@
-"""Best configs of a finished study as YAML files that `study train` reproduces."""
+"""Best trials of a finished study as bundles `study train` reproduces: the full config, the
+seed, the code version, the MLflow run and the trial's last checkpoint; or the configs alone
+as one JSON, YAML or CSV file."""
 
+import importlib.metadata
+import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -7,6 +13,9 @@ import yaml
 
 from study import results
 from study.errors import UserError
+from trainables import METRICS
+
+FORMATS = ("bundle", "yaml", "json", "csv")
 
 
 def load_table(root: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -19,44 +28,146 @@ def load_table(root: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, A
     return table, spec
 
 
-def bundle(name: str, row: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
+def code_version() -> dict[str, Any]:
+    """The installed package version, and the git commit of the source when it is a checkout
+    (`dirty` when it has uncommitted changes)."""
+    version = {"package": importlib.metadata.version("regularization-study"), "git_commit": None}
+    source = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10
+        )
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=source, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except OSError:  # no git on this machine
+        return version
+    if commit.returncode == 0:
+        version["git_commit"] = commit.stdout.strip()
+        version["dirty"] = bool(changes.stdout.strip())
+    return version
+
+
+def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    """Where a trial's MLflow run is: the store, the run id, its UI page (on the tracking
+    server, or on `study ui`'s port 5000 for a local store) and its Ray trial id."""
+    from mlflow.tracking import MlflowClient
+
+    from study.tracking import RAY_TRIAL_TAG
+
+    found = {"tracking_uri": tracking_uri, "run_id": run_id, "link": None, "ray_trial_id": None}
+    try:
+        run = MlflowClient(tracking_uri).get_run(run_id)
+    except Exception:  # noqa: BLE001  (a store that is gone or unreachable: no link)
+        return found
+    server = tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    found["link"] = f"{server.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    found["ray_trial_id"] = run.data.tags.get(RAY_TRIAL_TAG)
+    return found
+
+
+def last_checkpoint(storage: Path, ray_trial_id: str | None) -> Path | None:
+    """The newest checkpoint Ray kept of a trial (Ray keeps one: the last), if any."""
+    if not ray_trial_id:
+        return None
+    states = (storage / f"trial_{ray_trial_id}").glob("checkpoint_*/state.pt")
+    return max(states, key=lambda p: p.parent.name, default=None)
+
+
+def document(name: str, row: dict[str, Any], spec: dict[str, Any], metric: str, mode: str):
     """One exported trial: provenance, the value to reproduce, and the config to train."""
+    from study.tracking import store_uri
+
     config = dict(row["config"])
     if row["epochs"] < config["epochs"]:  # early-stopped: same schedule, stop where it stopped
         config["stop_epoch"] = row["epochs"]
+    uri = spec["tracking"]["uri"] or store_uri(Path(spec["_root"]))
     return {
         "study": name,
         "trial": row["trial"],
         "run_name": row["run_name"],
-        "mlflow_run_id": row["run_id"],
         "outcome": row["outcome"],
         "metric": metric,
         "mode": mode,
         "value": row["metrics"][metric],
+        "seed": config["seed"],
+        "code_version": code_version(),
+        "mlflow": mlflow_run(uri, row["run_id"]),
         "config": config,
     }
 
 
-def export(
-    root: Path, name: str, top: int = 1, output: Path | None = None
-) -> list[tuple[Path, dict[str, Any]]]:
-    """Write the `top` best trials of `name`; one file, or one per rank in a folder."""
+def ranked_rows(root: Path, name: str, top: int, metric: str | None, mode: str | None):
+    """The study's spec, the ranking metric and mode, and its `top` best trials."""
     table, spec = load_table(root, name)
-    metric, mode = spec["metric"], spec["mode"]
+    metric = metric or spec["metric"]
+    if metric not in METRICS:
+        raise UserError(f"--metric: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if mode is None:  # the study's for its metric; otherwise losses and the gap go down
+        mode = spec["mode"] if metric == spec["metric"] else "max" if "acc" in metric else "min"
     best = results.ranked(table, metric, mode)[:top]
     if not best:
         raise UserError(f"NAME: study {name!r} has no trial with a {metric} value to export")
+    spec["_root"] = str(root)
+    return spec, metric, mode, best
+
+
+def export(
+    root: Path,
+    name: str,
+    top: int = 1,
+    output: Path | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+) -> list[tuple[Path, dict[str, Any]]]:
+    """Write a bundle per trial of the `top` best of `name` (ranked by `metric`, `mode`): a
+    folder with config.yaml and the last checkpoint, or one .yaml file for `-o x.yaml`."""
+    spec, metric, mode, best = ranked_rows(root, name, top, metric, mode)
     if output is None:
         output = root / "exports" / name
     single = top == 1 and output.suffix in (".yaml", ".yml")
+    storage = Path(spec["cluster"]["storage"] or root / "ray") / name
     written = []
     for rank, row in enumerate(best, start=1):
-        path = output if single else output / f"{name}-rank{rank}-{row['trial']}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = bundle(name, row, metric, mode)
+        made = document(name, row, spec, metric, mode)
+        folder = output.parent if single else output / f"rank{rank}-{row['trial']}"
+        path = output if single else folder / "config.yaml"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = None if single else last_checkpoint(storage, made["mlflow"]["ray_trial_id"])
+        if state is not None:
+            shutil.copyfile(state, folder / "checkpoint.pt")
+            made["checkpoint"] = "checkpoint.pt"  # model, optimizer, epoch and RNG states
         path.write_text(
             f"# Exported by `study export {name}`; reproduce with `study train {path.name}`\n"
-            + yaml.safe_dump(document, sort_keys=False)
+            + yaml.safe_dump(made, sort_keys=False)
         )
-        written.append((path, document))
+        written.append((path, made))
     return written
+
+
+def export_configs(
+    root: Path,
+    name: str,
+    fmt: str,
+    top: int = 1,
+    output: Path | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+) -> str:
+    """The configs alone of the `top` best trials as JSON, YAML or CSV text (also written to
+    `output` when given); each entry has the trial, its value and the config."""
+    _, metric, mode, best = ranked_rows(root, name, top, metric, mode)
+    entries = [
+        {"trial": r["trial"], metric: r["metrics"][metric], "config": r["config"]} for r in best
+    ]
+    if fmt == "json":
+        text = json.dumps(entries, indent=1)
+    elif fmt == "yaml":
+        text = yaml.safe_dump(entries, sort_keys=False)
+    else:
+        text = results.frame(entries).to_csv(index=False)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    return text

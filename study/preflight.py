@@ -34,7 +34,8 @@ def check_resources(spec: StudySpec) -> None:
 
 
 def check_tracking(spec: StudySpec, root: Path) -> None:
-    """An MLflow server URI must answer; a local store's folder must be writable."""
+    """An MLflow server URI must answer, an Optuna storage URL open; a local store's folder
+    must be writable."""
     uri = spec.tracking.uri
     if uri and uri.startswith(("http://", "https://")):
         try:
@@ -45,6 +46,17 @@ def check_tracking(spec: StudySpec, root: Path) -> None:
             raise UserError(
                 f"tracking.uri: cannot reach the MLflow server at {uri} ({reason}); start it or "
                 "fix the URI"
+            ) from None
+    if spec.search.storage:
+        import optuna
+
+        try:
+            optuna.storages.RDBStorage(spec.search.storage)
+        except Exception as error:  # noqa: BLE001  (SQLAlchemy and drivers raise many kinds)
+            first = str(error).strip().splitlines()[0][:200]
+            raise UserError(
+                f"search.storage: cannot open the Optuna storage {spec.search.storage} "
+                f"({first}); fix the URL or leave it out for SQLite under the root"
             ) from None
     existing = next(p for p in (root, *root.parents) if p.exists())  # root may not exist yet
     if not existing.is_dir() or not os.access(existing, os.W_OK):

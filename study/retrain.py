@@ -31,10 +31,23 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return document, config
 
 
-def train(path: Path, console: Console, test: bool = False) -> dict[str, float]:
-    """Retrain the config in `path`, print each epoch, and return the last epoch's metrics
-    (with test_loss and test_acc on the held-out test split when `test` is set)."""
+def train(
+    path: Path,
+    console: Console,
+    test: bool = False,
+    seeds: int = 1,
+    register: str | None = None,
+    log: bool = True,
+) -> list[dict[str, float]]:
+    """Retrain the config in `path` with `seeds` training seeds (the config's first, so that
+    one reproduces the trial; the data split stays the config's), print each epoch (one line
+    per seed when several) and mean and std, log it all as one MLflow run in the study's
+    experiment when the file names it, and register the first seed's model as `register`.
+    Returns the last epoch's metrics per seed (with test_loss and test_acc when `test`)."""
     document, config = read_config(path)
+    where = document.get("mlflow") or {}
+    if register and not where.get("tracking_uri"):
+        raise UserError("--register: the config names no MLflow store; use a `study export` file")
     try:
         data = load_dataset(config["dataset"], seed=config["seed"])
     except DataError as error:
@@ -42,21 +55,106 @@ def train(path: Path, console: Console, test: bool = False) -> dict[str, float]:
     if test and data.x_test is None:
         raise UserError("config.dataset.test_fraction: no test split kept; set it above 0")
 
-    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
-        console.print(
-            f"epoch {int(metrics['epoch']):>3}  train_loss {metrics['train_loss']:.4f}  "
-            f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
-            f"val_acc {metrics['val_acc']:.4f}  gap {metrics['gap']:+.4f}",
-            highlight=False,
-        )
-
-    last = fit(config, data, report, test=test)
     metric = document.get("metric", "val_acc")
-    line = f"{metric} {last[metric]:.4f}"
+    kept: dict[str, Any] = {}
+
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        if not kept:  # live references: the first seed's weights as its training ends
+            kept["model"] = state["model"]
+        if seeds == 1:
+            console.print(
+                f"epoch {int(metrics['epoch']):>3}  train_loss {metrics['train_loss']:.4f}  "
+                f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+                f"val_acc {metrics['val_acc']:.4f}  gap {metrics['gap']:+.4f}",
+                highlight=False,
+            )
+
+    runs = []
+    for seed in range(config["seed"], config["seed"] + seeds):
+        last = fit({**config, "seed": seed}, data, report, test=test)
+        runs.append(last)
+        if seeds > 1:
+            extra = f"  test_acc {last['test_acc']:.4f}" if test else ""
+            console.print(f"seed {seed}  {metric} {last[metric]:.4f}{extra}", highlight=False)
+    first = runs[0][metric]
+    line = f"{metric} {first:.4f}"
     if "value" in document:
         line += f" (the trial reported {document['value']:.4f}, "
-        line += f"difference {last[metric] - document['value']:+.4f})"
+        line += f"difference {first - document['value']:+.4f})"
     console.print(line, highlight=False)
-    if test:
-        console.print(f"test_acc {last['test_acc']:.4f}  test_loss {last['test_loss']:.4f}")
-    return last
+    keys = [metric, *(["test_acc"] if test else [])]
+    stats = {k: spread([r[k] for r in runs]) for k in keys}
+    if seeds > 1:
+        for key, (mean, std) in stats.items():
+            console.print(f"{key} over {seeds} seeds: mean {mean:.4f}  std {std:.4f}")
+    elif test:
+        console.print(f"test_acc {runs[0]['test_acc']:.4f}  test_loss {runs[0]['test_loss']:.4f}")
+    if log and where.get("tracking_uri"):
+        link = log_retrain(document, config, runs, stats, kept, data, register)
+        console.print(f"MLflow run: {link}", soft_wrap=True, highlight=False)
+    return runs
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def log_retrain(
+    document: dict[str, Any],
+    config: dict[str, Any],
+    runs: list[dict[str, float]],
+    stats: dict[str, tuple[float, float]],
+    kept: dict[str, Any],
+    data: Any,
+    register: str | None,
+) -> str:
+    """One MLflow run in the study's experiment (beside, not under, the study's parent run):
+    the config, each seed's metrics as steps, mean and std; the model when `register`."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from study.tracking import flatten, log_params
+
+    where = document["mlflow"]
+    client = MlflowClient(where["tracking_uri"])
+    try:
+        experiment_id = client.get_run(where["run_id"]).info.experiment_id
+    except Exception as error:  # noqa: BLE001  (a store that moved or a server that is down)
+        raise UserError(
+            f"mlflow.tracking_uri: cannot reach the trial's run at {where['tracking_uri']} "
+            f"({str(error).splitlines()[0][:150]}); start the server or pass --no-log"
+        ) from None
+    name = f"retrain {document.get('trial', '')} x{len(runs)} seeds".replace("  ", " ")
+    tags = {"study.role": "retrain", "source_run_id": where["run_id"]}
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    log_params(client, run_id, {k: v for k, v in flatten(config).items() if k != "seed"})
+    for step, metrics in enumerate(runs):
+        client.log_metric(run_id, "seed", config["seed"] + step, step=step)
+        for key in stats:
+            client.log_metric(run_id, key, metrics[key], step=step)
+    for key, (mean, std) in stats.items():
+        client.log_metric(run_id, f"{key}_mean", mean)
+        client.log_metric(run_id, f"{key}_std", std)
+    if register:
+        import torch
+
+        from trainables.loop import build
+
+        model = build(config, data).model
+        model.load_state_dict(kept["model"])
+        mlflow.set_tracking_uri(where["tracking_uri"])
+        with mlflow.start_run(run_id=run_id):
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                registered_model_name=register,
+                input_example=data.normalize(data.x_val[:2]).numpy(),  # the model's input
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+    client.set_terminated(run_id)
+    return where["link"].rsplit("/runs/", 1)[0] + f"/runs/{run_id}" if where.get("link") else run_id

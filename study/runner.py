@@ -32,6 +32,7 @@ from study.tracking import (
     child_runs,
     log_params,
     open_experiment,
+    set_view,
     store_uri,
     trial_runs,
 )
@@ -104,7 +105,7 @@ def with_data(spec: StudySpec, data: Dataset) -> Any:
 def forget(spec: StudySpec, root: Path) -> None:
     """Drop a previous study of the same name: its Optuna trials, MLflow runs and files."""
     with contextlib.suppress(KeyError):
-        optuna.delete_study(study_name=spec.name, storage=optuna_storage_url(root))
+        optuna.delete_study(study_name=spec.name, storage=optuna_storage_url(spec, root))
     client = MlflowClient(tracking_uri(spec, root))
     experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
     if experiment is not None:
@@ -131,9 +132,13 @@ def run_study(spec: StudySpec, root: Path, data: Dataset, console: Console) -> l
     log_params(client, parent_id, {k: v for k, v in spec.model_dump().items() if k != "space"})
     client.log_text(parent_id, spec_yaml, "spec.yaml")
 
-    tracker = MlflowTracker(client.tracking_uri, experiment_id, parent_id, list(spec.space.params))
+    sampled = list(spec.space.params)
+    set_view(client, experiment_id, spec.metric, sampled)
+    tracker = MlflowTracker(
+        client.tracking_uri, experiment_id, parent_id, sampled, spec.metric, spec.mode
+    )
     progress = Progress(tracker, spec.metric, spec.mode, spec.search.num_samples, console)
-    storage_url = optuna_storage_url(root)
+    storage_url = optuna_storage_url(spec, root)
     connect(spec)
     tuner = tune.Tuner(
         with_data(spec, data),
@@ -187,7 +192,8 @@ def resume_study(
     if not parent_id:
         raise UserError(f"NAME: no MLflow parent run for {spec.name!r}; run the study again")
     client.update_run(parent_id, status="RUNNING")
-    repair_runs(client, experiment.experiment_id, parent_id, spec.name, optuna_storage_url(root))
+    storage_url = optuna_storage_url(spec, root)
+    repair_runs(client, experiment.experiment_id, parent_id, spec.name, storage_url)
     connect(spec)
     tuner = tune.Tuner.restore(
         str(path), trainable=with_data(spec, data), resume_unfinished=True, resume_errored=False

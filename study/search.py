@@ -109,9 +109,9 @@ class DefineByRun:
         return {**self.constants, "optuna_trial": trial.number}
 
 
-def optuna_storage_url(root: Any) -> str:
-    """The default Optuna storage: an SQLite file under the root folder."""
-    return f"sqlite:///{root}/optuna.db"
+def optuna_storage_url(spec: StudySpec, root: Any) -> str:
+    """The spec's Optuna storage URL, or an SQLite file under the root folder."""
+    return spec.search.storage or f"sqlite:///{root}/optuna.db"
 
 
 def build_searcher(spec: StudySpec, storage_url: str) -> PrunedAwareOptunaSearch:

@@ -98,6 +98,7 @@ class SearchSpec(_Strict):
     num_samples: int = Field(24, ge=1)
     max_concurrent: int = Field(2, ge=1)
     seed: int = 0
+    storage: str | None = None  # Optuna RDB URL (sqlite:///, postgresql://...); None: <root>
 
 
 class SchedulerSpec(_Strict):

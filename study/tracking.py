@@ -5,6 +5,7 @@ store, and each epoch costs one batched `log_batch` call.
 """
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ STATUS = {
     "failed": "FAILED",
     "diverged": "FAILED",
 }
+BEST_SO_FAR = "best_so_far"  # per child run and epoch: the best metric value up to that epoch
+VIEW_KEY = "study"  # the experiment's shared MLflow UI view: mlflow.sharedViewState.<key>
 NAME_ORDER = ("lr", "weight_decay", "dropout", "batch_norm", "l1", "optimizer")
 SHORT = {"weight_decay": "wd", "dropout": "p", "momentum": "m", "batch_norm": "bn"}
 
@@ -46,11 +49,33 @@ def open_experiment(client: MlflowClient, name: str, root: Path) -> str:
     return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
-def runs_link(base_url: str, experiment_id: str) -> str:
-    """The MLflow UI page of an experiment's runs in the model-training view."""
-    return (
-        f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    )
+def better(old: float, new: float, mode: str) -> bool:
+    """Whether `old` beats `new` under `mode` (max or min); NaN beats nothing."""
+    return old > new if mode == "max" else old < new
+
+
+def set_view(client: MlflowClient, experiment_id: str, metric: str, params: list[str]) -> None:
+    """Store the study's runs-table view on the experiment, as MLflow's UI shares views: the
+    outcome, the metric, its best so far, the early-stopped epoch and the sampled params as
+    columns. `runs_link` opens it."""
+    columns = [
+        "tags.`outcome`",
+        f"metrics.`{metric}`",
+        f"metrics.`{BEST_SO_FAR}`",
+        "tags.`early_stopped_epoch`",
+        "metrics.`gap`",
+        *(f"params.`{p}`" for p in params),
+    ]
+    state = json.dumps({"selectedColumns": list(dict.fromkeys(columns))})
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", state)
+
+
+def runs_link(base_url: str, experiment_id: str, view: bool = True) -> str:
+    """The MLflow UI page of an experiment's runs in the model-training view, with the study's
+    columns when `view` (the experiment has the view `set_view` stores)."""
+    query = f"viewStateShareKey={VIEW_KEY}&" if view else ""
+    base = base_url.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs?{query}workflowType=machine_learning"
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -108,6 +133,7 @@ class TrialRecord:
     epochs: int = 0
     last: dict[str, float] = field(default_factory=dict)
     node: str = ""
+    best: float = math.nan  # the best value of the study's metric over the epochs so far
 
 
 def trial_number(trial: Any) -> int:
@@ -124,9 +150,16 @@ class MlflowTracker(tune.Callback):
     """
 
     def __init__(
-        self, tracking_uri: str, experiment_id: str, parent_run_id: str, sampled: list[str]
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        sampled: list[str],
+        metric: str = "val_acc",
+        mode: str = "max",
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.metric, self.mode = metric, mode
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -174,6 +207,7 @@ class MlflowTracker(tune.Callback):
         # The epochs logged so far (the `epochs` tag is written only when the trial ends).
         steps = [m.step for m in self.client.get_metric_history(record.run_id, "val_acc")]
         record.epochs = max(steps, default=0)
+        record.best = record.last.get(BEST_SO_FAR, math.nan)
         return record
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -188,8 +222,13 @@ class MlflowTracker(tune.Callback):
             return  # an ended trial, or epochs replayed from a checkpoint: logged already
         record.epochs = epoch
         record.last = {k: float(result[k]) for k in (*METRICS, "diverged") if k in result}
+        value = record.last.get(self.metric, math.nan)
+        if math.isfinite(value) and not (better(record.best, value, self.mode)):
+            record.best = value
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, epoch) for k, v in record.last.items()]
+        if math.isfinite(record.best):
+            metrics.append(Metric(BEST_SO_FAR, record.best, now, epoch))
         tags = []
         if result.get("node_id") and result["node_id"] != record.node:
             record.node = result["node_id"]

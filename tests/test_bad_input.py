@@ -46,6 +46,11 @@ CASES = {
         "download: true",
     ),
     "bad --set syntax": (["search.num_samples"], "--set 'search.num_samples'", "key.sub=value"),
+    "bad optuna storage": (
+        ["search.storage=nosuchdb://x"],
+        "search.storage: cannot open the Optuna storage nosuchdb://x",
+        "fix the URL",
+    ),
 }
 
 

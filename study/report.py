@@ -1,0 +1,316 @@
+"""`study report`: PNG plots, one self-contained HTML page and a text summary of a finished
+study, written under the root folder and logged on the study's parent MLflow run."""
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from mlflow.tracking import MlflowClient
+
+from study import analysis, results
+from study.errors import UserError
+from study.runner import parent_run, tracking_uri
+from study.schedule import rung_epochs
+from study.search import optuna_storage_url
+from study.spec import StudySpec
+from study.tracking import trial_runs
+
+COLORS = {
+    "completed": "#1b9e77",
+    "early_stopped": "#7570b3",
+    "failed": "#d95f02",
+    "diverged": "#e7298a",
+    "running": "#999999",
+}
+FIT_COLORS = {"good fit": "#1b9e77", "overfitting": "#d95f02", "underfitting": "#7570b3"}
+PLOTS = (
+    "learning_curves",
+    "fit_diagnosis",
+    "importance",
+    "marginal_effects",
+    "parallel_coordinates",
+    "leaderboard",
+)
+
+
+def is_log(spec: StudySpec, param: str) -> bool:
+    return bool(getattr(spec.space.params[param], "log", False))
+
+
+def is_categorical(spec: StudySpec, param: str) -> bool:
+    return spec.space.params[param].type == "categorical"
+
+
+def figure(width: float, height: float, rows: int = 1, columns: int = 1, **kwargs: Any):
+    """A figure (matplotlib's object API: no pyplot, no display) and its axes."""
+    made = Figure(figsize=(width, height))
+    return made, made.subplots(rows, columns, **kwargs)
+
+
+def save(made: Figure, path: Path) -> Path:
+    made.tight_layout()
+    made.savefig(path, dpi=110)
+    return path
+
+
+def outcome_legend(axis: Axes, outcomes: list[str], best: str | None) -> None:
+    handles = [Line2D([], [], color=COLORS[o], label=o) for o in outcomes]
+    if best:
+        handles.append(Line2D([], [], color="black", linewidth=2.5, label=f"best: {best}"))
+    axis.legend(handles=handles, fontsize=8, loc="lower right")
+
+
+def plot_curves(history: pd.DataFrame, table: pd.DataFrame, best: int | None, path: Path) -> Path:
+    """train_acc and val_acc per epoch of every trial, coloured by outcome, best in black."""
+    made, axes = figure(12, 4.5, 1, 2, sharey=True)
+    for axis, key in zip(axes, ("train_acc", "val_acc"), strict=True):
+        for trial, curve in history.groupby("trial"):
+            outcome = table.loc[trial, "outcome"]
+            axis.plot(curve["epoch"], curve[key], color=COLORS[outcome], alpha=0.55, linewidth=1)
+        if best is not None:
+            curve = history[history["trial"] == best]
+            axis.plot(curve["epoch"], curve[key], color="black", linewidth=2.5)
+        axis.set(title=key, xlabel="epoch", ylabel=key)
+        axis.grid(alpha=0.3)
+    best_name = table.loc[best, "name"] if best is not None else None
+    outcome_legend(axes[1], sorted(set(table["outcome"]), key=list(COLORS).index), best_name)
+    return save(made, path)
+
+
+def plot_diagnosis(diagnosis: pd.DataFrame, best: int | None, path: Path) -> Path:
+    """Counts per diagnosis, and final train_acc vs val_acc coloured by diagnosis."""
+    made, (bars, scatter) = figure(12, 4.5, 1, 2)
+    counts = diagnosis["diagnosis"].value_counts()
+    colors = [FIT_COLORS.get(d, COLORS.get(d, "#999999")) for d in counts.index]
+    bars.bar(counts.index, counts.values, color=colors)
+    bars.set(title="fit diagnosis at each trial's last epoch", ylabel="trials")
+    for x, n in enumerate(counts.values):
+        bars.annotate(str(n), (x, n), ha="center", va="bottom")
+    judged = diagnosis.dropna(subset=["train_acc"]) if "train_acc" in diagnosis else diagnosis
+    for kind, group in judged.groupby("diagnosis"):
+        scatter.scatter(group["train_acc"], group["val_acc"], color=FIT_COLORS[kind], label=kind)
+    if best is not None and best in judged.index:
+        row = judged.loc[best]
+        scatter.scatter(row["train_acc"], row["val_acc"], s=160, facecolors="none",
+                        edgecolors="black", linewidths=2, label="best trial")  # fmt: skip
+    if len(judged):
+        low = min(judged["train_acc"].min(), judged["val_acc"].min())
+        scatter.plot([low, 1], [low, 1], color="gray", linestyle="--", linewidth=1,
+                     label="val_acc = train_acc")  # fmt: skip
+    scatter.set(title="final accuracy: below the diagonal = train-val gap",
+                xlabel="train_acc", ylabel="val_acc")  # fmt: skip
+    scatter.grid(alpha=0.3)
+    scatter.legend(fontsize=8)
+    return save(made, path)
+
+
+def plot_importance(importances: dict[str, float], note: str, path: Path) -> Path:
+    """fANOVA importance per hyperparameter, largest on top."""
+    made, axis = figure(7, 0.5 * max(len(importances), 2) + 1.5)
+    names = list(importances)[::-1]
+    axis.barh(names, [importances[n] for n in names], color="#1b9e77")
+    axis.set(title="hyperparameter importance", xlabel=f"importance ({note})")
+    if not importances:
+        axis.text(0.5, 0.5, note, ha="center", va="center", transform=axis.transAxes)
+    axis.grid(alpha=0.3, axis="x")
+    return save(made, path)
+
+
+def plot_marginals(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path) -> Path:
+    """The metric against each sampled param: scatter (log x for log-scaled params) or box
+    plots for categorical ones; plus BatchNorm x lr when both are sampled."""
+    params = list(spec.space.params)
+    interaction = "batch_norm" in params and "lr" in params
+    panels = len(params) + interaction
+    columns = min(panels, 3)
+    rows = math.ceil(panels / columns)
+    made, axes = figure(5 * columns, 4 * rows, rows, columns, squeeze=False)
+    scored = table[table["outcome"].isin(["completed", "early_stopped"])].dropna(subset=[metric])
+    for axis, param in zip(axes.flat, params, strict=False):
+        present = scored.dropna(subset=[param])
+        if is_categorical(spec, param):
+            values = [str(c) for c in spec.space.params[param].choices]
+            groups = [present.loc[present[param].astype(str) == v, metric] for v in values]
+            axis.boxplot(groups, tick_labels=values)
+            for x, group in enumerate(groups, start=1):
+                axis.scatter(np.full(len(group), x), group, color="black", s=10, alpha=0.6)
+        else:
+            for outcome, group in present.groupby("outcome"):
+                axis.scatter(group[param], group[metric], color=COLORS[outcome], label=outcome,
+                             alpha=0.8)  # fmt: skip
+            if is_log(spec, param):
+                axis.set_xscale("log")
+            axis.legend(fontsize=8)
+        axis.set(title=f"{metric} vs {param}", xlabel=param + (" (log)" if is_log(spec, param)
+                 else ""), ylabel=f"final {metric}")  # fmt: skip
+        axis.grid(alpha=0.3)
+    if interaction:
+        axis = axes.flat[len(params)]
+        for value, color in ((True, "#1b9e77"), (False, "#d95f02")):
+            group = scored[scored["batch_norm"] == value]
+            axis.scatter(group["lr"], group[metric], color=color, label=f"batch_norm={value}")
+        axis.set_xscale("log" if is_log(spec, "lr") else "linear")
+        axis.set(title=f"BatchNorm x lr: {metric}", xlabel="lr (log)", ylabel=f"final {metric}")
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[panels:]:
+        axis.set_visible(False)
+    made.suptitle("marginal effects (completed and early-stopped trials, final values)")
+    return save(made, path)
+
+
+def axis_values(spec: StudySpec, param: str, column: pd.Series) -> tuple[np.ndarray, list]:
+    """A param's values scaled to [0, 1] for a parallel axis, and tick (position, label)s."""
+    if is_categorical(spec, param):
+        choices = [str(c) for c in spec.space.params[param].choices]
+        index = column.astype(str).map({c: i for i, c in enumerate(choices)}).to_numpy(float)
+        span = max(len(choices) - 1, 1)
+        return index / span, [(i / span, c) for i, c in enumerate(choices)]
+    raw = column.to_numpy(float)
+    scaled = np.log10(raw) if is_log(spec, param) else raw
+    low, high = np.nanmin(scaled), np.nanmax(scaled)
+    span = (high - low) or 1.0
+    ticks = [(0.0, f"{np.nanmin(raw):.3g}"), (1.0, f"{np.nanmax(raw):.3g}")]
+    return (scaled - low) / span, ticks
+
+
+def plot_parallel(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Parallel coordinates of the completed trials: one axis per sampled param and the
+    metric, lines coloured by the metric."""
+    done = table[table["outcome"] == "completed"].dropna(subset=[metric])
+    params = [p for p in spec.space.params if done[p].notna().all()] if len(done) else []
+    made, axis = figure(2.2 * (len(params) + 1) + 2, 5)
+    if len(done) == 0:
+        axis.text(0.5, 0.5, "no completed trial", ha="center", transform=axis.transAxes)
+        return save(made, path)
+    lines, ticks = [], []
+    for param in params:
+        values, marks = axis_values(spec, param, done[param])
+        lines.append(values)
+        ticks.append(marks)
+    score = done[metric].to_numpy(float)
+    low, high = score.min(), score.max()
+    lines.append((score - low) / ((high - low) or 1.0))
+    ticks.append([(0.0, f"{low:.4f}"), (1.0, f"{high:.4f}")])
+    matrix = np.vstack(lines)
+    colors = colormaps["viridis"]((score - low) / ((high - low) or 1.0))
+    x = np.arange(matrix.shape[0])
+    for column in range(matrix.shape[1]):
+        axis.plot(x, matrix[:, column], color=colors[column], alpha=0.8)
+    for position, marks in enumerate(ticks):
+        axis.axvline(position, color="black", linewidth=0.8)
+        for y, label in marks:
+            axis.annotate(label, (position, y), xytext=(4, 0), textcoords="offset points",
+                          fontsize=8, va="center")  # fmt: skip
+    labels = [p + (" (log)" if not is_categorical(spec, p) and is_log(spec, p) else "")
+              for p in params]  # fmt: skip
+    axis.set_xticks(x, [*labels, metric])
+    axis.set_yticks([])
+    axis.set_xlim(-0.2, len(x) - 0.5)
+    axis.set_title(f"parallel coordinates of {len(done)} completed trials (colour: {metric})")
+    scale = ScalarMappable(cmap="viridis", norm=Normalize(low, high))
+    made.colorbar(scale, ax=axis, label=metric)
+    return save(made, path)
+
+
+def plot_leaderboard(board: pd.DataFrame, metric: str, at: list[int], path: Path) -> Path:
+    """The leaderboard's trials: metric at each milestone epoch (equal budgets)."""
+    made, axis = figure(8, 4.5)
+    for _, row in board.iterrows():
+        values = [row[f"{metric}@{e}"] for e in at]
+        axis.plot(at, values, marker="o", label=row["name"])
+    axis.set_xscale("log")
+    axis.set_xticks(at, [str(e) for e in at])
+    axis.minorticks_off()
+    axis.set(title="top trials at equal budget (ASHA milestones)", xlabel="epoch (log)",
+             ylabel=metric)  # fmt: skip
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+    return save(made, path)
+
+
+def page(name: str, summary: list[str], images: dict[str, Path], tables: dict[str, str]) -> str:
+    """One HTML file with the summary, the plots inlined as PNG data and the tables."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Study report: {html.escape(name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "img{max-width:100%}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>",
+        f"<h1>Study report: {html.escape(name)}</h1>",
+        "<h2>Summary</h2><ul>",
+        *(f"<li>{html.escape(line)}</li>" for line in summary),
+        "</ul>",
+    ]
+    for title, path in images.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                     f"src='data:image/png;base64,{data}'>")  # fmt: skip
+    for title, table in tables.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>{table}")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def report(spec: StudySpec, root: Path, limits: analysis.Thresholds) -> dict[str, Any]:
+    """Write the report of the finished study `spec` under <root>/studies/NAME/report, log it
+    on the parent run, and return its summary lines, folder and parts."""
+    client = MlflowClient(tracking_uri(spec, root))
+    experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+    parent_id = experiment and parent_run(client, experiment.experiment_id)
+    if not parent_id:
+        raise UserError(f"NAME: study {spec.name!r} has no MLflow runs yet; run it first")
+    records = trial_runs(client, experiment.experiment_id, parent_id)
+    if not records:
+        raise UserError(f"NAME: study {spec.name!r} has no trials yet; run or resume it")
+    params, metric = list(spec.space.params), spec.metric
+    history = analysis.curves(client, records, metric)
+    table = analysis.trials(records, params, metric)
+    ranked = results.ranked(results.rows(records, metric), metric, spec.mode)
+    best = int(ranked[0]["trial"].lstrip("t")) if ranked else None
+    diagnosis = analysis.diagnose(table, history, limits)
+    importances, note = analysis.importance(optuna_storage_url(spec, root), spec.name, params)
+    at = analysis.milestones(rung_epochs(spec), spec.scheduler.max_epochs)
+    board = analysis.leaderboard(history, table, metric, spec.mode, at)
+    categorical = [p for p in params if is_categorical(spec, p)]
+    lines = analysis.summary(
+        spec.name, table, diagnosis, ranked, importances, note, categorical, metric
+    )
+
+    folder = results.study_dir(root, spec.name) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = {name: folder / f"{name}.png" for name in PLOTS}
+    images = {
+        "Learning curves": plot_curves(history, table, best, png["learning_curves"]),
+        "Fit diagnosis": plot_diagnosis(diagnosis, best, png["fit_diagnosis"]),
+        "Hyperparameter importance": plot_importance(importances, note, png["importance"]),
+        "Marginal effects": plot_marginals(spec, table, metric, png["marginal_effects"]),
+        "Parallel coordinates": plot_parallel(spec, table, metric, png["parallel_coordinates"]),
+        "Leaderboard at equal budget": plot_leaderboard(board, metric, at, png["leaderboard"]),
+    }
+    fits = diagnosis.join(table[["name", "outcome", "epochs"]], rsuffix="_")
+    fits = fits.drop(columns=["trial"]).reset_index()
+    board.to_csv(folder / "leaderboard.csv", index=False)
+    fits.to_csv(folder / "diagnosis.csv", index=False)
+    (folder / "summary.txt").write_text("\n".join(lines) + "\n")
+    style = {"index": False, "float_format": "{:.4f}".format, "na_rep": "-"}
+    tables = {
+        "Leaderboard at equal budget (value and rank at each milestone epoch)": board.to_html(
+            **style
+        ),
+        "Fit diagnosis per trial": fits.to_html(**style),
+    }
+    (folder / "report.html").write_text(page(spec.name, lines, images, tables))
+    client.log_artifacts(parent_id, str(folder), "report")
+    return {"summary": lines, "folder": folder, "diagnosis": diagnosis, "leaderboard": board,
+            "importance": importances, "parent_run_id": parent_id}  # fmt: skip
