@@ -120,10 +120,11 @@ def test_export_then_train_reproduces_the_best_val_acc(finished_study, tmp_path)
     assert abs(float(epochs[-1][1]) - document["value"]) <= 0.005
 
 
-def test_export_top_k_writes_ranked_files(finished_study, tmp_path):
+def test_export_top_k_writes_ranked_bundles(finished_study, tmp_path):
     done = study_cli("export", NAME, "--top", "3", "-o", str(tmp_path), root=finished_study["root"])
     assert done.returncode == 0, done.stderr
-    values = [yaml.safe_load(p.read_text())["value"] for p in sorted(tmp_path.glob("*.yaml"))]
+    files = sorted(tmp_path.glob("rank*/config.yaml"))
+    values = [yaml.safe_load(p.read_text())["value"] for p in files]
     assert len(values) == 3 and values == sorted(values, reverse=True)
 
 
