@@ -13,6 +13,7 @@ import yaml
 
 from study import results
 from study.errors import UserError
+from study.tracking import store_uri
 from trainables import METRICS
 
 FORMATS = ("bundle", "yaml", "json", "csv")
@@ -75,14 +76,14 @@ def last_checkpoint(storage: Path, ray_trial_id: str | None) -> Path | None:
     return max(states, key=lambda p: p.parent.name, default=None)
 
 
-def document(name: str, row: dict[str, Any], spec: dict[str, Any], metric: str, mode: str):
-    """One exported trial: provenance, the value to reproduce, and the config to train."""
-    from study.tracking import store_uri
-
+def document(
+    name: str, row: dict[str, Any], uri: str, version: dict[str, Any], metric: str, mode: str
+) -> dict[str, Any]:
+    """One exported trial: provenance (MLflow store `uri`, code `version`), the value to
+    reproduce, and the config to train."""
     config = dict(row["config"])
     if row["epochs"] < config["epochs"]:  # early-stopped: same schedule, stop where it stopped
         config["stop_epoch"] = row["epochs"]
-    uri = spec["tracking"]["uri"] or store_uri(Path(spec["_root"]))
     return {
         "study": name,
         "trial": row["trial"],
@@ -92,7 +93,7 @@ def document(name: str, row: dict[str, Any], spec: dict[str, Any], metric: str, 
         "mode": mode,
         "value": row["metrics"][metric],
         "seed": config["seed"],
-        "code_version": code_version(),
+        "code_version": version,
         "mlflow": mlflow_run(uri, row["run_id"]),
         "config": config,
     }
@@ -109,7 +110,6 @@ def ranked_rows(root: Path, name: str, top: int, metric: str | None, mode: str |
     best = results.ranked(table, metric, mode)[:top]
     if not best:
         raise UserError(f"NAME: study {name!r} has no trial with a {metric} value to export")
-    spec["_root"] = str(root)
     return spec, metric, mode, best
 
 
@@ -128,9 +128,11 @@ def export(
         output = root / "exports" / name
     single = top == 1 and output.suffix in (".yaml", ".yml")
     storage = Path(spec["cluster"]["storage"] or root / "ray") / name
+    uri = spec["tracking"]["uri"] or store_uri(root)
+    version = code_version()  # once: two git calls
     written = []
     for rank, row in enumerate(best, start=1):
-        made = document(name, row, spec, metric, mode)
+        made = document(name, row, uri, version, metric, mode)
         folder = output.parent if single else output / f"rank{rank}-{row['trial']}"
         path = output if single else folder / "config.yaml"
         folder.mkdir(parents=True, exist_ok=True)
