@@ -87,6 +87,17 @@ class Dataset:
         std = torch.tensor(self.std, device=x.device).view(shape)
         return (x - mean) / std
 
+    def normalized(self) -> "Dataset":
+        """The data standardised once, in place of every batch (for training without
+        augmentation, which works on the raw [0, 1] images)."""
+        if self.mean is None:
+            return self
+        parts = ("x_train", "x_val", "x_test")
+        moved = {
+            k: None if getattr(self, k) is None else self.normalize(getattr(self, k)) for k in parts
+        }
+        return replace(self, **moved, mean=None, std=None)
+
 
 def split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a stratified, seeded split: (the rest, the `fraction` held out)."""

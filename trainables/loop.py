@@ -105,7 +105,8 @@ def fit(
     setup = build(config, data)
     hp, model, optimizer = setup.hp, setup.model, setup.optimizer
     dev = device()
-    data = data.to(dev)
+    augmenting = data.is_image and enabled(hp)
+    data = data.to(dev) if augmenting else data.to(dev).normalized()
     model.to(dev)
     # GPU path: bf16 autocast where the GPU has it, channels_last convolutions, optional
     # torch.compile. On the CPU all three are off, so CPU results stay bit-for-bit the same.
@@ -117,7 +118,6 @@ def fit(
     forward = torch.compile(model) if gpu and hp["compile"] else model
     shuffle = torch.Generator().manual_seed(hp["seed"])
     augment_gen = torch.Generator(device=dev).manual_seed(hp["seed"])
-    augmenting = data.is_image and enabled(hp)
     first_epoch = 1
     if state:
         model.load_state_dict(state["model"])
@@ -137,9 +137,9 @@ def fit(
         started = time.perf_counter()
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        peak = torch.zeros((), device=dev)
         epoch_batches = batches(len(data.x_train), hp["batch_size"], shuffle)
-        for index in epoch_batches:
+        losses = torch.empty(len(epoch_batches), device=dev)  # read once, after the epoch
+        for step, index in enumerate(epoch_batches):
             index = index.to(dev, non_blocking=True)
             x = data.x_train[index]
             if augmenting:
@@ -154,7 +154,7 @@ def fit(
             if hp["grad_clip"] > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
             optimizer.step()
-            peak = torch.maximum(peak, loss.detach().nan_to_num(math.inf))
+            losses[step] = loss.detach()
         if setup.schedule:
             setup.schedule.step()
         # Train metrics in eval mode, so that the gap compares like with like.
@@ -171,7 +171,8 @@ def fit(
             "lr": lr,
             "epoch_time": time.perf_counter() - started,
         }
-        if not peak.item() < DIVERGENCE * math.log(data.num_classes):
+        peak = losses.nan_to_num(math.inf).max().item()
+        if not peak < DIVERGENCE * math.log(data.num_classes):
             metrics["diverged"] = 1.0
         state = {
             "epoch": epoch,
