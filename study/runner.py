@@ -4,13 +4,12 @@ checkpointed at the rungs, recorded in MLflow; resumes one whose driver died."""
 import contextlib
 import logging
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -36,34 +35,8 @@ from study.tracking import (
     store_uri,
     trial_runs,
 )
+from study.trial import trainable
 from trainables import Dataset, fit
-from trainables.loop import device
-
-STATE_FILE = "state.pt"
-
-
-def trainable(config: dict[str, Any], data: Dataset, checkpoint_epochs: frozenset[int]) -> None:
-    """One Ray trial: the plain training loop, reporting each epoch to Tune, checkpointing at
-    `checkpoint_epochs` and at its end, and continuing from its last checkpoint when retried."""
-    state = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
-    last_epoch = config.get("stop_epoch") or config["epochs"]
-    where = {"device": str(device()), "node_id": ray.get_runtime_context().get_node_id()}
-
-    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
-        metrics = {**metrics, **where}
-        epoch = metrics["epoch"]
-        if epoch in checkpoint_epochs or epoch == last_epoch or "diverged" in metrics:
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(state, Path(folder) / STATE_FILE)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        else:
-            tune.report(metrics)
-
-    fit(config, data, report, state)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -92,13 +65,14 @@ def connect(spec: StudySpec) -> None:
         ray.init(address="local", include_dashboard=False, **quiet)
 
 
-def with_data(spec: StudySpec, data: Dataset) -> Any:
-    """The trainable with the data set in the object store and its resources attached."""
+def with_data(spec: StudySpec, data: Dataset, train: Callable[..., Any] = fit) -> Any:
+    """The trainable with the data set in the object store and its resources attached;
+    `train` is the training loop (benchmarks swap in one that only sleeps)."""
     every = spec.cluster.checkpoint_every
     extra = range(every, spec.scheduler.max_epochs + 1, every) if every else ()
     checkpoints = frozenset(rung_epochs(spec)) | frozenset(extra)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    wrapped = tune.with_parameters(trainable, data=data, checkpoint_epochs=checkpoints)
+    wrapped = tune.with_parameters(trainable, data=data, checkpoint_epochs=checkpoints, train=train)
     return tune.with_resources(wrapped, resources)
 
 
@@ -115,8 +89,15 @@ def forget(spec: StudySpec, root: Path) -> None:
     shutil.rmtree(Path(storage_path(spec, root)) / spec.name, ignore_errors=True)
 
 
-def run_study(spec: StudySpec, root: Path, data: Dataset, console: Console) -> list[dict[str, Any]]:
-    """Run the study `spec` describes on `data` under `root`; return its results, best first."""
+def run_study(
+    spec: StudySpec,
+    root: Path,
+    data: Dataset,
+    console: Console,
+    train: Callable[..., Any] = fit,
+) -> list[dict[str, Any]]:
+    """Run the study `spec` describes on `data` under `root`; return its results, best first.
+    `train` is the training loop each trial runs (trainables.fit)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     folder = results.study_dir(root, spec.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +122,7 @@ def run_study(spec: StudySpec, root: Path, data: Dataset, console: Console) -> l
     storage_url = optuna_storage_url(spec, root)
     connect(spec)
     tuner = tune.Tuner(
-        with_data(spec, data),
+        with_data(spec, data, train),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
             mode=spec.mode,

@@ -56,13 +56,13 @@ class ResumableASHA(ASHAScheduler):
 
 
 def build_scheduler(spec: StudySpec, storage_url: str) -> FIFOScheduler:
-    """ASHA over epochs (`training_iteration`), or FIFO when early stopping is off."""
+    """ASHA over epochs (each result's `epoch`), or FIFO when early stopping is off."""
     if spec.scheduler.name == "none":
         return FIFOScheduler()
     return ResumableASHA(
         storage_url=storage_url,
         study_name=spec.name,
-        time_attr="training_iteration",
+        time_attr="epoch",
         max_t=spec.scheduler.max_epochs,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,

@@ -31,6 +31,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
         self.num_samples = num_samples
+        self._running: set[str] = set()  # trials seen unfinished in the storage
 
     def _finished(self, trial_id: str) -> bool:
         trial = self._ot_trials[trial_id]
@@ -53,15 +54,28 @@ class PrunedAwareOptunaSearch(OptunaSearch):
                 return Searcher.FINISHED
         return super().suggest(trial_id)
 
+    def _report(self, trial_id: str, result: dict) -> None:
+        """Tell Optuna the metric of every epoch the result carries, by epoch."""
+        trial = self._ot_trials[trial_id]
+        with warnings.catch_warnings():  # a retried trial re-reports steps it had
+            warnings.simplefilter("ignore")
+            for metrics in result.get("history") or [result]:
+                if math.isfinite(metrics[self.metric]):
+                    trial.report(metrics[self.metric], int(metrics["epoch"]))
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._ot_trials and not self._finished(trial_id):
-            with warnings.catch_warnings():  # a retried trial re-reports steps it had
-                warnings.simplefilter("ignore")
-                super().on_trial_result(trial_id, result)
+        if trial_id not in self._ot_trials:
+            return
+        if trial_id not in self._running:  # asked once per trial, not once per result
+            if self._finished(trial_id):
+                return
+            self._running.add(trial_id)
+        self._report(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self._running.discard(trial_id)
         if trial_id not in self._ot_trials or self._finished(trial_id):
             self._completed_trials.add(trial_id)
             return
@@ -71,12 +85,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if error:
             trial.set_user_attr("outcome", "failed")
             return super().on_trial_complete(trial_id, result, error)
-        value = result[self.metric]
-        if math.isfinite(value):
-            # Ray hands the last result to on_trial_complete only: record it as a step too.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                trial.report(value, result["training_iteration"])
+        # Ray hands the last result to on_trial_complete only: record its epochs too.
+        self._report(trial_id, result)
         if result.get("diverged"):
             trial.set_user_attr("outcome", "diverged")
             self._tell(trial_id, TrialState.FAIL)

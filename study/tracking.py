@@ -1,7 +1,7 @@
 """MLflow records of a study: one parent run, one nested child run per Ray trial.
 
 The tracker is a Ray Tune callback, so it runs in the driver: only one process writes to the
-store, and each epoch costs one batched `log_batch` call.
+store, and each Tune result (one or more epochs) costs one batched `log_batch` call.
 """
 
 import json
@@ -217,18 +217,25 @@ class MlflowTracker(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         record = self.record(trial)
-        epoch = int(result["epoch"])
-        if record.outcome != "running" or epoch <= record.epochs:
-            return  # an ended trial, or epochs replayed from a checkpoint: logged already
-        record.epochs = epoch
-        record.last = {k: float(result[k]) for k in (*METRICS, "diverged") if k in result}
-        value = record.last.get(self.metric, math.nan)
-        if math.isfinite(value) and not (better(record.best, value, self.mode)):
-            record.best = value
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, epoch) for k, v in record.last.items()]
-        if math.isfinite(record.best):
-            metrics.append(Metric(BEST_SO_FAR, record.best, now, epoch))
+        # A result carries the epochs since the previous one (`history`); epochs replayed
+        # from a checkpoint were logged already, and an ended trial is left as it ended.
+        epochs = [m for m in result.get("history") or [result] if int(m["epoch"]) > record.epochs]
+        if record.outcome != "running" or not epochs:
+            return
+        metrics = []
+        for epoch_metrics in epochs:
+            epoch = int(epoch_metrics["epoch"])
+            record.epochs = epoch
+            record.last = {
+                k: float(epoch_metrics[k]) for k in (*METRICS, "diverged") if k in epoch_metrics
+            }
+            value = record.last.get(self.metric, math.nan)
+            if math.isfinite(value) and not (better(record.best, value, self.mode)):
+                record.best = value
+            when = int(epoch_metrics.get("wall_time", time.time()) * 1000)
+            metrics += [Metric(k, v, when, epoch) for k, v in record.last.items()]
+            if math.isfinite(record.best):
+                metrics.append(Metric(BEST_SO_FAR, record.best, when, epoch))
         tags = []
         if result.get("node_id") and result["node_id"] != record.node:
             record.node = result["node_id"]
@@ -238,7 +245,10 @@ class MlflowTracker(tune.Callback):
                 RunTag("hostname", str(result.get("hostname", ""))),
                 RunTag("device", str(result.get("device", ""))),
             ]
-        self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
+        for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            self.client.log_batch(
+                record.run_id, metrics=metrics[start : start + 1000], tags=tags if not start else []
+            )
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.record(trial)

@@ -1,0 +1,178 @@
+"""Scale: a thousand trials on a simulated cluster, and what the driver costs them.
+
+A Ray cluster of several nodes on this machine (`ray start`, one node after the other, each
+with a few logical CPUs) runs `study run`'s code path (Optuna TPE in SQLite, Ray Tune, MLflow
+in SQLite, every epoch recorded) over trials whose training loop only sleeps 0.1 s per epoch
+for 10 epochs. The ideal wall time is the sleeping alone, spread over the cluster's slots;
+what the run takes beyond it is the driver's overhead. The driver's memory (resident set) is
+read before and after.
+
+    python -m benchmarks.scale             # 1,000 trials on 2 nodes x 4 logical CPUs
+"""
+
+import io
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks.common import arguments, record, timer
+from study.preflight import preflight
+from study.runner import run_study
+from study.spec import StudySpec
+
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+EPOCH_S = 0.1
+
+
+def sleepy_fit(config: dict, data, report, state: dict | None = None) -> dict:
+    """A training loop with fit's signature that only sleeps; val_acc depends on the config so
+    that the search has something to find. (Defined in __main__, so Ray ships it by value.)"""
+    first = (state or {}).get("epoch", 0) + 1
+    metrics = {}
+    for epoch in range(first, config["epochs"] + 1):
+        time.sleep(EPOCH_S)
+        quality = 1 - abs(math.log10(config["lr"]) + 2.5) / 3 - config["dropout"] / 2
+        metrics = {"epoch": epoch, "val_acc": quality * (1 - 0.5**epoch), "epoch_time": EPOCH_S}
+        report(metrics, {"epoch": epoch})
+    return metrics
+
+
+def resident_mib() -> float:
+    """This process's resident memory in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ray_node(*args: str) -> subprocess.Popen:
+    """One Ray node in the foreground (--block), in its own process group."""
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_for(address: str, nodes: int) -> None:
+    """Until `nodes` nodes are alive in the cluster at `address`."""
+    code = f"import ray; ray.init(address='{address}'); print(sum(n['Alive'] for n in ray.nodes()))"
+    deadline = time.time() + 180
+    while True:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=180
+        )
+        lines = done.stdout.strip().splitlines()
+        if done.returncode == 0 and lines and int(lines[-1]) >= nodes:
+            return
+        if time.time() > deadline:
+            raise SystemExit(f"the cluster did not reach {nodes} nodes")
+        time.sleep(1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    def options(parser):
+        parser.add_argument("--trials", type=int, default=1000)
+        parser.add_argument("--epochs", type=int, default=10)
+        parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
+        parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker node")
+
+    args = arguments("Scale: 1,000 sleeping trials on a simulated cluster.", options)
+    trials, epochs = (6, 3) if args.quick else (args.trials, args.epochs)
+    slots = args.nodes * args.cpus
+    address = f"127.0.0.1:{free_port()}"
+    port = address.split(":")[1]
+    nodes = [ray_node("--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false")]
+    try:
+        wait_for(address, 1)
+        for count in range(2, args.nodes + 2):
+            nodes.append(ray_node(f"--address={address}", f"--num-cpus={args.cpus}"))
+            wait_for(address, count)
+        spec = StudySpec.model_validate(
+            {
+                "name": "bench-scale",
+                "space": {
+                    "params": {
+                        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+                        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+                    }
+                },
+                "search": {"num_samples": trials, "max_concurrent": slots},
+                "scheduler": {"name": "none", "max_epochs": epochs},
+                "cluster": {"address": address},
+            }
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            data = preflight(spec, Path(folder))  # connects to the cluster too
+            memory_start = resident_mib()
+            with timer() as elapsed:
+                ranked = run_study(
+                    spec, Path(folder), data, Console(file=io.StringIO()), train=sleepy_fit
+                )
+            memory_end = resident_mib()
+    finally:
+        import ray
+
+        ray.shutdown()
+        for node in reversed(nodes):
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGTERM)
+                node.wait(timeout=60)
+    completed = sum(row["outcome"] == "completed" for row in ranked)
+    ideal = math.ceil(trials / slots) * epochs * EPOCH_S
+    overhead = elapsed[0] / ideal - 1
+    rows = [
+        [
+            trials,
+            f"{args.nodes} x {args.cpus}",
+            completed,
+            f"{ideal:.0f}",
+            f"{elapsed[0]:.0f}",
+            f"{elapsed[0] / ideal:.2f}x",
+            f"{(elapsed[0] - ideal) * slots / trials * 1000:.0f}",
+            f"{memory_start:.0f}",
+            f"{memory_end:.0f}",
+        ]
+    ]
+    met = "met" if overhead <= 0.2 else "NOT met"
+    notes = (
+        f"{trials} trials x {epochs} epochs of {EPOCH_S} s sleep, {slots} at a time on "
+        f"{args.nodes} worker nodes (+ a head with no CPUs), all on this machine. Ideal = "
+        f"ceil(trials / slots) x {epochs * EPOCH_S:.1f} s. Target (within 20% of ideal, memory "
+        f"flat): time {met} ({overhead:+.0%}); driver memory {memory_start:.0f} -> "
+        f"{memory_end:.0f} MiB."
+    )
+    headers = [
+        "trials",
+        "nodes x CPUs",
+        "completed",
+        "ideal s",
+        "wall s",
+        "wall / ideal",
+        "overhead ms per trial-slot",
+        "driver MiB at start",
+        "driver MiB at end",
+    ]
+    record("Scale", args, headers, rows, notes)
+
+
+if __name__ == "__main__":
+    main()

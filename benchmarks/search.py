@@ -1,0 +1,189 @@
+"""Search efficiency: how many training epochs each way of searching spends to find a good config.
+
+On digits with the default study's space (lr, weight decay, dropout, BatchNorm), 24 trials of
+up to 27 epochs, 2 at a time, for each of 5 seeds:
+  random                  RandomSampler, every trial to the end
+  random + ASHA           RandomSampler, ASHA (rungs at 3 and 9 epochs)
+  TPE                     TPESampler, every trial to the end
+  TPE + ASHA, stock       Ray's OptunaSearch: an early-stopped trial reaches Optuna as COMPLETE
+                          with the score it had when stopped
+  TPE + ASHA, ours        study.search.PrunedAwareOptunaSearch: told as PRUNED, with its curve
+Every epoch any trial reports is counted in the order the driver receives it. Reported: the
+epochs spent until some trial is within 0.5 points of the best val_acc any method found with
+that seed, and the best val_acc after a fixed budget of epochs. Trials run through Ray Tune as
+in `study run`, without MLflow (it does not change what is searched).
+
+    python -m benchmarks.search
+"""
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from benchmarks.common import arguments, record, timer
+from study.preflight import preflight
+from study.runner import connect, trial_dirname, with_data
+from study.schedule import build_scheduler
+from study.search import DefineByRun, build_searcher
+from study.spec import StudySpec
+
+METHODS = {
+    "random": ("random", "none", "ours"),
+    "random + ASHA": ("random", "asha", "ours"),
+    "TPE": ("tpe", "none", "ours"),
+    "TPE + ASHA, stock OptunaSearch": ("tpe", "asha", "stock"),
+    "TPE + ASHA, ours (pruned)": ("tpe", "asha", "ours"),
+}
+WITHIN = 0.005  # half a point of accuracy
+
+
+class Epochs(tune.Callback):
+    """Every epoch's metric in the order results reach the driver."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.values: list[float] = []
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        self.values += [m[self.metric] for m in result.get("history") or [result]]
+
+
+def searcher(spec: StudySpec, storage: str, kind: str):
+    """Our searcher, or Ray's stock OptunaSearch over the same define-by-run space."""
+    if kind == "ours":
+        return build_searcher(spec, storage)
+    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    return OptunaSearch(
+        space=DefineByRun(spec.space, spec.trial_constants(), spec.context()),
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=sampler,
+        storage=optuna.storages.RDBStorage(storage),
+        study_name=spec.name,
+    )
+
+
+def search(method: str, seed: int, trials: int, epochs: int, root: Path, data) -> list[float]:
+    """The val_acc of every epoch one method's study spent, in the order they came."""
+    sampler, scheduler, kind = METHODS[method]
+    spec = StudySpec.model_validate(
+        {
+            "name": f"bench-search-{seed}-{list(METHODS).index(method)}",
+            "search": {
+                "sampler": sampler,
+                "num_samples": trials,
+                "max_concurrent": 2,
+                "seed": seed,
+            },
+            "scheduler": {
+                "name": scheduler,
+                "max_epochs": epochs,
+                "grace_period": max(1, epochs // 9),
+                "reduction_factor": 3,
+            },
+        }
+    )
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    epochs_seen = Epochs(spec.metric)
+    tuner = tune.Tuner(
+        with_data(spec, data),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=ConcurrencyLimiter(searcher(spec, storage, kind), max_concurrent=2),
+            scheduler=build_scheduler(spec, storage),
+            num_samples=trials,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=str(root / "ray"), verbose=0, callbacks=[epochs_seen]
+        ),
+    )
+    tuner.fit()
+    return epochs_seen.values
+
+
+def epochs_to(values: list[float], target: float) -> int | None:
+    """Epochs spent until one reaches `target` (None: never)."""
+    return next((i + 1 for i, value in enumerate(values) if value >= target), None)
+
+
+def main() -> None:
+    def options(parser):
+        parser.add_argument("--seeds", type=int, default=5)
+        parser.add_argument("--trials", type=int, default=24)
+
+    args = arguments(
+        "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
+    )
+    seeds = 1 if args.quick else args.seeds
+    trials, epochs = (3, 3) if args.quick else (args.trials, 27)
+    budget = trials * epochs // 3  # a third of what a search without early stopping spends
+    runs: dict[str, list[list[float]]] = {method: [] for method in METHODS}
+    seconds: dict[str, float] = dict.fromkeys(METHODS, 0.0)
+    with tempfile.TemporaryDirectory() as folder:
+        data = None
+        for seed in range(seeds):
+            for method in METHODS:
+                root = Path(folder) / f"{seed}-{list(METHODS).index(method)}"
+                if data is None:
+                    spec = StudySpec()
+                    data = preflight(spec, root)
+                    connect(spec)
+                with timer() as elapsed:
+                    runs[method].append(search(method, seed, trials, epochs, root, data))
+                seconds[method] += elapsed[0]
+    best = [max(max(runs[m][seed]) for m in METHODS) for seed in range(seeds)]
+    rows, needed = [], {}
+    for method in METHODS:
+        reached = [epochs_to(runs[method][s], best[s] - WITHIN) for s in range(seeds)]
+        spent = [len(values) for values in runs[method]]
+        counted = [r if r is not None else n for r, n in zip(reached, spent, strict=True)]
+        needed[method] = statistics.mean(counted)
+        at_budget = [max(values[:budget]) for values in runs[method]]
+        rows.append(
+            [
+                method,
+                f"{statistics.mean(counted):.0f}",
+                f"{sum(r is not None for r in reached)}/{seeds}",
+                f"{statistics.mean(at_budget):.4f}",
+                f"{max(max(v) for v in runs[method]):.4f}",
+                f"{statistics.mean(spent):.0f}",
+                f"{seconds[method] / seeds:.0f}",
+            ]
+        )
+    ours, stock, tpe = (
+        needed["TPE + ASHA, ours (pruned)"],
+        needed["TPE + ASHA, stock OptunaSearch"],
+        needed["TPE"],
+    )
+    met = "met" if ours <= tpe / 3 and ours <= stock else "NOT met"
+    notes = (
+        f"Digits, default space, {trials} trials of up to {epochs} epochs, 2 at a time, seeds "
+        f"0-{seeds - 1} (the seed drives the sampler and the training). Epochs to the target: "
+        f"mean over seeds of the epochs spent until one is within {WITHIN * 100:.1f} points of "
+        f"the best val_acc any method reached with that seed (all a method spent when it never "
+        f"did). Budget: {budget} epochs. Target (ours <= TPE / 3 and <= stock): {met} "
+        f"(ours {ours:.0f}, TPE {tpe:.0f}, stock {stock:.0f} epochs)."
+    )
+    headers = [
+        "method",
+        "epochs to within 0.5 pt",
+        "reached",
+        f"best val_acc at {budget} epochs",
+        "best val_acc",
+        "epochs spent",
+        "wall s per study",
+    ]
+    record("Search efficiency", args, headers, rows, notes)
+
+
+if __name__ == "__main__":
+    main()
