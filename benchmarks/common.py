@@ -23,6 +23,7 @@ def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None]
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--label", default="", help="words added to the title (e.g. 'before')")
     if extra:
         extra(parser)
     return parser.parse_args()
@@ -98,7 +99,7 @@ def record(
     and the command that made them (unless --no-record or --quick)."""
     command = " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     text = (
-        f"## {title}\n\n"
+        f"## {title}{f' ({args.label})' if args.label else ''}\n\n"
         f"{datetime.date.today().isoformat()} · {machine()}  \n{versions()}  \n`{command}`\n\n"
         f"{markdown(headers, rows)}\n\n{notes.strip()}\n"
     )
