@@ -89,6 +89,7 @@ def search(method: str, seed: int, trials: int, epochs: int, root: Path, data) -
             },
         }
     )
+    root.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{root / 'optuna.db'}"
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
