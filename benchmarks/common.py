@@ -5,6 +5,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -97,7 +98,7 @@ def record(
 ) -> None:
     """Print the table and notes; append them to RESULTS.md with the date, machine, versions
     and the command that made them (unless --no-record or --quick)."""
-    command = " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    command = f"python -m benchmarks.{Path(sys.argv[0]).stem} {shlex.join(sys.argv[1:])}".strip()
     text = (
         f"## {title}{f' ({args.label})' if args.label else ''}\n\n"
         f"{datetime.date.today().isoformat()} · {machine()}  \n{versions()}  \n`{command}`\n\n"
