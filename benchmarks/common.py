@@ -6,9 +6,12 @@ import datetime
 import os
 import platform
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,3 +125,86 @@ def timer() -> Iterator[list[float]]:
         yield elapsed
     finally:
         elapsed[0] = time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------------------------
+# Local services the benchmarks (and the tests) start on this machine.
+
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(folder: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder
+    under `folder`; yields its URI."""
+    port = free_port()
+    log = (folder / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server",
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--artifacts-destination", str(folder / "server-artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError((folder / "server.log").read_text()[-3000:]) from None
+                time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def ray_node(*args: str) -> subprocess.Popen:
+    """One Ray node in the foreground (--block) in its own process group, so that stopping it
+    removes just that node."""
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
+        env=RAY_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    """Stop a node `ray_node` started."""
+    os.killpg(node.pid, signal.SIGTERM)
+    node.wait(timeout=60)
+
+
+def alive_nodes(address: str) -> int:
+    """How many nodes of the cluster at `address` are alive (0 when it does not answer)."""
+    code = f"import ray; ray.init(address='{address}'); print(sum(n['Alive'] for n in ray.nodes()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=RAY_ENV, capture_output=True, text=True, timeout=180
+    )
+    lines = done.stdout.strip().splitlines()
+    return int(lines[-1]) if done.returncode == 0 and lines else 0
+
+
+def wait_for_nodes(address: str, nodes: int, timeout: float = 180) -> None:
+    """Until `nodes` nodes are alive in the cluster at `address` (nodes started at the same
+    moment on one machine trip over each other, so start them one after the other)."""
+    deadline = time.time() + timeout
+    while alive_nodes(address) < nodes:
+        if time.time() > deadline:
+            raise RuntimeError(f"the cluster at {address} did not reach {nodes} nodes")
+        time.sleep(1)

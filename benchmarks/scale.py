@@ -12,23 +12,25 @@ read before and after.
 
 import io
 import math
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks.common import arguments, record, timer
+from benchmarks.common import (
+    arguments,
+    free_port,
+    ray_node,
+    record,
+    stop_node,
+    timer,
+    wait_for_nodes,
+)
 from study.preflight import preflight
 from study.runner import run_study
 from study.spec import StudySpec
 
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 EPOCH_S = 0.1
 
 
@@ -53,41 +55,6 @@ def resident_mib() -> float:
     return float("nan")
 
 
-def ray_node(*args: str) -> subprocess.Popen:
-    """One Ray node in the foreground (--block), in its own process group."""
-    return subprocess.Popen(
-        [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def wait_for(address: str, nodes: int) -> None:
-    """Until `nodes` nodes are alive in the cluster at `address`."""
-    code = f"import ray; ray.init(address='{address}'); print(sum(n['Alive'] for n in ray.nodes()))"
-    deadline = time.time() + 180
-    while True:
-        done = subprocess.run(
-            [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=180
-        )
-        lines = done.stdout.strip().splitlines()
-        if done.returncode == 0 and lines and int(lines[-1]) >= nodes:
-            return
-        if time.time() > deadline:
-            raise SystemExit(f"the cluster did not reach {nodes} nodes")
-        time.sleep(1)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     def options(parser):
         parser.add_argument("--trials", type=int, default=1000)
@@ -102,10 +69,10 @@ def main() -> None:
     port = address.split(":")[1]
     nodes = [ray_node("--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false")]
     try:
-        wait_for(address, 1)
+        wait_for_nodes(address, 1)
         for count in range(2, args.nodes + 2):
             nodes.append(ray_node(f"--address={address}", f"--num-cpus={args.cpus}"))
-            wait_for(address, count)
+            wait_for_nodes(address, count)
         spec = StudySpec.model_validate(
             {
                 "name": "bench-scale",
@@ -134,8 +101,7 @@ def main() -> None:
         ray.shutdown()
         for node in reversed(nodes):
             if node.poll() is None:
-                os.killpg(node.pid, signal.SIGTERM)
-                node.wait(timeout=60)
+                stop_node(node)
     completed = sum(row["outcome"] == "completed" for row in ranked)
     ideal = math.ceil(trials / slots) * epochs * EPOCH_S
     overhead = elapsed[0] / ideal - 1

@@ -15,58 +15,22 @@ counts "database is locked" errors: in the trials, in the driver and in Ray's lo
 import io
 import math
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from contextlib import contextmanager, redirect_stderr
+from contextlib import redirect_stderr
 from pathlib import Path
 from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from benchmarks.common import arguments, record
+from benchmarks.common import arguments, mlflow_server, record
 from study.preflight import preflight
 from study.runner import connect, run_study
 from study.spec import StudySpec
 from study.tracking import MlflowTracker, open_experiment
 from trainables import METRICS
-
-
-@contextmanager
-def mlflow_server(folder: Path):
-    """A local `mlflow server` with its own SQLite store; yields its URI."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError as error:
-                if time.time() > deadline or server.poll() is not None:
-                    message = f"mlflow server did not start; see {folder / 'server.log'}"
-                    raise SystemExit(message) from error
-                time.sleep(0.5)
-        yield uri
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
 
 
 def results_stream(trials: int, epochs: int) -> list[tuple[SimpleNamespace, dict]]:

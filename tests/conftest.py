@@ -1,14 +1,13 @@
 """Shared fixtures: a real MLflow tracking server on 127.0.0.1 and one small finished study."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from benchmarks.common import mlflow_server as start_mlflow_server
 
 SMALL_STUDY = [
     "search.num_samples=10",
@@ -17,12 +16,6 @@ SMALL_STUDY = [
     "scheduler.grace_period=1",
     "scheduler.reduction_factor=3",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def study_cli(*args: str, root: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -38,33 +31,11 @@ def study_cli(*args: str, root: Path, timeout: float = 600) -> subprocess.Comple
     )
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="session", name="mlflow_server")
+def mlflow_server_fixture(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` with its own SQLite store and artifact folder."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(folder / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError((folder / "server.log").read_text()[-3000:]) from None
-            time.sleep(0.5)
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

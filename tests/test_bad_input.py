@@ -5,8 +5,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.common import free_port
 from study.cli import app
-from tests.conftest import free_port, study_cli
+from tests.conftest import study_cli
 
 SPACE = "space.params"
 

@@ -3,7 +3,6 @@ README's cluster recipe does: fractional logical GPUs, trials spread over nodes,
 mid-study, and a preflight refusal when no node can ever run a trial."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,43 +11,12 @@ from collections import defaultdict
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port, study_cli
+from benchmarks.common import RAY_ENV, free_port, ray_node, stop_node, wait_for_nodes
+from tests.conftest import study_cli
 from tests.exactly_once import check_exactly_once
 from tests.test_resume import count
 
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
-
-
-def ray_start(*args: str) -> subprocess.Popen:
-    """One Ray node in the foreground (--block), so that killing it removes just that node."""
-    return subprocess.Popen(
-        [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def stop(node: subprocess.Popen) -> None:
-    os.killpg(node.pid, signal.SIGTERM)
-    node.wait(timeout=60)
-
-
-def alive_nodes(address: str) -> int:
-    code = f"import ray; ray.init(address='{address}'); print(sum(n['Alive'] for n in ray.nodes()))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120
-    )
-    return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
-
-
-def wait_for(address: str, nodes: int) -> None:
-    deadline = time.time() + 120
-    while alive_nodes(address) < nodes:
-        assert time.time() < deadline, f"the cluster did not reach {nodes} nodes"
-        time.sleep(1)
+ENV = RAY_ENV
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +25,18 @@ def cluster():
     after the other (nodes started at the same moment on one machine trip over each other)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
-    nodes = [ray_start("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
+    nodes = [ray_node("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
                        "--include-dashboard=false")]  # fmt: skip
     try:
-        wait_for(address, 1)
+        wait_for_nodes(address, 1)
         for count in (2, 3):
-            nodes.append(ray_start(f"--address={address}", "--num-cpus=4", "--num-gpus=2"))
-            wait_for(address, count)
+            nodes.append(ray_node(f"--address={address}", "--num-cpus=4", "--num-gpus=2"))
+            wait_for_nodes(address, count)
         yield {"address": address, "workers": nodes[1:]}
     finally:
         for node in reversed(nodes):
             if node.poll() is None:
-                stop(node)
+                stop_node(node)
 
 
 def run_on(cluster, root, *overrides, background=False):
@@ -157,7 +125,7 @@ def test_a_node_removed_mid_study_its_trials_retry_elsewhere(cluster, tmp_path):
         if count(root / "mlflow.db", RUNNING_NODES) == 2:
             break
         time.sleep(0.5)
-    stop(cluster["workers"][1])
+    stop_node(cluster["workers"][1])
     out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err[-3000:]
     runs = check_exactly_once(root, "digits-regularization", samples, epochs)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port, study_cli
+from benchmarks.common import free_port
+from tests.conftest import study_cli
 
 TINY = ["search.num_samples=3", "scheduler.max_epochs=2", "scheduler.grace_period=1"]
 CHROMIUM = "/usr/bin/chromium"

@@ -17,9 +17,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from benchmarks.common import free_port
 from study.analysis import Thresholds, diagnose, leaderboard
 from study.report import PLOTS
-from tests.conftest import free_port, study_cli
+from tests.conftest import study_cli
 
 NAME = "digits-regularization"
 
