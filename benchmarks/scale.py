@@ -4,18 +4,21 @@ A Ray cluster of several nodes on this machine (`ray start`, one node after the 
 with a few logical CPUs) runs `study run`'s code path (Optuna TPE in SQLite, Ray Tune, MLflow
 in SQLite, every epoch recorded) over trials whose training loop only sleeps 0.1 s per epoch
 for 10 epochs. The ideal wall time is the sleeping alone, spread over the cluster's slots;
-what the run takes beyond it is the driver's overhead. The driver's memory (resident set) is
-read before and after.
+what the run takes beyond it is the overhead: the trial actors' start (8 processes importing
+torch), then the driver's work per trial (Tune, Optuna, MLflow). The driver's memory (resident
+set) is read before and after, and its CPU time and when the first trial ran are reported.
 
     python -m benchmarks.scale             # 1,000 trials on 2 nodes x 4 logical CPUs
 """
 
 import io
 import math
+import resource
 import tempfile
 import time
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from benchmarks.common import (
@@ -28,7 +31,7 @@ from benchmarks.common import (
     wait_for_nodes,
 )
 from study.preflight import preflight
-from study.runner import run_study
+from study.runner import run_study, tracking_uri
 from study.spec import StudySpec
 
 EPOCH_S = 0.1
@@ -53,6 +56,20 @@ def resident_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds() -> float:
+    """The CPU time (user + system) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def first_run_start(spec: StudySpec, root: Path) -> float:
+    """When the first trial's MLflow run began (its actor had started): epoch seconds."""
+    client = MlflowClient(tracking_uri(spec, root))
+    experiment = client.get_experiment_by_name(spec.name)
+    runs = client.search_runs([experiment.experiment_id], max_results=50000)
+    return sorted(run.info.start_time for run in runs)[1] / 1000  # [0]: the parent run
 
 
 def main() -> None:
@@ -89,12 +106,13 @@ def main() -> None:
         )
         with tempfile.TemporaryDirectory() as folder:
             data = preflight(spec, Path(folder))  # connects to the cluster too
-            memory_start = resident_mib()
+            memory_start, cpu_start, began = resident_mib(), cpu_seconds(), time.time()
             with timer() as elapsed:
                 ranked = run_study(
                     spec, Path(folder), data, Console(file=io.StringIO()), train=sleepy_fit
                 )
-            memory_end = resident_mib()
+            memory_end, driver_cpu = resident_mib(), cpu_seconds() - cpu_start
+            first_trial = first_run_start(spec, Path(folder)) - began
     finally:
         import ray
 
@@ -114,6 +132,8 @@ def main() -> None:
             f"{elapsed[0]:.0f}",
             f"{elapsed[0] / ideal:.2f}x",
             f"{(elapsed[0] - ideal) * slots / trials * 1000:.0f}",
+            f"{first_trial:.0f}",
+            f"{driver_cpu:.0f} ({driver_cpu / trials * 1000:.0f} ms per trial)",
             f"{memory_start:.0f}",
             f"{memory_end:.0f}",
         ]
@@ -124,7 +144,8 @@ def main() -> None:
         f"{args.nodes} worker nodes (+ a head with no CPUs), all on this machine. Ideal = "
         f"ceil(trials / slots) x {epochs * EPOCH_S:.1f} s. Target (within 20% of ideal, memory "
         f"flat): time {met} ({overhead:+.0%}); driver memory {memory_start:.0f} -> "
-        f"{memory_end:.0f} MiB."
+        f"{memory_end:.0f} MiB. From the first trial on: {(elapsed[0] - first_trial) / ideal:.2f}x "
+        f"ideal; the driver was busy {driver_cpu / elapsed[0]:.0%} of the wall time."
     )
     headers = [
         "trials",
@@ -134,6 +155,8 @@ def main() -> None:
         "wall s",
         "wall / ideal",
         "overhead ms per trial-slot",
+        "first trial ran after s",
+        "driver CPU s",
         "driver MiB at start",
         "driver MiB at end",
     ]

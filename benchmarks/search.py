@@ -3,7 +3,7 @@
 On digits with the default study's space (lr, weight decay, dropout, BatchNorm), 24 trials of
 up to 27 epochs, 2 at a time, for each of 5 seeds:
   random                  RandomSampler, every trial to the end
-  random + ASHA           RandomSampler, ASHA (rungs at 3 and 9 epochs)
+  random + ASHA           RandomSampler, ASHA (rungs at 3 and 9 epochs; --grace 1: 1, 3 and 9)
   TPE                     TPESampler, every trial to the end
   TPE + ASHA, stock       Ray's OptunaSearch: an early-stopped trial reaches Optuna as COMPLETE
                           with the score it had when stopped
@@ -31,7 +31,7 @@ from study.preflight import preflight
 from study.runner import connect, trial_dirname, with_data
 from study.schedule import build_scheduler
 from study.search import DefineByRun, build_searcher
-from study.spec import StudySpec
+from study.spec import SchedulerSpec, StudySpec
 
 METHODS = {
     "random": ("random", "none", "ours"),
@@ -69,7 +69,9 @@ def searcher(spec: StudySpec, storage: str, kind: str):
     )
 
 
-def search(method: str, seed: int, trials: int, epochs: int, root: Path, data) -> list[float]:
+def search(
+    method: str, seed: int, trials: int, epochs: int, grace: int, root: Path, data
+) -> list[float]:
     """The val_acc of every epoch one method's study spent, in the order they came."""
     sampler, scheduler, kind = METHODS[method]
     spec = StudySpec.model_validate(
@@ -84,7 +86,7 @@ def search(method: str, seed: int, trials: int, epochs: int, root: Path, data) -
             "scheduler": {
                 "name": scheduler,
                 "max_epochs": epochs,
-                "grace_period": max(1, epochs // 9),
+                "grace_period": grace,
                 "reduction_factor": 3,
             },
         }
@@ -120,12 +122,19 @@ def main() -> None:
     def options(parser):
         parser.add_argument("--seeds", type=int, default=5)
         parser.add_argument("--trials", type=int, default=24)
+        parser.add_argument(
+            "--grace",
+            type=int,
+            default=SchedulerSpec().grace_period,
+            help="ASHA's first rung in epochs (default: the study's default)",
+        )
 
     args = arguments(
         "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
     )
     seeds = 1 if args.quick else args.seeds
     trials, epochs = (3, 3) if args.quick else (args.trials, 27)
+    grace = min(args.grace, epochs)
     budget = trials * epochs // 3  # a third of what a search without early stopping spends
     runs: dict[str, list[list[float]]] = {method: [] for method in METHODS}
     seconds: dict[str, float] = dict.fromkeys(METHODS, 0.0)
@@ -139,7 +148,7 @@ def main() -> None:
                     data = preflight(spec, root)
                     connect(spec)
                 with timer() as elapsed:
-                    runs[method].append(search(method, seed, trials, epochs, root, data))
+                    runs[method].append(search(method, seed, trials, epochs, grace, root, data))
                 seconds[method] += elapsed[0]
     best = [max(max(runs[m][seed]) for m in METHODS) for seed in range(seeds)]
     rows, needed = [], {}
@@ -167,7 +176,8 @@ def main() -> None:
     )
     met = "met" if ours <= tpe / 3 and ours <= stock else "NOT met"
     notes = (
-        f"Digits, default space, {trials} trials of up to {epochs} epochs, 2 at a time, seeds "
+        f"Digits, default space, {trials} trials of up to {epochs} epochs, 2 at a time, ASHA's "
+        f"rungs from epoch {grace} (reduction factor 3), seeds "
         f"0-{seeds - 1} (the seed drives the sampler and the training). Epochs to the target: "
         f"mean over seeds of the epochs spent until one is within {WITHIN * 100:.1f} points of "
         f"the best val_acc any method reached with that seed (all a method spent when it never "

@@ -69,9 +69,10 @@ def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
 
 
 def last_checkpoint(storage: Path, ray_trial_id: str | None) -> Path | None:
-    """The newest checkpoint Ray kept of a trial (Ray keeps one: the last), if any."""
+    """The newest checkpoint Ray kept of a trial (it keeps the last two), if any."""
     if not ray_trial_id:
         return None
+    # state.pt: study.trial.STATE_FILE, not imported here as study.trial imports torch
     states = (storage / f"trial_{ray_trial_id}").glob("checkpoint_*/state.pt")
     return max(states, key=lambda p: p.parent.name, default=None)
 

@@ -141,7 +141,10 @@ def run_study(
             callbacks=[tracker, progress],
             stop=SkipFinished(tracker),
             failure_config=tune.FailureConfig(max_failures=spec.cluster.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: keeping one, Tune saves the whole experiment's state after each
+            # trial's checkpoint (its state must not name a deleted one), which grows with the
+            # trials: 303 saves in a 300-trial study, 24 ms each (benchmarks/RESULTS.md, scale).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
     return finish(tuner, spec, root, client, experiment_id, parent_id)

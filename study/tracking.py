@@ -144,9 +144,10 @@ def trial_number(trial: Any) -> int:
 class MlflowTracker(tune.Callback):
     """Records each Ray trial as a child run nested under the study's parent run.
 
-    Runs are found by the trial's number before one is made, so a retried or resumed trial
-    keeps its run; epochs already logged are not logged again, and a trial that already ended
-    is left as it ended.
+    A restored tracker (a resumed study) looks each trial's run up by the trial's number before
+    it makes one, so a resumed trial keeps its run; epochs already logged are not logged again,
+    and a trial that already ended is left as it ended. A new tracker's parent run has no
+    children yet, so it makes runs without looking.
     """
 
     def __init__(
@@ -165,18 +166,20 @@ class MlflowTracker(tune.Callback):
         self.parent_run_id = parent_run_id
         self.sampled = sampled
         self.records: dict[int, TrialRecord] = {}
+        self.resumed = False
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
         return {k: v for k, v in self.__dict__.items() if k not in ("client", "records")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, client=MlflowClient(state["tracking_uri"]), records={})
+        client = MlflowClient(state["tracking_uri"])
+        self.__dict__.update(state, client=client, records={}, resumed=True)
 
     def record(self, trial: Any) -> TrialRecord:
         """The record of `trial`: known, found in MLflow, or made with a new child run."""
         number = trial_number(trial)
         if number not in self.records:
-            found = self._find(number)
+            found = self._find(number) if self.resumed else None
             self.records[number] = found or self._create(number, trial)
         return self.records[number]
 
