@@ -15,6 +15,7 @@ import io
 import math
 import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,12 @@ def resident_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def sample_memory(samples: list[float], stop: threading.Event) -> None:
+    """Append this process's resident MiB to `samples` every second until `stop` is set."""
+    while not stop.wait(1.0):
+        samples.append(resident_mib())
 
 
 def cpu_seconds() -> float:
@@ -107,11 +114,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             data = preflight(spec, Path(folder))  # connects to the cluster too
             memory_start, cpu_start, began = resident_mib(), cpu_seconds(), time.time()
+            samples: list[float] = [memory_start]
+            stop = threading.Event()
+            threading.Thread(target=sample_memory, args=(samples, stop), daemon=True).start()
             with timer() as elapsed:
                 ranked = run_study(
                     spec, Path(folder), data, Console(file=io.StringIO()), train=sleepy_fit
                 )
+            stop.set()
             memory_end, driver_cpu = resident_mib(), cpu_seconds() - cpu_start
+            memory_half = samples[len(samples) // 2]
             first_trial = first_run_start(spec, Path(folder)) - began
     finally:
         import ray
@@ -135,6 +147,7 @@ def main() -> None:
             f"{first_trial:.0f}",
             f"{driver_cpu:.0f} ({driver_cpu / trials * 1000:.0f} ms per trial)",
             f"{memory_start:.0f}",
+            f"{memory_half:.0f}",
             f"{memory_end:.0f}",
         ]
     ]
@@ -144,8 +157,9 @@ def main() -> None:
         f"{args.nodes} worker nodes (+ a head with no CPUs), all on this machine. Ideal = "
         f"ceil(trials / slots) x {epochs * EPOCH_S:.1f} s. Target (within 20% of ideal, memory "
         f"flat): time {met} ({overhead:+.0%}); driver memory {memory_start:.0f} -> "
-        f"{memory_end:.0f} MiB. From the first trial on: {(elapsed[0] - first_trial) / ideal:.2f}x "
-        f"ideal; the driver was busy {driver_cpu / elapsed[0]:.0%} of the wall time."
+        f"{memory_half:.0f} (half time) -> {memory_end:.0f} MiB. From the first trial on: "
+        f"{(elapsed[0] - first_trial) / ideal:.2f}x ideal; the driver was busy "
+        f"{driver_cpu / elapsed[0]:.0%} of the wall time."
     )
     headers = [
         "trials",
@@ -158,7 +172,8 @@ def main() -> None:
         "first trial ran after s",
         "driver CPU s",
         "driver MiB at start",
-        "driver MiB at end",
+        "at half time",
+        "at end",
     ]
     record("Scale", args, headers, rows, notes)
 
