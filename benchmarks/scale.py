@@ -17,6 +17,7 @@ import resource
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -59,10 +60,18 @@ def resident_mib() -> float:
     return float("nan")
 
 
-def sample_memory(samples: list[float], stop: threading.Event) -> None:
-    """Append this process's resident MiB to `samples` every second until `stop` is set."""
+def sample_memory(
+    samples: list[float], heap: list[float], top: list, stop: threading.Event
+) -> None:
+    """Every second until `stop` is set, append this process's resident MiB to `samples` and,
+    when tracemalloc traces, the Python heap it traced in MiB to `heap`; every 10 s put the
+    three source files holding most of it in `top`."""
     while not stop.wait(1.0):
         samples.append(resident_mib())
+        if tracemalloc.is_tracing():
+            heap.append(tracemalloc.get_traced_memory()[0] / 2**20)
+            if len(heap) % 10 == 0:
+                top[:] = tracemalloc.take_snapshot().statistics("filename")[:3]
 
 
 def cpu_seconds() -> float:
@@ -85,6 +94,11 @@ def main() -> None:
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
         parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker node")
+        parser.add_argument(
+            "--trace-memory",
+            action="store_true",
+            help="trace the driver's Python heap (tracemalloc; slows the driver)",
+        )
 
     args = arguments("Scale: 1,000 sleeping trials on a simulated cluster.", options)
     trials, epochs = (6, 3) if args.quick else (args.trials, args.epochs)
@@ -114,9 +128,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             data = preflight(spec, Path(folder))  # connects to the cluster too
             memory_start, cpu_start, began = resident_mib(), cpu_seconds(), time.time()
-            samples: list[float] = [memory_start]
+            samples, heap, top = [memory_start], [], []
             stop = threading.Event()
-            threading.Thread(target=sample_memory, args=(samples, stop), daemon=True).start()
+            if args.trace_memory:
+                tracemalloc.start()
+            threading.Thread(
+                target=sample_memory, args=(samples, heap, top, stop), daemon=True
+            ).start()
             with timer() as elapsed:
                 ranked = run_study(
                     spec, Path(folder), data, Console(file=io.StringIO()), train=sleepy_fit
@@ -161,6 +179,14 @@ def main() -> None:
         f"{(elapsed[0] - first_trial) / ideal:.2f}x ideal; the driver was busy "
         f"{driver_cpu / elapsed[0]:.0%} of the wall time."
     )
+    if heap:
+        files = ", ".join(
+            f"{Path(stat.traceback[0].filename).name} {stat.size / 2**20:.0f}" for stat in top
+        )
+        notes += (
+            f" Python heap traced from the study's start (tracemalloc): +{heap[len(heap) // 2]:.0f}"
+            f" MiB at half time, +{heap[-1]:.0f} MiB at the end; most in {files} MiB."
+        )
     headers = [
         "trials",
         "nodes x CPUs",
