@@ -32,9 +32,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
         self.num_samples = num_samples
-        self._running: set[str] = set()  # trials seen unfinished in the storage
-        # Only in a resumed study can the storage hold trials Ray does not know of. A resumed
-        # searcher is unpickled (with the Tuner), then maybe restored from a later snapshot.
+        # Only in a resumed study can the storage hold trials Ray does not know of, or ended
+        # ones it thinks are running. A resumed searcher is unpickled (with the Tuner), then
+        # maybe restored from a later snapshot.
         self._resumed = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -45,8 +45,14 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._resumed = True
 
     def _finished(self, trial_id: str) -> bool:
+        """Whether Optuna has the trial's end: told by us (Ray's OptunaSearch keeps those in
+        `_completed_trials`) or, in a resumed study, found finished in the storage."""
+        if trial_id in self._completed_trials:
+            return True
         trial = self._ot_trials[trial_id]
-        return self._ot_study._storage.get_trial(trial._trial_id).state.is_finished()
+        return (
+            self._resumed and self._ot_study._storage.get_trial(trial._trial_id).state.is_finished()
+        )
 
     def _orphan(self) -> optuna.Trial | None:
         known = {trial._trial_id for trial in self._ot_trials.values()}
@@ -75,23 +81,16 @@ class PrunedAwareOptunaSearch(OptunaSearch):
                     trial.report(metrics[self.metric], int(metrics["epoch"]))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._ot_trials:
-            return
-        if trial_id not in self._running:  # asked once per trial, not once per result
-            if self._finished(trial_id):
-                return
-            self._running.add(trial_id)
-        self._report(trial_id, result)
+        if trial_id in self._ot_trials and not self._finished(trial_id):
+            self._report(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        seen_running = trial_id in self._running
-        self._running.discard(trial_id)
-        if trial_id not in self._ot_trials or (not seen_running and self._finished(trial_id)):
+        if trial_id not in self._ot_trials or self._finished(trial_id):
             self._completed_trials.add(trial_id)
             return
-        if not result or trial_id in self._completed_trials:
+        if not result:
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
         if error:
