@@ -6,14 +6,19 @@ in SQLite, every epoch recorded) over trials whose training loop only sleeps 0.1
 for 10 epochs. The ideal wall time is the sleeping alone, spread over the cluster's slots;
 what the run takes beyond it is the overhead: the trial actors' start (8 processes importing
 torch), then the driver's work per trial (Tune, Optuna, MLflow). The driver's memory (resident
-set) is read before and after, and its CPU time and when the first trial ran are reported.
+set) is read at the start, at half time, at the end and once the study has returned (and its
+objects are collected); its CPU time and when the first trial ran are reported.
 
-    python -m benchmarks.scale             # 1,000 trials on 2 nodes x 4 logical CPUs
+    python -m benchmarks.scale                              # 1,000 trials, 2 nodes x 4 CPUs
+    python -m benchmarks.scale --trace-memory --trials 200  # what holds the heap's growth
 """
 
-import io
+import collections
+import gc
 import math
+import re
 import resource
+import sys
 import tempfile
 import threading
 import time
@@ -60,18 +65,33 @@ def resident_mib() -> float:
     return float("nan")
 
 
-def sample_memory(
-    samples: list[float], heap: list[float], top: list, stop: threading.Event
-) -> None:
+def sample_memory(samples: list[float], snapshots: list, stop: threading.Event) -> None:
     """Every second until `stop` is set, append this process's resident MiB to `samples` and,
-    when tracemalloc traces, the Python heap it traced in MiB to `heap`; every 10 s put the
-    three source files holding most of it in `top`."""
+    every 10 s when tracemalloc traces, a snapshot of the Python heap to `snapshots`."""
     while not stop.wait(1.0):
         samples.append(resident_mib())
-        if tracemalloc.is_tracing():
-            heap.append(tracemalloc.get_traced_memory()[0] / 2**20)
-            if len(heap) % 10 == 0:
-                top[:] = tracemalloc.take_snapshot().statistics("filename")[:3]
+        if tracemalloc.is_tracing() and len(samples) % 10 == 0:
+            snapshots.append(tracemalloc.take_snapshot())
+
+
+# The libraries (and our packages) that heap growth is put down to: the nearest caller among them.
+OWNERS = re.compile(
+    r"site-packages/(ray/tune|ray|optuna|mlflow|sqlalchemy|torch|pandas)/|/(study|benchmarks)/"
+)
+
+
+def heap_growth(before, after) -> collections.Counter:
+    """Bytes the Python heap grew by between two tracemalloc snapshots, by the library whose code
+    (nearest the allocation) asked for them; "other" when none of OWNERS is on the stack."""
+    growth = collections.Counter()
+    for stat in after.compare_to(before, "traceback"):
+        owner = "other"
+        for frame in reversed(stat.traceback):  # the allocation's own frame first
+            if found := OWNERS.search(frame.filename):
+                owner = found.group(1) or found.group(2)
+                break
+        growth[owner] += stat.size_diff
+    return growth
 
 
 def cpu_seconds() -> float:
@@ -128,20 +148,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             data = preflight(spec, Path(folder))  # connects to the cluster too
             memory_start, cpu_start, began = resident_mib(), cpu_seconds(), time.time()
-            samples, heap, top = [memory_start], [], []
+            samples, snapshots = [memory_start], []
+            blocks_start = sys.getallocatedblocks()
             stop = threading.Event()
             if args.trace_memory:
-                tracemalloc.start()
-            threading.Thread(
-                target=sample_memory, args=(samples, heap, top, stop), daemon=True
-            ).start()
+                tracemalloc.start(12)  # frames enough to reach the library that allocated
+            sampler = threading.Thread(target=sample_memory, args=(samples, snapshots, stop))
+            sampler.start()
             with timer() as elapsed:
-                ranked = run_study(
-                    spec, Path(folder), data, Console(file=io.StringIO()), train=sleepy_fit
-                )
+                ranked = run_study(spec, Path(folder), data, Console(quiet=True), train=sleepy_fit)
             stop.set()
+            sampler.join()
             memory_end, driver_cpu = resident_mib(), cpu_seconds() - cpu_start
             memory_half = samples[len(samples) // 2]
+            completed = sum(row["outcome"] == "completed" for row in ranked)
+            growth = heap_growth(snapshots[len(snapshots) // 2], snapshots[-1]) if snapshots else {}
+            del ranked, snapshots[:]
+            tracemalloc.stop()
+            gc.collect()
+            memory_after, blocks_after = resident_mib(), sys.getallocatedblocks()
             first_trial = first_run_start(spec, Path(folder)) - began
     finally:
         import ray
@@ -150,7 +175,6 @@ def main() -> None:
         for node in reversed(nodes):
             if node.poll() is None:
                 stop_node(node)
-    completed = sum(row["outcome"] == "completed" for row in ranked)
     ideal = math.ceil(trials / slots) * epochs * EPOCH_S
     overhead = elapsed[0] / ideal - 1
     rows = [
@@ -167,6 +191,7 @@ def main() -> None:
             f"{memory_start:.0f}",
             f"{memory_half:.0f}",
             f"{memory_end:.0f}",
+            f"{memory_after:.0f}",
         ]
     ]
     met = "met" if overhead <= 0.2 else "NOT met"
@@ -175,17 +200,20 @@ def main() -> None:
         f"{args.nodes} worker nodes (+ a head with no CPUs), all on this machine. Ideal = "
         f"ceil(trials / slots) x {epochs * EPOCH_S:.1f} s. Target (within 20% of ideal, memory "
         f"flat): time {met} ({overhead:+.0%}); driver memory {memory_start:.0f} -> "
-        f"{memory_half:.0f} (half time) -> {memory_end:.0f} MiB. From the first trial on: "
+        f"{memory_half:.0f} (half time) -> {memory_end:.0f} MiB, "
+        f"{(memory_end - memory_half) * 2**10 / (trials / 2):.0f} KiB per trial in the second "
+        f"half; {memory_after:.0f} MiB once the study returned and its objects were collected, "
+        f"when Python's live objects numbered {blocks_after / blocks_start:.2f}x those at the "
+        f"start. From the first trial on: "
         f"{(elapsed[0] - first_trial) / ideal:.2f}x ideal; the driver was busy "
         f"{driver_cpu / elapsed[0]:.0%} of the wall time."
     )
-    if heap:
-        files = ", ".join(
-            f"{Path(stat.traceback[0].filename).name} {stat.size / 2**20:.0f}" for stat in top
-        )
+    if growth:
+        owners = ", ".join(f"{name} {size / 2**20:+.1f}" for name, size in growth.most_common())
         notes += (
-            f" Python heap traced from the study's start (tracemalloc): +{heap[len(heap) // 2]:.0f}"
-            f" MiB at half time, +{heap[-1]:.0f} MiB at the end; most in {files} MiB."
+            f" Python heap (tracemalloc, a snapshot every 10 s) from the middle snapshot to "
+            f"the last: {sum(growth.values()) / 2**20:+.1f} MiB, by whose code "
+            f"allocated it: {owners} MiB."
         )
     headers = [
         "trials",
@@ -200,6 +228,7 @@ def main() -> None:
         "driver MiB at start",
         "at half time",
         "at end",
+        "after the study",
     ]
     record("Scale", args, headers, rows, notes)
 
