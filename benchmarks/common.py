@@ -69,7 +69,8 @@ def versions() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # RESULTS.md changes with every run: it does not make the code dirty
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", f":!{RESULTS.name}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
