@@ -68,9 +68,10 @@ def versions() -> str:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
+        # RESULTS.md changes with every run: it does not make the code dirty
+        status = ["git", "status", "--porcelain", "--untracked-files=no"]
         dirty = subprocess.run(
-            # RESULTS.md changes with every run: it does not make the code dirty
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", f":!{RESULTS.name}"],
+            [*status, "--", f":!{RESULTS.relative_to(ROOT)}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
