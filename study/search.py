@@ -109,7 +109,15 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
 
     def _tell(self, trial_id: str, state: TrialState) -> None:
-        self._ot_study.tell(self._ot_trials[trial_id], state=state)
+        trial = self._ot_trials[trial_id]
+        try:
+            self._ot_study.tell(trial, state=state)
+        except RuntimeError:
+            # GridSampler calls study.stop() once the last grid point ends, which Optuna allows
+            # only inside optimize(): it raises after storing the trial's state. (Ray's own
+            # on_trial_complete catches it the same way.)
+            if not self._ot_study._storage.get_trial(trial._trial_id).state.is_finished():
+                raise
         self._completed_trials.add(trial_id)
 
 

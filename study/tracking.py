@@ -207,6 +207,9 @@ class MlflowTracker(tune.Callback):
         if not runs:
             return None
         record = record_of(runs[0])
+        if len(runs[0].data.params) < len(flatten(record.config)):
+            # The driver died between making the run and logging its params.
+            log_params(self.client, record.run_id, record.config)
         # The epochs logged so far (the `epochs` tag is written only when the trial ends).
         steps = [m.step for m in self.client.get_metric_history(record.run_id, "val_acc")]
         record.epochs = max(steps, default=0)

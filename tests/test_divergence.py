@@ -84,3 +84,38 @@ def test_a_trial_that_raises_is_recorded_failed_and_the_study_completes(tmp_path
     ).trials
     states = {t.params["momentum"]: t.state for t in trials}
     assert states == {-0.5: optuna.trial.TrialState.FAIL, 0.9: optuna.trial.TrialState.COMPLETE}
+
+
+def test_a_grid_study_whose_last_trial_diverges_records_it_and_ends(tmp_path):
+    """Optuna's GridSampler raises from `study.tell` when the last grid point ends (it calls
+    `study.stop()`, which Optuna allows only inside `optimize()`). A diverged trial told last
+    must still be recorded, and the study end with its usual message, not a traceback."""
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "grid-diverge",
+                "space": {"params": {"lr": {"type": "categorical", "choices": [1000.0, 2000.0]}}},
+                "fixed": {"optimizer": "sgd"},
+                "search": {"sampler": "grid", "max_concurrent": 1},  # one after the other
+                "scheduler": {"name": "none", "max_epochs": 2},
+            }
+        )
+    )
+    root = tmp_path / "runs"
+    done = study_cli("run", str(spec), root=root)
+    assert done.returncode == 1, done.stderr[-2000:]  # no trial produced a result
+    assert "no trial produced a result" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+    children = children_by(root, "grid-diverge", "lr")
+    assert {lr: r.data.tags["outcome"] for lr, r in children.items()} == {
+        "1000.0": "diverged",
+        "2000.0": "diverged",
+    }
+    trials = optuna.load_study(
+        study_name="grid-diverge", storage=f"sqlite:///{root / 'optuna.db'}"
+    ).trials
+    assert [(t.state, t.user_attrs["outcome"]) for t in trials] == [
+        (optuna.trial.TrialState.FAIL, "diverged")
+    ] * 2

@@ -2,6 +2,7 @@
 one MLflow run and one Optuna trial, and no metric step is logged twice. Three moments."""
 
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -9,7 +10,10 @@ import sys
 import time
 
 import pytest
+from mlflow.tracking import MlflowClient
+from ray.tune.experiment import Trial
 
+from study.tracking import MlflowTracker
 from tests.conftest import study_cli
 from tests.exactly_once import check_exactly_once
 
@@ -65,3 +69,27 @@ def test_sigkill_then_resume_is_exactly_once(moment, tmp_path):
     status = study_cli("status", NAME, root=root)
     assert status.returncode == 0
     assert f"finished, {SAMPLES} of {SAMPLES} trials started" in status.stdout
+
+
+def test_a_run_made_just_before_the_driver_died_gets_its_params_on_resume(tmp_path):
+    """SIGKILL can land between making a trial's child run and logging its params (the test
+    above once did, at "first trial started"): the resumed study's tracker finds the run and
+    logs the params it lacks, rather than leaving it without them or making a second run."""
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment_id = client.create_experiment("e")
+    parent = client.create_run(experiment_id).info.run_id
+    tracker = MlflowTracker(f"sqlite:///{db}", experiment_id, parent, sampled=["lr"])
+    config = {"optuna_trial": 0, "lr": 0.01, "model": {"name": "mlp", "widths": [64]}}
+    trial = Trial("trainable", config=config, stub=True)
+    run_id = tracker.record(trial).run_id
+    with sqlite3.connect(db) as conn:  # the store as the kill left it: the run, no params
+        conn.execute("delete from params where run_uuid = ?", (run_id,))
+    assert client.get_run(run_id).data.params == {}
+
+    resumed = pickle.loads(pickle.dumps(tracker))  # as Ray restores it
+    assert resumed.record(trial).run_id == run_id
+    params = client.get_run(run_id).data.params
+    expected = {"optuna_trial": "0", "lr": "0.01", "model.name": "mlp", "model.widths": "[64]"}
+    assert params == expected
+    assert len(client.search_runs([experiment_id])) == 2  # the parent and this one
