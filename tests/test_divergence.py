@@ -15,18 +15,23 @@ def children_by(root, name: str, param: str) -> dict:
     return {r.data.params[param]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
 
 
+def spec_file(tmp_path, spec: dict):
+    """The study spec `spec` written to a YAML file; its path."""
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
-    spec = tmp_path / "diverge.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "diverge",
-                "space": {"params": {"lr": {"type": "categorical", "choices": [1000.0, 0.01]}}},
-                "fixed": {"optimizer": "sgd"},
-                "search": {"sampler": "grid"},  # num_samples follows the grid: 2
-                "scheduler": {"name": "none", "max_epochs": 3},
-            }
-        )
+    spec = spec_file(
+        tmp_path,
+        {
+            "name": "diverge",
+            "space": {"params": {"lr": {"type": "categorical", "choices": [1000.0, 0.01]}}},
+            "fixed": {"optimizer": "sgd"},
+            "search": {"sampler": "grid"},  # num_samples follows the grid: 2
+            "scheduler": {"name": "none", "max_epochs": 3},
+        },
     )
     root = tmp_path / "runs"
     done = study_cli("run", str(spec), root=root)
@@ -56,19 +61,17 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
 
 
 def test_a_trial_that_raises_is_recorded_failed_and_the_study_completes(tmp_path):
-    spec = tmp_path / "raise.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "raises",
-                # torch refuses a negative momentum when the trial builds its optimizer
-                "space": {"params": {"momentum": {"type": "categorical", "choices": [-0.5, 0.9]}}},
-                "fixed": {"optimizer": "sgd", "lr": 0.01},
-                "search": {"sampler": "grid"},
-                "scheduler": {"name": "none", "max_epochs": 2},
-                "cluster": {"max_failures": 1},
-            }
-        )
+    spec = spec_file(
+        tmp_path,
+        {
+            "name": "raises",
+            # torch refuses a negative momentum when the trial builds its optimizer
+            "space": {"params": {"momentum": {"type": "categorical", "choices": [-0.5, 0.9]}}},
+            "fixed": {"optimizer": "sgd", "lr": 0.01},
+            "search": {"sampler": "grid"},
+            "scheduler": {"name": "none", "max_epochs": 2},
+            "cluster": {"max_failures": 1},
+        },
     )
     root = tmp_path / "runs"
     done = study_cli("run", str(spec), root=root)
@@ -90,17 +93,15 @@ def test_a_grid_study_whose_last_trial_diverges_records_it_and_ends(tmp_path):
     """Optuna's GridSampler raises from `study.tell` when the last grid point ends (it calls
     `study.stop()`, which Optuna allows only inside `optimize()`). A diverged trial told last
     must still be recorded, and the study end with its usual message, not a traceback."""
-    spec = tmp_path / "grid.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "grid-diverge",
-                "space": {"params": {"lr": {"type": "categorical", "choices": [1000.0, 2000.0]}}},
-                "fixed": {"optimizer": "sgd"},
-                "search": {"sampler": "grid", "max_concurrent": 1},  # one after the other
-                "scheduler": {"name": "none", "max_epochs": 2},
-            }
-        )
+    spec = spec_file(
+        tmp_path,
+        {
+            "name": "grid-diverge",
+            "space": {"params": {"lr": {"type": "categorical", "choices": [1000.0, 2000.0]}}},
+            "fixed": {"optimizer": "sgd"},
+            "search": {"sampler": "grid", "max_concurrent": 1},  # one after the other
+            "scheduler": {"name": "none", "max_epochs": 2},
+        },
     )
     root = tmp_path / "runs"
     done = study_cli("run", str(spec), root=root)
