@@ -109,16 +109,19 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
 
     def _tell(self, trial_id: str, state: TrialState) -> None:
-        trial = self._ot_trials[trial_id]
-        try:
-            self._ot_study.tell(trial, state=state)
-        except RuntimeError:
-            # GridSampler calls study.stop() once the last grid point ends, which Optuna allows
-            # only inside optimize(): it raises after storing the trial's state. (Ray's own
-            # on_trial_complete catches it the same way.)
-            if not self._ot_study._storage.get_trial(trial._trial_id).state.is_finished():
-                raise
+        self._ot_study.tell(self._ot_trials[trial_id], state=state)
         self._completed_trials.add(trial_id)
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without the `study.stop()` it calls once the last grid point ends.
+    Optuna allows that only inside `optimize()`, which a Tune study never runs: from `tell` it
+    raised after the trial's state was stored, so the trial seemed untold and was told again
+    (a study whose last trial ended pruned or diverged crashed). Tune ends the study instead:
+    its `num_samples` is the grid's size."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        pass
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -175,7 +178,7 @@ def build_searcher(spec: StudySpec, storage_url: str) -> PrunedAwareOptunaSearch
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "grid": lambda: optuna.samplers.GridSampler(spec.grid(), seed=seed),
+        "grid": lambda: GridSampler(spec.grid(), seed=seed),
     }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return PrunedAwareOptunaSearch(
