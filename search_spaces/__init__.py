@@ -2,6 +2,7 @@
 
 from search_spaces.catalog import SpaceNotFound, load, names, read
 from search_spaces.space import CategoricalParam, FloatParam, IntParam, Space
+from search_spaces.yamlfile import YamlFileError, load_yaml, parse_yaml
 
 __all__ = [
     "CategoricalParam",
@@ -9,7 +10,10 @@ __all__ = [
     "IntParam",
     "Space",
     "SpaceNotFound",
+    "YamlFileError",
     "load",
+    "load_yaml",
     "names",
+    "parse_yaml",
     "read",
 ]

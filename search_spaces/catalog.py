@@ -4,9 +4,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search_spaces.space import Space
+from search_spaces.yamlfile import load_yaml, parse_yaml
 
 
 class SpaceNotFound(ValueError):
@@ -23,11 +22,10 @@ def read(reference: str) -> dict[str, Any]:
     """The raw mapping of a shipped space's name or of a YAML file's path."""
     if reference in names():
         text = resources.files("search_spaces").joinpath(f"{reference}.yaml").read_text()
-        mapping = yaml.safe_load(text)
-        return {"name": reference, **mapping}
+        return {"name": reference, **parse_yaml(text)}
     path = Path(reference)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        mapping = yaml.safe_load(path.read_text())
+        mapping = load_yaml(path)
         if not isinstance(mapping, dict):
             raise SpaceNotFound(f"{reference} holds no mapping; write `params:` at its top level")
         return {"name": path.stem, **mapping}

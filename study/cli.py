@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,6 +19,7 @@ from study.errors import UserError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts are plain: "[default: ...]" is not markup
     help="Hyperparameter studies of neural-network regularization on Ray Tune, Optuna and MLflow.",
 )
 console = Console()
@@ -332,7 +334,41 @@ def spaces() -> None:
 
     for name in search_spaces.names():
         space = search_spaces.load(name)
-        console.print(f"[bold]{name}[/]: {space.description}")
-        for param, dist in space.params.items():
-            detail = dist.model_dump(exclude_none=True, exclude_defaults=True)
-            console.print(f"  {param}: {detail}", highlight=False)
+        table = Table(
+            title=f"{name}: {space.description}",
+            title_justify="left",
+            highlight=False,
+            box=box.SIMPLE_HEAD,  # no side borders: the five columns fit in 80 characters
+            pad_edge=False,
+        )
+        rows = [(param, dist.type, *_describe(dist)) for param, dist in space.params.items()]
+        for header in ("parameter", "type", "range or choices", "scale", "condition"):
+            # names stay whole; values and conditions wrap between words
+            table.add_column(header, no_wrap=header in ("parameter", "type", "scale"))
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def _describe(dist: object) -> tuple[str, str, str]:
+    """A space parameter's values, scale and `when:` condition, as a person writes them."""
+    if dist.type == "categorical":
+        values = ", ".join(_word(choice) for choice in dist.choices)
+        scale = ""
+    else:
+        values = f"{_word(dist.low)} .. {_word(dist.high)}"
+        scale = "log" if dist.log else f"step {_word(dist.step)}" if dist.step else "linear"
+    condition = " and ".join(
+        f"{key} in {', '.join(map(_word, wanted))}"
+        if isinstance(wanted, list)
+        else f"{key} = {_word(wanted)}"
+        for key, wanted in (dist.when or {}).items()
+    )
+    return values, scale, condition
+
+
+def _word(value: object) -> str:
+    """A YAML value as the spec file spells it: true, false, null, 1e-04."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return f"{value:g}" if isinstance(value, float) else str(value)

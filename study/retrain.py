@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from study.errors import UserError
-from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml
+from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
 
 RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial"}
@@ -20,6 +20,8 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     for key in config:
         if key not in HYPERPARAMETERS and key not in RUN_KEYS:
             raise UserError(f"config.{key}: unknown key; remove it (see `study spaces`)")
+        if key in HYPERPARAMETERS and (problem := value_problem(key, config[key])):
+            raise UserError(f"config.{key}: {problem}")
     for key in ("dataset", "model", "epochs", "seed"):
         if key not in config:
             raise UserError(f"config.{key}: missing; export the config with `study export`")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import search_spaces
 from study.errors import UserError
-from trainables import CHOICES, DATASETS, HYPERPARAMETERS, KINDS, METRICS, MODELS
+from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS
 
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
 
@@ -179,15 +179,12 @@ class StudySpec(_Strict):
                     raise ValueError(f"{where}.{name}: {_unknown(name, HYPERPARAMETERS)}")
         for name in set(self.space.params) & set(self.fixed):
             raise ValueError(f"fixed.{name}: also in the space; remove it from one of them")
-        for name, allowed in CHOICES.items():
-            values = [self.fixed[name]] if name in self.fixed else []
-            values += getattr(self.space.params.get(name), "choices", [])
-            for value in values:
-                if value not in allowed:
-                    where = "fixed" if name in self.fixed else "space.params"
-                    raise ValueError(
-                        f"{where}.{name}: unknown value {value!r}; use one of {', '.join(allowed)}"
-                    )
+        for name, value in self.fixed.items():
+            if problem := value_problem(name, value):
+                raise ValueError(f"fixed.{name}: {problem}")
+        for name, param in self.space.params.items():
+            if problem := param_problem(name, param):
+                raise ValueError(f"space.params.{name}: {problem}")
         for name, param in self.space.params.items():
             for other in param.when or {}:
                 if other not in self.space.params and other not in self.context():
@@ -250,6 +247,32 @@ class StudySpec(_Strict):
         }
 
 
+def value_problem(name: str, value: Any) -> str | None:
+    """Why hyperparameter `name` cannot take `value`, with its domain (None when it can)."""
+    domain = DOMAINS[name]
+    problem = domain.problem(value)
+    return problem and f"{value!r} {problem}; {name} takes {domain}"
+
+
+def param_problem(name: str, param: Any) -> str | None:
+    """Why a space's parameter can sample values that hyperparameter `name` cannot take:
+    a choice or a range bound outside its domain, or a type that cannot fit it."""
+    domain = DOMAINS[name]
+    if param.type == "categorical":
+        for value in param.choices:
+            if problem := value_problem(name, value):
+                return f"choice {problem}"
+        return None
+    if domain.boolean or domain.choices:
+        return f"a {param.type} range, but {name} takes {domain}; use type: categorical"
+    if domain.integer and param.type == "float":
+        return f"type float, but {name} takes {domain}; use type: int"
+    for bound in ("low", "high"):
+        if problem := value_problem(name, getattr(param, bound)):
+            return f"{bound} {problem}"
+    return None
+
+
 def _unknown(name: str, known: Any) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
@@ -293,12 +316,12 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             f"--set {assignment!r}: write it as key.sub=value, e.g. search.num_samples=8"
         )
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = search_spaces.parse_yaml(text)
+    except (yaml.YAMLError, search_spaces.YamlFileError):
         value = text
     try:
         _assign(raw, key, value)
-    except search_spaces.SpaceNotFound as error:
+    except (search_spaces.SpaceNotFound, search_spaces.YamlFileError) as error:
         raise UserError(f"space: {error}") from None
 
 
@@ -317,20 +340,14 @@ def _assign(raw: dict[str, Any], key: str, value: Any) -> None:
 def read_yaml(path: Path) -> dict[str, Any]:
     """The mapping a spec file holds, or a UserError that says what is wrong with it."""
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserError(
-            f"{path}: cannot read the spec ({error.strerror}); check the path"
-        ) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}: malformed YAML{where}: {problem}; fix the syntax") from None
+        raw = search_spaces.load_yaml(path)
+    except search_spaces.YamlFileError as error:
+        raise UserError(str(error)) from None
     if raw is None:
-        return {}
+        raise UserError(
+            f"{path}: the file is empty; write a spec in it, or run `study run` with no file "
+            "for the default study"
+        )
     if not isinstance(raw, dict):
         raise UserError(
             f"{path}: a spec is a mapping of keys (name:, dataset:, ...); got a list or value"

@@ -15,7 +15,7 @@ import torch
 from ray import tune
 
 from trainables import Dataset, fit
-from trainables.loop import device
+from trainables.loop import device, load_state
 
 STATE_FILE = "state.pt"
 
@@ -40,7 +40,7 @@ def trainable(
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+            state = load_state(Path(folder) / STATE_FILE)
     last_epoch = config.get("stop_epoch") or config["epochs"]
     where = {"device": str(device()), "node_id": ray.get_runtime_context().get_node_id()}
     history: list[dict[str, float]] = []

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -21,6 +20,7 @@ from benchmarks.common import free_port
 from study.analysis import Thresholds, diagnose, leaderboard
 from study.report import PLOTS
 from tests.conftest import study_cli
+from trainables.loop import load_state
 
 NAME = "digits-regularization"
 
@@ -147,7 +147,7 @@ def test_export_top_k_bundles_carry_config_seed_version_run_and_checkpoint(
         assert bundle["mlflow"]["run_id"] == row["run_id"]
         assert bundle["mlflow"]["link"].startswith(finished_study["uri"])
         assert bundle["mlflow"]["link"].endswith(row["run_id"])
-        state = torch.load(folder / bundle["checkpoint"], weights_only=False)
+        state = load_state(folder / bundle["checkpoint"])
         assert state["epoch"] == row["epochs"] and "model" in state and "optimizer" in state
 
 

@@ -1,60 +1,121 @@
-"""Every hyperparameter the training loop understands, with its default and why."""
+"""Every hyperparameter the training loop understands: its default, the values it may take, and
+why it is there."""
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
-# A study's `space` samples some of these, its `fixed` pins others, the rest keep these defaults.
-HYPERPARAMETERS: dict[str, Any] = {
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a hyperparameter may take: numbers within bounds (`integer` for counts), true
+    or false (`boolean`), or one of `choices`. Bounds are inclusive unless `open_low` /
+    `open_high` says otherwise; None is no bound."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    integer: bool = False
+    boolean: bool = False
+    choices: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.boolean:
+            return "true or false"
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
+        return kind
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is outside the domain (None when it is inside)."""
+        if self.boolean:
+            return None if isinstance(value, bool) else "is not true or false"
+        if self.choices:
+            return None if value in self.choices else "is not a known value"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "is not a number"
+        if self.integer and not isinstance(value, int):
+            return "is not an integer"
+        if not math.isfinite(value):
+            return "is not finite"
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return "is too small"
+        if self.high is not None and (value >= self.high if self.open_high else value > self.high):
+            return "is too large"
+        return None
+
+
+POSITIVE = Domain(low=0, open_low=True)
+NON_NEGATIVE = Domain(low=0)
+FRACTION = Domain(low=0, high=1, open_high=True)  # a rate that must leave something: [0, 1)
+COUNT = Domain(low=1, integer=True)
+BOOLEAN = Domain(boolean=True)
+
+# name: (default, domain). A study's `space` samples some of these, its `fixed` pins others,
+# the rest keep their defaults; preflight refuses any value outside its domain.
+TABLE: dict[str, tuple[Any, Domain]] = {
     # -- optimisation --------------------------------------------------------------------------
-    "lr": 1e-3,  # step size: the knob that decides whether anything is learned at all
-    "optimizer": "adam",  # sgd | adam | adamw | rmsprop | adagrad
-    "momentum": 0.0,  # sgd and rmsprop: heavy-ball momentum
-    "nesterov": False,  # sgd with momentum > 0: Nesterov's look-ahead variant
-    "batch_size": 64,  # examples per optimizer step
-    "grad_clip": 0.0,  # max global gradient norm; 0 turns clipping off
-    "lr_schedule": "none",  # none | cosine (to 0 over `epochs`) | step
-    "lr_step_size": 10,  # step schedule: epochs between decays
-    "lr_gamma": 0.1,  # step schedule: factor per decay
+    # step size: the knob that decides whether anything is learned at all
+    "lr": (1e-3, POSITIVE),
+    "optimizer": ("adam", Domain(choices=("sgd", "adam", "adamw", "rmsprop", "adagrad"))),
+    "momentum": (0.0, FRACTION),  # sgd and rmsprop: heavy-ball momentum (1 never forgets)
+    "nesterov": (False, BOOLEAN),  # sgd with momentum > 0: Nesterov's look-ahead variant
+    "batch_size": (64, COUNT),  # examples per optimizer step
+    "grad_clip": (0.0, NON_NEGATIVE),  # max global gradient norm; 0 turns clipping off
+    "lr_schedule": ("none", Domain(choices=("none", "cosine", "step"))),  # cosine: to 0 at the end
+    "lr_step_size": (10, COUNT),  # step schedule: epochs between decays
+    "lr_gamma": (0.1, Domain(low=0, high=1, open_low=True)),  # step schedule: factor per decay
     # -- explicit regularization ---------------------------------------------------------------
-    "weight_decay": 0.0,  # L2 strength, applied by the optimizer (decoupled for adamw)
-    "decay_norm_and_bias": True,  # False: no weight decay on biases and BatchNorm parameters
-    "l1": 0.0,  # L1 strength: l1 * sum(|w|) over weight matrices and kernels, added to the loss
-    "use_dropout": True,  # False turns dropout off whatever `dropout` says
-    "dropout": 0.0,  # dropout rate after each hidden activation; 0 turns dropout off
-    "dropout2d": False,  # CNN: drop whole feature maps (Dropout2d) in the conv blocks
-    "batch_norm": False,  # BatchNorm between each hidden linear/conv layer and its activation
+    "weight_decay": (0.0, NON_NEGATIVE),  # L2 strength, by the optimizer (decoupled for adamw)
+    "decay_norm_and_bias": (True, BOOLEAN),  # False: no weight decay on biases and norm params
+    "l1": (0.0, NON_NEGATIVE),  # L1 strength: l1 * sum(|w|) over weight matrices and kernels
+    "use_dropout": (True, BOOLEAN),  # False turns dropout off whatever `dropout` says
+    "dropout": (0.0, FRACTION),  # dropout rate after each hidden activation; 0 turns it off
+    "dropout2d": (False, BOOLEAN),  # CNN: drop whole feature maps (Dropout2d) in the conv blocks
+    "batch_norm": (False, BOOLEAN),  # BatchNorm between each hidden layer and its activation
     # -- architecture --------------------------------------------------------------------------
-    "activation": "relu",  # relu | leaky_relu | sigmoid | tanh | softplus
-    "init": "default",  # default | normal | uniform | xavier_normal | xavier_uniform |
-    #                     kaiming_normal | kaiming_uniform (biases zero unless default)
-    "depth": 0,  # MLP hidden layers; 0 keeps the model's `widths`
-    "width": 0,  # MLP units per hidden layer when depth > 0
+    "activation": ("relu", Domain(choices=("relu", "leaky_relu", "sigmoid", "tanh", "softplus"))),
+    # default (PyTorch's own) or a scheme for every linear and conv weight, biases zero
+    "init": (
+        "default",
+        Domain(
+            choices=(
+                "default",
+                "normal",
+                "uniform",
+                "xavier_normal",
+                "xavier_uniform",
+                "kaiming_normal",
+                "kaiming_uniform",
+            )
+        ),
+    ),
+    "depth": (0, Domain(low=0, integer=True)),  # MLP hidden layers; 0 keeps the model's `widths`
+    "width": (0, Domain(low=0, integer=True)),  # MLP units per hidden layer when depth > 0
     # -- data augmentation (images only, on whole batches on the trial's device) ---------------
-    "crop_padding": 0,  # random crop after padding each side by this many pixels; 0 = off
-    "hflip": False,  # random horizontal flip with probability 1/2
-    "rotation": 0.0,  # random rotation within +-this many degrees; 0 = off
-    "color_jitter": 0.0,  # 3-channel: brightness, contrast, saturation within 1 +- this
+    "crop_padding": (0, Domain(low=0, integer=True)),  # random crop after padding; 0 = off
+    "hflip": (False, BOOLEAN),  # random horizontal flip with probability 1/2
+    "rotation": (0.0, Domain(low=0, high=180)),  # random rotation within +-degrees; 0 = off
+    "color_jitter": (0.0, Domain(low=0, high=1)),  # 3-channel: factors within 1 +- this
     # -- speed (GPU only; the CPU path ignores it, so results there do not change) ------------
-    "compile": False,  # torch.compile the model before training
+    "compile": (False, BOOLEAN),  # torch.compile the model before training
 }
+
+HYPERPARAMETERS: dict[str, Any] = {name: default for name, (default, _) in TABLE.items()}
+DOMAINS: dict[str, Domain] = {name: domain for name, (_, domain) in TABLE.items()}
+
+# Values a categorical hyperparameter may take.
+CHOICES = {name: domain.choices for name, domain in DOMAINS.items() if domain.choices}
 
 # What the loop reports each epoch; a study's `metric` must be one of these.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "gap", "lr", "epoch_time")
-
-# Values a categorical hyperparameter may take.
-CHOICES = {
-    "optimizer": ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
-    "activation": ("relu", "leaky_relu", "sigmoid", "tanh", "softplus"),
-    "init": (
-        "default",
-        "normal",
-        "uniform",
-        "xavier_normal",
-        "xavier_uniform",
-        "kaiming_normal",
-        "kaiming_uniform",
-    ),
-    "lr_schedule": ("none", "cosine", "step"),
-}
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,13 @@ EVAL_BATCH = 4096  # evaluation has no backward pass, so it takes big slices
 DIVERGENCE = 100.0
 
 
+def load_state(path: Any) -> dict[str, Any]:
+    """A training state a `report` saved (a checkpoint), read as tensors and plain containers
+    only (`weights_only`: a file that would run code when unpickled is refused), on the CPU
+    (`fit` moves it to the trial's device, which may differ from the one that saved it)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def device() -> torch.device:
     """The GPU Ray assigned to this process when there is one, the CPU otherwise."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
