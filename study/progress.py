@@ -5,9 +5,10 @@ from typing import Any
 from ray import tune
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
-from study.tracking import MlflowTracker
+from study.tracking import MlflowTracker, last_error
 
 COLOURS = {"completed": "green", "early_stopped": "yellow", "failed": "red", "diverged": "red"}
 
@@ -64,15 +65,28 @@ class Progress(tune.Callback):
         colour = COLOURS.get(record.outcome, "white")
         value = record.last.get(self.metric)
         shown = f"{self.metric}={value:.4f}" if value is not None else record.error
+        if record.outcome == "failed":  # one line; the traceback is in the trial's folder
+            shown = f"{record.error} (traceback: {trial.storage.trial_fs_path}/error.txt)"
+        elif record.outcome == "diverged":
+            shown = record.error
         self.console.print(
-            f"[{colour}]{record.outcome:<13}[/] {record.name:<40} "
-            f"epochs={record.epochs:<3} {shown}",
+            f"[{colour}]{record.outcome:<13}[/] {escape(record.name):<40} "
+            f"epochs={record.epochs:<3} {escape(shown)}",
             highlight=False,
+            soft_wrap=True,
         )
         self.live.update(self._status(""), refresh=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        name, error = escape(self.tracker.record(trial).name), escape(last_error(trial))
+        self.console.print(
+            f"[yellow]{'retrying':<13}[/] {name:<40} after {error}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial)

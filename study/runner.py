@@ -3,6 +3,7 @@ checkpointed at the rungs, recorded in MLflow; resumes one whose driver died."""
 
 import contextlib
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from study.tracking import (
     STATUS,
     TRIAL_TAG,
     MlflowTracker,
-    SkipFinished,
+    StudyStopper,
     child_runs,
     log_params,
     open_experiment,
@@ -37,6 +38,17 @@ from study.tracking import (
 )
 from study.trial import trainable
 from trainables import Dataset, fit
+
+
+class _NoTrialList(logging.Filter):
+    """Drops Tune's closing "Trials did not complete: [trainable_...]": Progress has said,
+    trial by trial, which failed and why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trials did not complete")
+
+
+_NO_TRIAL_LIST = _NoTrialList()
 
 
 def trial_dirname(trial: Any) -> str:
@@ -139,7 +151,7 @@ def run_study(
             storage_path=storage_path(spec, root),
             verbose=0,
             callbacks=[tracker, progress],
-            stop=SkipFinished(tracker),
+            stop=StudyStopper(tracker),
             failure_config=tune.FailureConfig(max_failures=spec.cluster.max_failures),
             # Two, not one: keeping one, Tune saves the whole experiment's state after each
             # trial's checkpoint (its state must not name a deleted one), which grows with the
@@ -219,6 +231,10 @@ def finish(
 ) -> list[dict[str, Any]]:
     """Fit, then write the results table (from MLflow, the record of every trial) and close
     the parent run; returns the trials best first."""
+    # A failed trial gets one line from Progress, not Ray's traceback on the console: the
+    # traceback stays in the trial's folder (error.txt) and on its MLflow run.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    logging.getLogger("ray.tune.tune").addFilter(_NO_TRIAL_LIST)
     status = "FAILED"
     try:
         tuner.fit()

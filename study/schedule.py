@@ -63,6 +63,12 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
                 if reached and key not in recorded:
                     recorded[key] = self._metric_op * values[min(reached)]
 
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        # A non-finite value (a diverged trial) would move the rungs' cutoffs: an infinity
+        # in a rung raises its cutoff past every finite value.
+        if math.isfinite(result.get(self._metric, 0.0)):
+            super().on_trial_complete(tune_controller, trial, result)
+
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         if not self.replayed:
             self._replay()

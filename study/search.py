@@ -90,15 +90,15 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if trial_id not in self._ot_trials or self._finished(trial_id):
             self._completed_trials.add(trial_id)
             return
-        if not result:
-            return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
-        if error:
+        if error:  # Ray gives a failed trial's end with no result
             trial.set_user_attr("outcome", "failed")
+            return super().on_trial_complete(trial_id, result, error)
+        if not result:
             return super().on_trial_complete(trial_id, result, error)
         # Ray hands the last result to on_trial_complete only: record its epochs too.
         self._report(trial_id, result)
-        if result.get("diverged"):
+        if result.get("diverged") or not math.isfinite(result.get(self.metric, 0.0)):
             trial.set_user_attr("outcome", "diverged")
             self._tell(trial_id, TrialState.FAIL)
         elif result["epoch"] < self.max_epochs:

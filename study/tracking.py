@@ -264,10 +264,14 @@ class MlflowTracker(tune.Callback):
         record = self.record(trial)
         if record.outcome != "running":
             return
+        value = record.last.get(self.metric, 0.0)
         if record.last.get("diverged"):
             record.error = (
                 f"training loss blew up (a batch NaN, inf or 100x chance) in epoch {record.epochs}"
             )
+            self._finish(record, "diverged")
+        elif not math.isfinite(value):
+            record.error = f"{self.metric} was {value} in epoch {record.epochs}"
             self._finish(record, "diverged")
         elif record.epochs >= trial.config["epochs"]:
             self._finish(record, "completed")
@@ -278,8 +282,10 @@ class MlflowTracker(tune.Callback):
         record = self.record(trial)
         if record.outcome != "running":
             return
-        error = Path(trial.error_file).read_text() if trial.error_file else "unknown error"
-        record.error = error.strip().splitlines()[-1][:500]
+        record.error = last_error(trial)
+        if trial.error_file and Path(trial.error_file).exists():
+            # the full traceback stays in the trial's folder and goes on its run
+            self.client.log_artifact(record.run_id, trial.error_file)
         self._finish(record, "failed")
 
     def _finish(self, record: TrialRecord, outcome: str) -> None:
@@ -291,6 +297,14 @@ class MlflowTracker(tune.Callback):
             tags.append(RunTag("error", record.error))
         self.client.log_batch(record.run_id, tags=tags)
         self.client.set_terminated(record.run_id, STATUS[outcome])
+
+
+def last_error(trial: Any) -> str:
+    """The error type and message of a Ray trial's last failure (its traceback's last line)."""
+    if not trial.error_file or not Path(trial.error_file).exists():
+        return "unknown error"
+    lines = Path(trial.error_file).read_text().strip().splitlines()
+    return lines[-1][:500] if lines else "unknown error"
 
 
 def record_of(run: Any) -> TrialRecord:
@@ -321,13 +335,16 @@ def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
     return sorted(records, key=lambda r: r.number)
 
 
-class SkipFinished(tune.Stopper):
-    """Stops, at its first result, a trial that had already ended before a resume."""
+class StudyStopper(tune.Stopper):
+    """Stops a trial whose study metric is not finite (NaN or infinity: it ends as diverged),
+    and, at its first result, a trial that had already ended before a resume."""
 
     def __init__(self, tracker: MlflowTracker) -> None:
         self.tracker = tracker
 
     def __call__(self, trial_id: str, result: dict) -> bool:
+        if not math.isfinite(result.get(self.tracker.metric, 0.0)):
+            return True
         number = int(result["config"]["optuna_trial"]) + 1
         record = self.tracker.records.get(number)
         return record is not None and record.outcome != "running"

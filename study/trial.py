@@ -4,6 +4,7 @@ Ray imports this module in every trial's worker process, so it imports no more t
 needs (Ray Tune, torch, trainables): not MLflow, Optuna or the rest of `study`.
 """
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +51,10 @@ def trainable(
         nonlocal last_report
         history.append({**metrics, "wall_time": time.time()})
         epoch = metrics["epoch"]
+        # A non-finite metric goes out at once: the study ends such a trial as diverged.
+        finite = all(math.isfinite(value) for value in metrics.values())
         keep = epoch in checkpoint_epochs or epoch == last_epoch or "diverged" in metrics
+        keep = keep or not finite
         if not keep and time.monotonic() - last_report < REPORT_EVERY_S:
             return
         result = {**metrics, **where, "history": list(history)}

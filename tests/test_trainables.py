@@ -1,15 +1,17 @@
 """The training loop and what each knob does to the model, optimizer and loss."""
 
+import pickle
 import subprocess
 import sys
 from copy import deepcopy
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from trainables import fit, load_dataset, resolve
-from trainables.loop import batches
+from trainables.loop import batches, load_state
 from trainables.models import build_mlp
 from trainables.optim import build_optimizer
 
@@ -113,3 +115,30 @@ def test_trainables_import_neither_ray_nor_mlflow():
     code = "import sys, trainables; print('ray' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+class _Payload:
+    """Unpickling this runs code: it touches `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_is_read_as_tensors_only(digits, tmp_path):
+    saved = {}
+    config = {**BASE, "lr_schedule": "cosine", "optimizer": "sgd", "momentum": 0.9}
+    fit({**config, "epochs": 4, "stop_epoch": 2}, digits, lambda m, s: saved.update(deepcopy(s)))
+    torch.save(saved, tmp_path / "state.pt")
+    state = load_state(tmp_path / "state.pt")  # every part of a real state is plain data
+    resumed = fit({**config, "epochs": 4}, digits, lambda m, s: None, state)
+    straight = fit({**config, "epochs": 4}, digits, lambda m, s: None)
+    assert resumed == {**straight, "epoch_time": resumed["epoch_time"]}
+
+    marker = tmp_path / "code-ran"
+    torch.save({**saved, "extra": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_state(tmp_path / "evil.pt")
+    assert not marker.exists()
