@@ -66,17 +66,18 @@ def run(
         data = preflight(spec, folder, replace=replace)
     except UserError as error:
         _fail(error)
-    from study.runner import forget, run_study
+    from study.runner import run_study
 
-    if replace:
-        forget(spec, folder)
     console.print(
         f"study [bold]{spec.name}[/]: {spec.search.num_samples} trials of up to "
         f"{spec.scheduler.max_epochs} epochs on {spec.dataset.name}, space "
         f"{spec.space.name} ({', '.join(spec.space.params)}); records under {folder}"
     )
     started = time.perf_counter()
-    ranked = run_study(spec, folder, data, console)
+    try:
+        ranked = run_study(spec, folder, data, console, replace=replace)
+    except UserError as error:  # another driver claimed the name since preflight
+        _fail(error)
     elapsed = time.perf_counter() - started
     _summary(ranked, spec.metric, spec.name, elapsed, list(spec.space.params))
 

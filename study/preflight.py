@@ -63,13 +63,18 @@ def check_tracking(spec: StudySpec, root: Path) -> None:
         raise UserError(f"root: {root} is not writable; choose another folder with --root")
 
 
+def already_exists(name: str, root: Path) -> str:
+    """The message for a study name taken under the root."""
+    return (
+        f"name: a study {name!r} already exists under {root}; continue it with `study resume "
+        f"{name}`, pick another name with --set name=NEW, or pass --replace to start it over"
+    )
+
+
 def check_new(spec: StudySpec, root: Path) -> None:
     """A study name is used once per root folder unless the user asks to replace it."""
     if (results.study_dir(root, spec.name) / "spec.yaml").exists():
-        raise UserError(
-            f"name: a study {spec.name!r} already exists under {root}; pick another name with "
-            "--set name=NEW, or pass --replace to start it over"
-        )
+        raise UserError(already_exists(spec.name, root))
 
 
 def check_cluster(spec: StudySpec) -> None:

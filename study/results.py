@@ -18,7 +18,7 @@ def study_dir(root: Path, name: str) -> Path:
 
 def missing_study(root: Path, name: str) -> str:
     """The message for a study name with nothing under the root, naming the ones there are."""
-    known = sorted(p.name for p in (root / "studies").glob("*")) if root.exists() else []
+    known = sorted(p.parent.name for p in (root / "studies").glob("*/spec.yaml"))
     hint = f"known studies: {', '.join(known)}" if known else "run `study run` first"
     return f"NAME: no study {name!r} under {root}; {hint}"
 

@@ -17,11 +17,12 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
-from study import results
+from study import driver, results
 from study.errors import UserError
+from study.preflight import already_exists
 from study.progress import Progress
 from study.schedule import build_scheduler, rung_epochs
-from study.search import build_searcher, optuna_storage_url
+from study.search import Storage, build_searcher, optuna_storage_url
 from study.spec import StudySpec
 from study.tracking import (
     EXPERIMENT_KIND,
@@ -89,7 +90,8 @@ def with_data(spec: StudySpec, data: Dataset, train: Callable[..., Any] = fit) -
 
 
 def forget(spec: StudySpec, root: Path) -> None:
-    """Drop a previous study of the same name: its Optuna trials, MLflow runs and files."""
+    """Drop a previous study of the same name: its Optuna trials, MLflow runs and files (not
+    the driver's lock, which the caller holds)."""
     with contextlib.suppress(KeyError):
         optuna.delete_study(study_name=spec.name, storage=optuna_storage_url(spec, root))
     client = MlflowClient(tracking_uri(spec, root))
@@ -97,7 +99,9 @@ def forget(spec: StudySpec, root: Path) -> None:
     if experiment is not None:
         for run in client.search_runs([experiment.experiment_id], max_results=50000):
             client.delete_run(run.info.run_id)
-    shutil.rmtree(results.study_dir(root, spec.name), ignore_errors=True)
+    for path in results.study_dir(root, spec.name).iterdir():
+        if path.name not in (driver.LOCK, driver.RECORD):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     shutil.rmtree(Path(storage_path(spec, root)) / spec.name, ignore_errors=True)
 
 
@@ -107,40 +111,76 @@ def run_study(
     data: Dataset,
     console: Console,
     train: Callable[..., Any] = fit,
+    replace: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the study `spec` describes on `data` under `root`; return its results, best first.
-    `train` is the training loop each trial runs (trainables.fit)."""
+    `train` is the training loop each trial runs (trainables.fit); `replace` drops an earlier
+    study of the same name first."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    folder = results.study_dir(root, spec.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-    (folder / "spec.yaml").write_text(spec_yaml)
+    with driver.driving(root, spec.name):
+        with driver.root_lock(root):  # the name is claimed and the stores made one at a time
+            folder = results.study_dir(root, spec.name)
+            if replace:
+                forget(spec, root)
+            elif (folder / "spec.yaml").exists():
+                raise UserError(already_exists(spec.name, root))
+            spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+            (folder / "spec.yaml").write_text(spec_yaml)
+            client, experiment_id = open_records(spec, root)
+        parent_id = new_parent(client, experiment_id, spec)
+        return tune_study(spec, root, data, console, client, experiment_id, parent_id, train)
 
+
+def open_records(spec: StudySpec, root: Path) -> tuple[MlflowClient, str]:
+    """The MLflow client and the study's experiment id, the stores made if new (call it under
+    the root's lock)."""
     client = MlflowClient(tracking_uri(spec, root))
     experiment_id = open_experiment(client, spec.tracking.experiment or spec.name, root)
+    Storage(optuna_storage_url(spec, root))  # creates the schema of a new storage
+    return client, experiment_id
+
+
+def new_parent(client: MlflowClient, experiment_id: str, spec: StudySpec) -> str:
+    """A new parent run for the study, holding its spec; returns its id."""
     parent = client.create_run(
         experiment_id, run_name=spec.name, tags={"study.role": "parent", **EXPERIMENT_KIND}
     )
     parent_id = parent.info.run_id
     log_params(client, parent_id, {k: v for k, v in spec.model_dump().items() if k != "space"})
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     client.log_text(parent_id, spec_yaml, "spec.yaml")
+    return parent_id
 
+
+def tune_study(
+    spec: StudySpec,
+    root: Path,
+    data: Dataset,
+    console: Console,
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    train: Callable[..., Any] = fit,
+    resumed: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the study's trials with a new Tuner under the parent run `parent_id`; `resumed`
+    when earlier drivers may have made trials (Optuna trials and MLflow runs are then looked
+    up before new ones are made)."""
     sampled = list(spec.space.params)
     set_view(client, experiment_id, spec.metric, sampled)
     tracker = MlflowTracker(
-        client.tracking_uri, experiment_id, parent_id, sampled, spec.metric, spec.mode
+        client.tracking_uri, experiment_id, parent_id, sampled, spec.metric, spec.mode, resumed
     )
     progress = Progress(tracker, spec.metric, spec.mode, spec.search.num_samples, console)
     storage_url = optuna_storage_url(spec, root)
     connect(spec)
+    searcher = build_searcher(spec, storage_url, resumed)
     tuner = tune.Tuner(
         with_data(spec, data, train),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
             mode=spec.mode,
-            search_alg=ConcurrencyLimiter(
-                build_searcher(spec, storage_url), max_concurrent=spec.search.max_concurrent
-            ),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
             scheduler=build_scheduler(spec, storage_url),
             num_samples=spec.search.num_samples,
             reuse_actors=True,
@@ -177,24 +217,29 @@ def resume_study(
     spec: StudySpec, root: Path, data: Dataset, console: Console
 ) -> list[dict[str, Any]]:
     """Continue a study whose driver stopped: same Optuna study, same MLflow runs, each
-    unfinished trial from its last checkpoint, ASHA's rungs rebuilt from the Optuna storage."""
+    unfinished trial from its last checkpoint, ASHA's rungs rebuilt from the Optuna storage.
+    A driver that died before Ray saved any state leaves nothing to restore: the trials then
+    start anew under the same parent run and Optuna study, each still recorded once."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    path = Path(storage_path(spec, root)) / spec.name
-    if not tune.Tuner.can_restore(str(path)):
-        raise UserError(f"NAME: no Ray experiment state for {spec.name!r} at {path}; run it again")
-    client = MlflowClient(tracking_uri(spec, root))
-    experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
-    parent_id = experiment and parent_run(client, experiment.experiment_id)
-    if not parent_id:
-        raise UserError(f"NAME: no MLflow parent run for {spec.name!r}; run the study again")
-    client.update_run(parent_id, status="RUNNING")
-    storage_url = optuna_storage_url(spec, root)
-    repair_runs(client, experiment.experiment_id, parent_id, spec.name, storage_url)
-    connect(spec)
-    tuner = tune.Tuner.restore(
-        str(path), trainable=with_data(spec, data), resume_unfinished=True, resume_errored=False
-    )
-    return finish(tuner, spec, root, client, experiment.experiment_id, parent_id)
+    with driver.driving(root, spec.name):
+        with driver.root_lock(root):  # the driver may have died before making the stores
+            client, experiment_id = open_records(spec, root)
+        parent_id = parent_run(client, experiment_id)
+        if parent_id is None:  # it died before making its parent run
+            parent_id = new_parent(client, experiment_id, spec)
+        client.update_run(parent_id, status="RUNNING")
+        storage_url = optuna_storage_url(spec, root)
+        repair_runs(client, experiment_id, parent_id, spec.name, storage_url)
+        path = Path(storage_path(spec, root)) / spec.name
+        if not tune.Tuner.can_restore(str(path)):
+            return tune_study(
+                spec, root, data, console, client, experiment_id, parent_id, resumed=True
+            )
+        connect(spec)
+        tuner = tune.Tuner.restore(
+            str(path), trainable=with_data(spec, data), resume_unfinished=True, resume_errored=False
+        )
+        return finish(tuner, spec, root, client, experiment_id, parent_id)
 
 
 def repair_runs(

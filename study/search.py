@@ -25,17 +25,22 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     Args:
         max_epochs: The epoch budget of a trial that runs to the end.
+        num_samples: The study's number of trials, those of earlier drivers included.
+        resumed: Whether earlier drivers of the study may have asked trials already (set by
+            itself when Ray unpickles or restores it).
         **kwargs: Passed to `ray.tune.search.optuna.OptunaSearch`.
     """
 
-    def __init__(self, *, max_epochs: int, num_samples: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *, max_epochs: int, num_samples: int, resumed: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
         self.num_samples = num_samples
         # Only in a resumed study can the storage hold trials Ray does not know of, or ended
         # ones it thinks are running. A resumed searcher is unpickled (with the Tuner), then
-        # maybe restored from a later snapshot.
-        self._resumed = False
+        # maybe restored from a later snapshot, or made anew when Ray saved no state.
+        self._resumed = resumed
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _resumed=True)
@@ -172,8 +177,11 @@ def optuna_storage_url(spec: StudySpec, root: Any) -> str:
     return spec.search.storage or f"sqlite:///{root}/optuna.db"
 
 
-def build_searcher(spec: StudySpec, storage_url: str) -> PrunedAwareOptunaSearch:
-    """The searcher for `spec`: its space define-by-run, the trial constants, seeded sampler."""
+def build_searcher(
+    spec: StudySpec, storage_url: str, resumed: bool = False
+) -> PrunedAwareOptunaSearch:
+    """The searcher for `spec`: its space define-by-run, the trial constants, seeded sampler;
+    `resumed` when earlier drivers of the study may have asked trials already."""
     seed = spec.search.seed
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
@@ -190,4 +198,5 @@ def build_searcher(spec: StudySpec, storage_url: str) -> PrunedAwareOptunaSearch
         study_name=spec.name,
         max_epochs=spec.scheduler.max_epochs,
         num_samples=spec.search.num_samples,
+        resumed=resumed,
     )

@@ -5,32 +5,55 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from study.errors import UserError
+from study import driver
 from study.results import ranked, rows
 from study.runner import parent_run, tracking_uri
 from study.spec import StudySpec
 from study.tracking import OUTCOMES, trial_runs
 
+# The parent run's MLflow status once its driver is gone, as `study status` says it.
+ENDED = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
+
 
 def study_status(spec: StudySpec, root: Path, console: Console) -> dict:
-    """Print and return trials by outcome, the best so far and the epochs spent."""
+    """Print and return the study's state (running, or finished, failed, killed, interrupted:
+    its driver gone without closing it), trials by outcome, the best so far, epochs spent."""
     client = MlflowClient(tracking_uri(spec, root))
     experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
     parent_id = experiment and parent_run(client, experiment.experiment_id)
-    if not parent_id:
-        raise UserError(f"NAME: study {spec.name!r} has no MLflow runs yet")
-    state = client.get_run(parent_id).info.status
-    table = rows(trial_runs(client, experiment.experiment_id, parent_id), spec.metric)
+    table = (
+        rows(trial_runs(client, experiment.experiment_id, parent_id), spec.metric)
+        if parent_id
+        else []
+    )
+    if driver.is_driven(root, spec.name):
+        state = "running"
+    else:
+        status = client.get_run(parent_id).info.status if parent_id else "RUNNING"
+        state = ENDED.get(status, "interrupted")
     counts = {o: sum(r["outcome"] == o for r in table) for o in ("running", *OUTCOMES)}
     epochs = sum(r["epochs"] or 0 for r in table)
     best = ranked(table, spec.metric, spec.mode)
-    console.print(
-        f"{spec.name}: {state.lower()}, {len(table)} of {spec.search.num_samples} trials started"
-    )
-    console.print("  " + ", ".join(f"{o} {n}" for o, n in counts.items() if n))
+    console.print(f"{spec.name}: {state}, {len(table)} of {spec.search.num_samples} trials started")
+    if state == "interrupted":
+        console.print(
+            f"  its driver ({driver.who(root, spec.name)}) is gone; continue the study with "
+            f"`study resume {spec.name}`",
+            highlight=False,
+        )
+    elif state in ("failed", "killed"):
+        console.print(f"  continue it with `study resume {spec.name}`", highlight=False)
+    if table:  # a dead driver's running trials are unfinished: resume runs them
+        shown = {"running" if state == "running" else "unfinished": counts.pop("running"), **counts}
+        console.print("  " + ", ".join(f"{o} {n}" for o, n in shown.items() if n))
     console.print(f"  epochs spent {epochs} (a full trial is {spec.scheduler.max_epochs})")
     if best:
         top = best[0]
         value = top["metrics"][spec.metric]
         console.print(f"  best {spec.metric} {value:.4f}: {top['run_name']}", highlight=False)
-    return {"state": state, "counts": counts, "epochs": epochs, "best": best[:1]}
+    return {
+        "state": state,
+        "counts": shown if table else counts,
+        "epochs": epochs,
+        "best": best[:1],
+    }

@@ -146,8 +146,8 @@ class MlflowTracker(tune.Callback):
 
     A restored tracker (a resumed study) looks each trial's run up by the trial's number before
     it makes one, so a resumed trial keeps its run; epochs already logged are not logged again,
-    and a trial that already ended is left as it ended. A new tracker's parent run has no
-    children yet, so it makes runs without looking.
+    and a trial that already ended is left as it ended. A new study's tracker (`resumed`
+    False) has a parent run with no children yet, so it makes runs without looking.
     """
 
     def __init__(
@@ -158,6 +158,7 @@ class MlflowTracker(tune.Callback):
         sampled: list[str],
         metric: str = "val_acc",
         mode: str = "max",
+        resumed: bool = False,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.metric, self.mode = metric, mode
@@ -166,7 +167,7 @@ class MlflowTracker(tune.Callback):
         self.parent_run_id = parent_run_id
         self.sampled = sampled
         self.records: dict[int, TrialRecord] = {}
-        self.resumed = False
+        self.resumed = resumed
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
         return {k: v for k, v in self.__dict__.items() if k not in ("client", "records")}
