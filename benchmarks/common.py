@@ -6,10 +6,12 @@ import datetime
 import os
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -144,14 +146,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder
-    under `folder`; yields its URI."""
+def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with its artifact folder under `folder` and its
+    store at `backend` (a database URL; default: an SQLite file in `folder`); yields its URI."""
     port = free_port()
     log = (folder / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--backend-store-uri", backend or f"sqlite:///{folder / 'server.db'}",
          "--artifacts-destination", str(folder / "server-artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT,
@@ -172,6 +174,42 @@ def mlflow_server(folder: Path) -> Iterator[str]:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian's package), if installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@contextmanager
+def postgres_server(databases: tuple[str, ...]) -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 and a free port, its cluster in a new temporary
+    folder, with `databases` made; yields `postgresql://postgres@127.0.0.1:PORT`. The server
+    refuses to run as root: as root, it runs as the `postgres` user Debian's package makes."""
+    programs = postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="study-postgres-"))
+    as_owner = []
+    if os.getuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+
+    def run(program: str, *args: str) -> None:
+        subprocess.run([*as_owner, str(programs / program), *args], check=True,
+                       capture_output=True, text=True)  # fmt: skip
+
+    run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off"
+    run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
+    try:
+        for name in databases:
+            run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name)
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def ray_node(*args: str) -> subprocess.Popen:

@@ -6,10 +6,18 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 
-def check_exactly_once(root: Path, name: str, num_samples: int, max_epochs: int) -> dict:
+def check_exactly_once(
+    root: Path,
+    name: str,
+    num_samples: int,
+    max_epochs: int,
+    tracking_uri: str | None = None,
+    storage_url: str | None = None,
+) -> dict:
     """Assert one finished child run and one finished Optuna trial per trial, matching, with
-    gap-free, repeat-free metric histories; return the child runs by trial number."""
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    gap-free, repeat-free metric histories; return the child runs by trial number. The stores
+    are the root's SQLite files unless `tracking_uri` / `storage_url` name others."""
+    client = MlflowClient(tracking_uri or f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
@@ -19,7 +27,8 @@ def check_exactly_once(root: Path, name: str, num_samples: int, max_epochs: int)
     by_number = {int(r.data.tags["trial"]): r for r in children}
     assert sorted(by_number) == list(range(1, num_samples + 1))  # none doubled, none missing
 
-    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}").trials
+    storage_url = storage_url or f"sqlite:///{root / 'optuna.db'}"
+    trials = optuna.load_study(study_name=name, storage=storage_url).trials
     assert len(trials) == num_samples
     for trial in trials:
         run = by_number[trial.number + 1]

@@ -60,35 +60,6 @@ def test_diverged_trial_is_recorded_and_the_study_completes(tmp_path):
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["config"]["lr"] == 0.01
 
 
-def test_a_trial_that_raises_is_recorded_failed_and_the_study_completes(tmp_path):
-    spec = spec_file(
-        tmp_path,
-        {
-            "name": "raises",
-            # torch refuses a negative momentum when the trial builds its optimizer
-            "space": {"params": {"momentum": {"type": "categorical", "choices": [-0.5, 0.9]}}},
-            "fixed": {"optimizer": "sgd", "lr": 0.01},
-            "search": {"sampler": "grid"},
-            "scheduler": {"name": "none", "max_epochs": 2},
-            "cluster": {"max_failures": 1},
-        },
-    )
-    root = tmp_path / "runs"
-    done = study_cli("run", str(spec), root=root)
-    assert done.returncode == 0, done.stderr[-2000:]
-    children = children_by(root, "raises", "momentum")
-    failed = children["-0.5"]
-    assert failed.data.tags["outcome"] == "failed" and failed.info.status == "FAILED"
-    assert "Invalid momentum value: -0.5" in failed.data.tags["error"]
-    assert failed.data.tags["retries"] == "1"  # retried once, as max_failures says
-    assert children["0.9"].data.tags["outcome"] == "completed"
-    trials = optuna.load_study(
-        study_name="raises", storage=f"sqlite:///{root / 'optuna.db'}"
-    ).trials
-    states = {t.params["momentum"]: t.state for t in trials}
-    assert states == {-0.5: optuna.trial.TrialState.FAIL, 0.9: optuna.trial.TrialState.COMPLETE}
-
-
 def test_a_grid_study_whose_last_trial_diverges_records_it_and_ends(tmp_path):
     """Optuna's GridSampler raises from `study.tell` when the last grid point ends (it calls
     `study.stop()`, which Optuna allows only inside `optimize()`). A diverged trial told last

@@ -84,6 +84,7 @@ def test_non_finite_metrics_end_as_diverged_and_a_failure_is_one_line(tmp_path, 
     failed = children[RAISE]
     assert (failed.data.tags["outcome"], failed.info.status) == ("failed", "FAILED")
     assert failed.data.tags["error"] == "ValueError: boom [at epoch 2]"
+    assert failed.data.tags["retries"] == "1"  # retried once, as max_failures says
     copy = client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path))
     frame = 'test_trial_failures.py", line 28, in scripted_loop'  # the traceback, in full
     assert frame in read(copy) and "boom [at epoch 2]" in read(copy)
