@@ -82,7 +82,7 @@ def test_drivers_killed_before_ray_saved_anything_are_resumed_to_the_end(tmp_pat
 
 def test_studies_started_together_on_a_new_root_all_finish_whole(tmp_path):
     root = tmp_path / "runs"  # does not exist yet: every store is made by one of them
-    names = ["together-1", "together-2", "together-3"]
+    names = ["together-1", "together-2"]
     drivers = [start(root, f"name={name}", "search.num_samples=2") for name in names]
     # While the first runs, status says so and a second driver for it is refused.
     wait_for(drivers[0], lambda: (root / "studies" / names[0] / "driver.json").exists())

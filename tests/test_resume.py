@@ -18,7 +18,7 @@ from tests.conftest import study_cli
 from tests.exactly_once import check_exactly_once
 
 NAME = "digits-regularization"
-SAMPLES, EPOCHS = 12, 9
+SAMPLES, EPOCHS = 8, 9
 OVERRIDES = [
     f"search.num_samples={SAMPLES}",
     f"scheduler.max_epochs={EPOCHS}",
@@ -38,9 +38,9 @@ def count(db, sql: str) -> int:
 MOMENTS = {
     "first trial started": "select count(*) from tags where key = 'trial'",
     "three trials ended": "select count(*) from tags where key = 'outcome' and value != 'running'",
-    "eight trials ended": "select count(*) from tags where key = 'outcome' and value != 'running'",
+    "six trials ended": "select count(*) from tags where key = 'outcome' and value != 'running'",
 }
-THRESHOLDS = {"first trial started": 1, "three trials ended": 3, "eight trials ended": 8}
+THRESHOLDS = {"first trial started": 1, "three trials ended": 3, "six trials ended": 6}
 
 
 @pytest.mark.parametrize("moment", MOMENTS)
