@@ -64,11 +64,12 @@ class Progress(tune.Callback):
         record = self.tracker.record(trial)
         colour = COLOURS.get(record.outcome, "white")
         value = record.last.get(self.metric)
-        shown = f"{self.metric}={value:.4f}" if value is not None else record.error
         if record.outcome == "failed":  # one line; the traceback is in the trial's folder
             shown = f"{record.error} (traceback: {trial.storage.trial_fs_path}/error.txt)"
-        elif record.outcome == "diverged":
+        elif record.outcome == "diverged" or value is None:
             shown = record.error
+        else:
+            shown = f"{self.metric}={value:.4f}"
         self.console.print(
             f"[{colour}]{record.outcome:<13}[/] {escape(record.name):<40} "
             f"epochs={record.epochs:<3} {escape(shown)}",

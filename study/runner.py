@@ -124,11 +124,15 @@ def run_study(
                 forget(spec, root)
             elif (folder / "spec.yaml").exists():
                 raise UserError(already_exists(spec.name, root))
-            spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-            (folder / "spec.yaml").write_text(spec_yaml)
+            (folder / "spec.yaml").write_text(spec_text(spec))
             client, experiment_id = open_records(spec, root)
         parent_id = new_parent(client, experiment_id, spec)
         return tune_study(spec, root, data, console, client, experiment_id, parent_id, train)
+
+
+def spec_text(spec: StudySpec) -> str:
+    """The resolved spec as YAML: saved in the study's folder and on its parent run."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
 
 
 def open_records(spec: StudySpec, root: Path) -> tuple[MlflowClient, str]:
@@ -147,8 +151,7 @@ def new_parent(client: MlflowClient, experiment_id: str, spec: StudySpec) -> str
     )
     parent_id = parent.info.run_id
     log_params(client, parent_id, {k: v for k, v in spec.model_dump().items() if k != "space"})
-    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-    client.log_text(parent_id, spec_yaml, "spec.yaml")
+    client.log_text(parent_id, spec_text(spec), "spec.yaml")
     return parent_id
 
 

@@ -31,7 +31,11 @@ def study_status(spec: StudySpec, root: Path, console: Console) -> dict:
     else:
         status = client.get_run(parent_id).info.status if parent_id else "RUNNING"
         state = ENDED.get(status, "interrupted")
-    counts = {o: sum(r["outcome"] == o for r in table) for o in ("running", *OUTCOMES)}
+    # a dead driver's running trials are unfinished: resume runs them
+    label = {"running": "running" if state == "running" else "unfinished"}
+    counts = {
+        label.get(o, o): sum(r["outcome"] == o for r in table) for o in ("running", *OUTCOMES)
+    }
     epochs = sum(r["epochs"] or 0 for r in table)
     best = ranked(table, spec.metric, spec.mode)
     console.print(f"{spec.name}: {state}, {len(table)} of {spec.search.num_samples} trials started")
@@ -43,17 +47,11 @@ def study_status(spec: StudySpec, root: Path, console: Console) -> dict:
         )
     elif state in ("failed", "killed"):
         console.print(f"  continue it with `study resume {spec.name}`", highlight=False)
-    if table:  # a dead driver's running trials are unfinished: resume runs them
-        shown = {"running" if state == "running" else "unfinished": counts.pop("running"), **counts}
-        console.print("  " + ", ".join(f"{o} {n}" for o, n in shown.items() if n))
+    if table:
+        console.print("  " + ", ".join(f"{o} {n}" for o, n in counts.items() if n))
     console.print(f"  epochs spent {epochs} (a full trial is {spec.scheduler.max_epochs})")
     if best:
         top = best[0]
         value = top["metrics"][spec.metric]
         console.print(f"  best {spec.metric} {value:.4f}: {top['run_name']}", highlight=False)
-    return {
-        "state": state,
-        "counts": shown if table else counts,
-        "epochs": epochs,
-        "best": best[:1],
-    }
+    return {"state": state, "counts": counts, "epochs": epochs, "best": best[:1]}

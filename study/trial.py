@@ -51,10 +51,13 @@ def trainable(
         nonlocal last_report
         history.append({**metrics, "wall_time": time.time()})
         epoch = metrics["epoch"]
-        # A non-finite metric goes out at once: the study ends such a trial as diverged.
-        finite = all(math.isfinite(value) for value in metrics.values())
-        keep = epoch in checkpoint_epochs or epoch == last_epoch or "diverged" in metrics
-        keep = keep or not finite
+        # A non-finite metric goes out at once too: the study ends such a trial as diverged.
+        keep = (
+            epoch in checkpoint_epochs
+            or epoch == last_epoch
+            or "diverged" in metrics
+            or not all(math.isfinite(value) for value in metrics.values())
+        )
         if not keep and time.monotonic() - last_report < REPORT_EVERY_S:
             return
         result = {**metrics, **where, "history": list(history)}
