@@ -212,12 +212,13 @@ def postgres_server(databases: tuple[str, ...]) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def ray_node(*args: str) -> subprocess.Popen:
+def ray_node(*args: str, cwd: Path | None = None, env: dict[str, str] = None) -> subprocess.Popen:
     """One Ray node in the foreground (--block) in its own process group, so that stopping it
-    removes just that node."""
+    removes just that node; started in folder `cwd`, with `env` added to its environment."""
     return subprocess.Popen(
         [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
-        env=RAY_ENV,
+        env={**RAY_ENV, **(env or {})},
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

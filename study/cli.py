@@ -31,6 +31,10 @@ RootOption = Annotated[
 ]
 
 
+def _warn(line: str) -> None:
+    errors.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
 def _fail(error: UserError) -> None:
     errors.print(f"error: {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
@@ -63,7 +67,7 @@ def run(
     try:
         spec = load_spec(spec_file, overrides)
         folder = resolve_root(spec, root)
-        data = preflight(spec, folder, replace=replace)
+        data = preflight(spec, folder, replace=replace, warn=_warn)
     except UserError as error:
         _fail(error)
     from study.runner import run_study

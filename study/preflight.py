@@ -1,9 +1,13 @@
 """Checks that run before Ray starts or any MLflow run exists: each failure is one clear line."""
 
+import inspect
 import os
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -11,6 +15,8 @@ from study import results
 from study.errors import UserError
 from study.spec import StudySpec
 from trainables import DataError, Dataset, load_dataset
+from trainables.hyperparameters import NETWORK_KNOBS
+from trainables.plugins import PluginError, describe, is_plugin
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -129,9 +135,147 @@ def load_data(spec: StudySpec) -> Dataset:
         raise UserError(str(error)) from None
 
 
-def preflight(spec: StudySpec, root: Path, replace: bool = False) -> Dataset:
+def _say(error: BaseException) -> str:
+    """An exception in a few words: its type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
+
+
+def _examples(data: Dataset) -> Any:
+    """Two real training examples as the model gets them (floats, normalised)."""
+    x = data.x_train[:2]
+    return data.normalize(x.float().div(255) if str(x.dtype) == "torch.uint8" else x.float())
+
+
+def check_model(spec: StudySpec, data: Dataset) -> Any:
+    """Import the model's builder, build it with the study's first config and run one forward
+    pass on two real examples: every failure is the user's to fix, in one line. A plug-in's
+    file and content hash are recorded in `spec.model.source`. Returns the first config."""
+    import torch
+
+    from study.search import first_config
+    from trainables.loop import build
+    from trainables.models import model_arguments, model_builder
+
+    name = spec.model.name
+    if is_plugin(name):
+        try:
+            builder = model_builder({"name": name, "code_dir": spec.code_dir})
+        except PluginError as error:
+            raise UserError(f"model.name: {error}; fix model.name or the module") from None
+        spec.model.source = describe(name, spec.code_dir) or None
+        _check_signature(name, builder, model_arguments(spec.model.model_dump()))
+    config = first_config(spec)
+    shape = tuple(data.x_train.shape[1:])
+    try:
+        network = build(config, data).model
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001  (the user's code may raise anything)
+        if str(error).startswith("model."):  # a built-in's own word on its keys
+            raise UserError(str(error)) from None
+        raise UserError(
+            f"model.name: building {name} for input {shape} raised {_say(error)}; fix the model"
+        ) from None
+    try:
+        with torch.no_grad():
+            out = network.train()(_examples(data))
+    except Exception as error:  # noqa: BLE001
+        raise UserError(
+            f"model.name: the forward pass of {name} on 2 examples of shape {shape} raised "
+            f"{_say(error)}; make the network take inputs (N, {', '.join(map(str, shape))})"
+        ) from None
+    expected = (2, data.num_classes)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != expected:
+        raise UserError(
+            f"model.name: {name} gave {got} for 2 examples, expected logits of shape "
+            f"{expected} ({data.num_classes} classes); make its last layer output num_classes"
+        )
+    return config
+
+
+def _check_signature(name: str, builder: Callable[..., Any], args: dict[str, Any]) -> None:
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # a builtin without a signature: the build will tell
+        return
+    try:
+        signature.bind((1,), 2, {}, **args)
+    except TypeError as error:
+        takes = [p for p in signature.parameters][3:]
+        positional = [
+            p for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]  # fmt: skip
+        if len(positional) < 3 and not any(p.kind == p.VAR_POSITIONAL for p in positional):
+            raise UserError(
+                f"model.name: {name}{signature} must take (input_shape, num_classes, hp, "
+                "**args); fix its signature"
+            ) from None
+        raise UserError(
+            f"model.args: {name} does not take them ({error}); it takes "
+            f"{', '.join(takes) or 'no args'}: fix model.args"
+        ) from None
+
+
+# What a knob needs to be able to change the network at all (dropout needs use_dropout, ...).
+_ENABLE = {
+    "use_dropout": {"dropout": 0.5},
+    "dropout": {"use_dropout": True},
+    "dropout2d": {"use_dropout": True, "dropout": 0.5},
+    "width": {"depth": 1},
+}
+
+
+def ignored_knobs(spec: StudySpec, data: Dataset, config: dict[str, Any]) -> list[str]:
+    """The network knobs the study samples that the model ignores: built with two of the
+    space's values, the same seed and config otherwise, it is the same network (modules and
+    weights) with the same optimizer settings."""
+    import torch
+
+    from trainables.loop import build
+
+    def fingerprint(values: dict[str, Any]) -> tuple[str, list[Any], list[Any]]:
+        setup = build({**config, **values}, data)
+        groups = [
+            {k: v for k, v in g.items() if k != "params"} for g in setup.optimizer.param_groups
+        ]
+        return str(setup.model), list(setup.model.state_dict().values()), groups
+
+    def same(a: Any, b: Any) -> bool:
+        if a[0] != b[0] or a[2] != b[2] or len(a[1]) != len(b[1]):
+            return False
+        pairs = zip(a[1], b[1], strict=True)
+        return all(x.shape == y.shape and torch.equal(x, y) for x, y in pairs)
+
+    ignored = []
+    for knob, param in spec.space.params.items():
+        if knob not in NETWORK_KNOBS:
+            continue
+        values = param.choices[:2] if param.type == "categorical" else [param.low, param.high]
+        if len(values) < 2 or values[0] == values[1]:
+            continue
+        enable = {k: v for k, v in _ENABLE.get(knob, {}).items() if k not in (knob,)}
+        first, second = ({**enable, knob: value} for value in values)
+        if same(fingerprint(first), fingerprint(second)):
+            ignored.append(
+                f"space.params.{knob}: {spec.model.name} builds the same network for "
+                f"{knob}={values[0]!r} and {knob}={values[1]!r}; the study tunes a knob the "
+                f"model never reads (read hp[{knob!r}] in it, or drop {knob} from the space)"
+            )
+    return ignored
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def preflight(
+    spec: StudySpec, root: Path, replace: bool = False, warn: Callable[[str], None] = _stderr
+) -> Dataset:
     """Every check a study must pass before anything is launched or recorded; returns the
-    data set, loaded along the way."""
+    data set, loaded along the way. Warnings (a sampled knob the model ignores) go to `warn`."""
     if spec.cluster.address:
         check_cluster(spec)
     else:
@@ -139,4 +283,8 @@ def preflight(spec: StudySpec, root: Path, replace: bool = False) -> Dataset:
     check_tracking(spec, root)
     if not replace:
         check_new(spec, root)
-    return load_data(spec)
+    data = load_data(spec)
+    config = check_model(spec, data)
+    for line in ignored_knobs(spec, data, config):
+        warn(f"warning: {line}")
+    return data

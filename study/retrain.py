@@ -9,6 +9,8 @@ from rich.console import Console
 from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
+from trainables.models import code_dir, model_builder
+from trainables.plugins import PluginError, describe, is_plugin
 
 RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial"}
 
@@ -33,6 +35,25 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return document, config
 
 
+def plugin_changes(model: dict[str, Any]) -> list[str]:
+    """Import a plug-in model as the study did; warnings when its source changed since."""
+    if not is_plugin(model["name"]):
+        return []
+    try:
+        model_builder(model)
+    except PluginError as error:
+        raise UserError(f"config.model.name: {error}; fix the module or its path") from None
+    recorded = model.get("source") or {}
+    now = describe(model["name"], code_dir(model))
+    if recorded.get("sha256") and now.get("sha256") != recorded["sha256"]:
+        return [
+            f"warning: {now.get('file') or model['name']} changed since the study (sha256 "
+            f"{recorded['sha256'][:12]} then, {now.get('sha256', 'none')[:12]} now); the "
+            "retrain may not reproduce the trial"
+        ]
+    return []
+
+
 def train(
     path: Path,
     console: Console,
@@ -47,6 +68,8 @@ def train(
     experiment when the file names it, and register the first seed's model as `register`.
     Returns the last epoch's metrics per seed (with test_loss and test_acc when `test`)."""
     document, config = read_config(path)
+    for line in plugin_changes(config["model"]):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     where = document.get("mlflow") or {}
     if register and not where.get("tracking_uri"):
         raise UserError("--register: the config names no MLflow store; use a `study export` file")

@@ -39,6 +39,7 @@ from study.tracking import (
 )
 from study.trial import trainable
 from trainables import Dataset, fit
+from trainables.plugins import source_file
 
 
 class _NoTrialList(logging.Filter):
@@ -67,11 +68,22 @@ def storage_path(spec: StudySpec, root: Path) -> str:
     return spec.cluster.storage or str(root / "ray")
 
 
+def runtime_env(spec: StudySpec) -> dict[str, Any]:
+    """Ray's runtime_env for the study's job: its plug-ins' modules (a file, or a package's
+    folder) shipped to every worker, which imports them from there (`py_modules`)."""
+    modules = {str(source_file(name, spec.code_dir)) for name in spec.plugins()}
+    modules.discard("None")
+    return {"py_modules": sorted(modules)} if modules else {}
+
+
 def connect(spec: StudySpec) -> None:
-    """Attach to the spec's Ray cluster, or start a local Ray (once per process)."""
+    """Attach to the spec's Ray cluster, or start a local Ray (once per process); the
+    study's plug-ins travel with it to every node."""
     if ray.is_initialized():
         return
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if env := runtime_env(spec):
+        quiet["runtime_env"] = env
     if spec.cluster.address:
         ray.init(address=spec.cluster.address, **quiet)
     else:

@@ -177,23 +177,34 @@ def optuna_storage_url(spec: StudySpec, root: Any) -> str:
     return spec.search.storage or f"sqlite:///{root}/optuna.db"
 
 
+def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The study's Optuna sampler, seeded with `search.seed`."""
+    seed = spec.search.seed
+    if spec.search.sampler == "grid":
+        return GridSampler(spec.grid(), seed=seed)
+    if spec.search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def first_config(spec: StudySpec) -> dict[str, Any]:
+    """The config the study's first trial gets (its sampler asked once, in memory)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(sampler=sampler(spec)).ask()
+    return {**spec.trial_constants(), **spec.space.suggest(trial, spec.context())}
+
+
 def build_searcher(
     spec: StudySpec, storage_url: str, resumed: bool = False
 ) -> PrunedAwareOptunaSearch:
     """The searcher for `spec`: its space define-by-run, the trial constants, seeded sampler;
     `resumed` when earlier drivers of the study may have asked trials already."""
-    seed = spec.search.seed
-    samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "grid": lambda: GridSampler(spec.grid(), seed=seed),
-    }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return PrunedAwareOptunaSearch(
         space=DefineByRun(spec.space, spec.trial_constants(), spec.context()),
         metric=spec.metric,
         mode=spec.mode,
-        sampler=samplers[spec.search.sampler](),
+        sampler=sampler(spec),
         storage=Storage(storage_url),
         study_name=spec.name,
         max_epochs=spec.scheduler.max_epochs,

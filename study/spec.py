@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import search_spaces
 from study.errors import UserError
 from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS
+from trainables.plugins import is_plugin
 
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
 
@@ -70,18 +71,50 @@ class DatasetSpec(_Strict):
         return KINDS[self.name][0]
 
 
+# Hyperparameter defaults that differ by model: a torchvision architecture keeps its own
+# BatchNorm unless the study turns it off.
+MODEL_DEFAULTS = {"torchvision": {"batch_norm": True}}
+
+
 class ModelSpec(_Strict):
-    """The network: mlp (hidden `widths`) or cnn (conv `channels`, then a dense head of
-    `widths`)."""
+    """The network: mlp (hidden `widths`), cnn (conv `channels`, then a dense head of
+    `widths`), torchvision (`arch`, `small_input`), or the user's own `module:callable`;
+    `args` go to its builder as keyword arguments."""
 
     name: str = "mlp"
-    widths: list[int] = Field(default_factory=lambda: [128, 128])
+    widths: list[int] | None = None
     channels: list[int] | None = None
+    arch: str | None = None  # torchvision: resnet18, vgg11, ...
+    small_input: bool | None = None  # torchvision ResNets: the stem 32x32 images need
+    args: dict[str, Any] | None = None
+    source: dict[str, str] | None = None  # a plug-in's file and sha256, recorded by `study run`
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        return one_of(name, MODELS, "model")
+        if is_plugin(name):
+            module, _, attribute = name.partition(":")
+            if not module or not attribute or " " in name:
+                raise ValueError(f"{name!r} is not module:callable; write it as my_net:build")
+            return name
+        return one_of(name, MODELS, "model (or module:callable for your own)")
+
+    @model_validator(mode="after")
+    def _keys_fit_the_model(self) -> "ModelSpec":
+        allowed = {
+            "mlp": ("widths",),
+            "cnn": ("widths", "channels"),
+            "torchvision": ("arch", "small_input"),
+        }.get(self.name, ())
+        for key in ("widths", "channels", "arch", "small_input"):
+            if getattr(self, key) is not None and key not in allowed:
+                fix = "put it in model.args" if is_plugin(self.name) else "remove it"
+                raise ValueError(f"{key}: not a key of model {self.name}; {fix}")
+        if self.name in ("mlp", "cnn") and self.widths is None:
+            self.widths = [128, 128]
+        if self.name == "torchvision" and self.arch is None:
+            raise ValueError("arch: torchvision needs an architecture; set model.arch: resnet18")
+        return self
 
     @field_validator("widths", "channels")
     @classmethod
@@ -158,6 +191,8 @@ class StudySpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     root: str = "runs"
+    code_dir: str | None = None  # where plug-ins are found besides the import path: the
+    # spec file's folder, set by load_spec
 
     @field_validator("space", mode="before")
     @classmethod
@@ -192,9 +227,15 @@ class StudySpec(_Strict):
                         f"space.params.{name}.when: {other!r} is neither a parameter of the "
                         f"space nor one of {', '.join(sorted(self.context()))}"
                     )
-        if self.model.name == "cnn" and self.dataset.modality != "image":
+        if self.model.name in ("cnn", "torchvision") and self.dataset.modality != "image":
             raise ValueError(
-                f"model.name: cnn needs images and {self.dataset.name} is a table; use mlp"
+                f"model.name: {self.model.name} needs images and {self.dataset.name} is a "
+                "table; use mlp"
+            )
+        if self.fixed.get("cutmix_alpha") and self.dataset.modality != "image":
+            raise ValueError(
+                f"fixed.cutmix_alpha: cutmix pastes image boxes and {self.dataset.name} is a "
+                "table; use mixup_alpha"
             )
         if self.search.sampler == "grid":
             points = math.prod(len(values) for values in self.grid().values())
@@ -211,7 +252,7 @@ class StudySpec(_Strict):
         """What a `when:` condition may test besides sampled values: the data set's modality
         and channels, the model's name, and every fixed (or default) hyperparameter."""
         modality, channels = KINDS[self.dataset.name]
-        hyperparameters = {**HYPERPARAMETERS, **self.fixed}
+        hyperparameters = {**HYPERPARAMETERS, **self.model_defaults(), **self.fixed}
         return {
             **hyperparameters,
             "modality": modality,
@@ -235,9 +276,19 @@ class StudySpec(_Strict):
                 )
         return grid
 
+    def model_defaults(self) -> dict[str, Any]:
+        """The model's own defaults of hyperparameters the study neither samples nor fixes."""
+        defaults = MODEL_DEFAULTS.get(self.model.name, {})
+        return {k: v for k, v in defaults.items() if k not in self.space.params}
+
+    def plugins(self) -> list[str]:
+        """The `module:callable` names the study uses."""
+        return [self.model.name] if is_plugin(self.model.name) else []
+
     def trial_constants(self) -> dict[str, Any]:
         """What every trial's config holds besides the sampled values."""
         return {
+            **self.model_defaults(),
             **self.fixed,
             "dataset": self.dataset.model_dump(exclude_none=True),
             "model": self.model.model_dump(exclude_none=True),
@@ -286,6 +337,9 @@ def format_error(error: ValidationError) -> str:
     parts = [str(part) for part in first["loc"] if part not in ("float", "int", "categorical")]
     location = ".".join(part for part in parts if not part.startswith("function"))
     message = first["msg"].removeprefix("Value error, ")
+    field, sep, rest = message.partition(": ")
+    if sep and location and field in getattr(_model_at(location), "model_fields", {}):
+        location, message = f"{location}.{field}", rest  # "model" + "arch: ..."
     if first["type"] == "extra_forbidden":
         parent = location.rpartition(".")[0]
         model = _model_at(parent)
@@ -366,9 +420,12 @@ def load_spec(path: str | Path | None, overrides: list[str] = ()) -> StudySpec:
     for assignment in overrides:
         apply_override(raw, assignment)
     try:
-        return StudySpec.model_validate(raw)
+        spec = StudySpec.model_validate(raw)
     except ValidationError as error:
         raise UserError(format_error(error)) from None
+    if spec.plugins() and spec.code_dir is None:  # the spec file's folder, else where we are
+        spec.code_dir = str(Path(path).resolve().parent if path else Path.cwd())
+    return spec
 
 
 def root_folder(root: str | None = None, spec_root: str = "runs") -> Path:

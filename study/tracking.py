@@ -134,6 +134,7 @@ class TrialRecord:
     last: dict[str, float] = field(default_factory=dict)
     node: str = ""
     best: float = math.nan  # the best value of the study's metric over the epochs so far
+    sized: bool = False  # whether the run has its model's `num_params` param
 
 
 def trial_number(trial: Any) -> int:
@@ -243,6 +244,9 @@ class MlflowTracker(tune.Callback):
             metrics += [Metric(k, v, when, epoch) for k, v in record.last.items()]
             if math.isfinite(record.best):
                 metrics.append(Metric(BEST_SO_FAR, record.best, when, epoch))
+        params = []
+        if "num_params" in result and not record.sized:  # the trial built its model
+            params, record.sized = [Param("num_params", str(int(result["num_params"])))], True
         tags = []
         if result.get("node_id") and result["node_id"] != record.node:
             record.node = result["node_id"]
@@ -253,8 +257,12 @@ class MlflowTracker(tune.Callback):
                 RunTag("device", str(result.get("device", ""))),
             ]
         for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            first = not start
             self.client.log_batch(
-                record.run_id, metrics=metrics[start : start + 1000], tags=tags if not start else []
+                record.run_id,
+                metrics=metrics[start : start + 1000],
+                params=params if first else [],
+                tags=tags if first else [],
             )
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -321,6 +329,7 @@ def record_of(run: Any) -> TrialRecord:
         int(tags.get("epochs", 0)),
         dict(run.data.metrics),
         tags.get("node_id", ""),
+        sized="num_params" in run.data.params,
     )
 
 

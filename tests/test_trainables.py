@@ -73,12 +73,12 @@ def test_resuming_from_a_reported_state_continues_identically(digits):
 
 def test_dropout_and_batch_norm_reach_the_model():
     hp = resolve({"dropout": 0.3, "batch_norm": True, "activation": "tanh"})
-    model = build_mlp((64,), 10, {"widths": [16, 8]}, hp)
+    model = build_mlp((64,), 10, hp, widths=[16, 8])
     dropouts = [m for m in model if isinstance(m, nn.Dropout)]
     assert [d.p for d in dropouts] == [0.3, 0.3]
     assert sum(isinstance(m, nn.BatchNorm1d) for m in model) == 2
     assert sum(isinstance(m, nn.Tanh) for m in model) == 2
-    plain = build_mlp((64,), 10, {"widths": [16, 8]}, resolve({}))
+    plain = build_mlp((64,), 10, resolve({}), widths=[16, 8])
     assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm1d)) for m in plain)
 
 

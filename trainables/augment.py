@@ -7,6 +7,7 @@ augmentation costs a few tensor ops per batch instead of a PIL round trip per sa
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,3 +72,35 @@ def augment(x: torch.Tensor, hp: dict[str, Any], gen: torch.Generator) -> torch.
 def enabled(hp: dict[str, Any]) -> bool:
     """Whether any augmentation is on."""
     return bool(hp["crop_padding"] or hp["hflip"] or hp["rotation"] or hp["color_jitter"])
+
+
+def mixing(hp: dict[str, Any]) -> bool:
+    """Whether mixup or cutmix is on."""
+    return hp["mixup_alpha"] > 0 or hp["cutmix_alpha"] > 0
+
+
+def mix(
+    x: torch.Tensor, hp: dict[str, Any], gen: torch.Generator, key: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup or cutmix of a training batch (one of them per batch, by a coin, when both are
+    on): each example is blended with (mixup) or has a box pasted from (cutmix) a partner of
+    the same batch. The share of its own image, `share`, is drawn from Beta(alpha, alpha) by
+    a numpy generator seeded with `key`; the partners come from `gen` on the batch's device.
+    Returns the mixed batch, the partners' order and `share` (for cutmix, the area kept)."""
+    draw = np.random.default_rng(key)
+    cutmix = hp["cutmix_alpha"] > 0 and (hp["mixup_alpha"] == 0 or draw.random() < 0.5)
+    alpha = hp["cutmix_alpha"] if cutmix else hp["mixup_alpha"]
+    share = float(draw.beta(alpha, alpha))
+    partner = torch.randperm(len(x), generator=gen, device=x.device)
+    if not cutmix:
+        return share * x + (1 - share) * x[partner], partner, share
+    if x.dim() != 4:
+        raise ValueError("cutmix_alpha: cutmix needs images (N, C, H, W); use mixup_alpha")
+    h, w = x.shape[2:]
+    cut_h, cut_w = int(h * math.sqrt(1 - share)), int(w * math.sqrt(1 - share))
+    cy, cx = int(draw.integers(h)), int(draw.integers(w))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    x = x.clone()
+    x[:, :, top:bottom, left:right] = x[partner, :, top:bottom, left:right]
+    return x, partner, 1 - (bottom - top) * (right - left) / (h * w)

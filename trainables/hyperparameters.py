@@ -80,6 +80,12 @@ TABLE: dict[str, tuple[Any, Domain]] = {
     "dropout": (0.0, FRACTION),  # dropout rate after each hidden activation; 0 turns it off
     "dropout2d": (False, BOOLEAN),  # CNN: drop whole feature maps (Dropout2d) in the conv blocks
     "batch_norm": (False, BOOLEAN),  # BatchNorm between each hidden layer and its activation
+    # cross-entropy against (1 - s) one-hot + s uniform: punishes over-confident logits
+    "label_smoothing": (0.0, FRACTION),
+    # mixup / cutmix: train on pairs of examples blended (mixup) or pasted (cutmix, images)
+    # with a Beta(alpha, alpha) share, labels mixed alike; 0 = off, both > 0 = one per batch
+    "mixup_alpha": (0.0, NON_NEGATIVE),
+    "cutmix_alpha": (0.0, NON_NEGATIVE),
     # -- architecture --------------------------------------------------------------------------
     "activation": ("relu", Domain(choices=("relu", "leaky_relu", "sigmoid", "tanh", "softplus"))),
     # default (PyTorch's own) or a scheme for every linear and conv weight, biases zero
@@ -110,6 +116,11 @@ TABLE: dict[str, tuple[Any, Domain]] = {
 
 HYPERPARAMETERS: dict[str, Any] = {name: default for name, (default, _) in TABLE.items()}
 DOMAINS: dict[str, Domain] = {name: domain for name, (_, domain) in TABLE.items()}
+
+# The knobs a network reads when it is built (a plug-in too: it gets them in `hp`); the loop
+# applies every other one to any model itself.
+NETWORK_KNOBS = ("use_dropout", "dropout", "dropout2d", "batch_norm", "activation", "init",
+                 "depth", "width")  # fmt: skip
 
 # Values a categorical hyperparameter may take.
 CHOICES = {name: domain.choices for name, domain in DOMAINS.items() if domain.choices}

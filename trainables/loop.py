@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.augment import augment, enabled
+from trainables.augment import augment, enabled, mix, mixing
 from trainables.data import Dataset
 from trainables.hyperparameters import resolve
-from trainables.models import build_model
+from trainables.models import build_model, num_params
 from trainables.optim import build_optimizer, build_schedule, l1_penalty
 
 # report(metrics, state): metrics of one epoch, and the state a checkpoint needs. The state
@@ -63,9 +63,21 @@ def build(config: dict[str, Any], data: Dataset) -> Setup:
     return Setup(hp, model, optimizer, build_schedule(optimizer, hp))
 
 
-def loss_fn(setup: Setup, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus the L1 penalty when `l1` > 0."""
-    loss = F.cross_entropy(logits, target)
+def loss_fn(
+    setup: Setup,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    partner: torch.Tensor | None = None,
+    share: float = 1.0,
+) -> torch.Tensor:
+    """Cross-entropy (label-smoothed by `label_smoothing`) plus the L1 penalty when `l1` > 0.
+    A mixed batch (mixup, cutmix) scores each example `share` against its own label and the
+    rest against its `partner`'s."""
+    smoothing = setup.hp["label_smoothing"]
+    loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
+    if partner is not None:
+        other = F.cross_entropy(logits, target[partner], label_smoothing=smoothing)
+        loss = share * loss + (1 - share) * other
     if setup.hp["l1"] > 0:
         loss = loss + setup.hp["l1"] * l1_penalty(setup.model)
     return loss
@@ -119,10 +131,12 @@ def fit(
     # torch.compile. On the CPU all three are off, so CPU results stay bit-for-bit the same.
     gpu = dev.type == "cuda"
     amp = gpu and torch.cuda.is_bf16_supported()
-    channels_last = gpu and data.is_image and hp["model"]["name"] == "cnn"
+    channels_last = gpu and data.is_image and hp["model"]["name"] in ("cnn", "torchvision")
     if channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if gpu and hp["compile"] else model
+    mixed = mixing(hp)
+    size = num_params(model)
     shuffle = torch.Generator().manual_seed(hp["seed"])
     augment_gen = torch.Generator(device=dev).manual_seed(hp["seed"])
     first_epoch = 1
@@ -152,10 +166,13 @@ def fit(
             if augmenting:
                 x = augment(x, hp, augment_gen)
             x = data.normalize(x)
+            partner, share = None, 1.0
+            if mixed:  # the draws depend on (seed, epoch, step) alone: a resume repeats them
+                x, partner, share = mix(x, hp, augment_gen, (hp["seed"], epoch, step))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(setup, forward(x), data.y_train[index])
+                loss = loss_fn(setup, forward(x), data.y_train[index], partner, share)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hp["grad_clip"] > 0:
@@ -177,6 +194,7 @@ def fit(
             "gap": train_acc - val_acc,
             "lr": lr,
             "epoch_time": time.perf_counter() - started,
+            "num_params": size,
         }
         peak = losses.nan_to_num(math.inf).max().item()
         if not peak < DIVERGENCE * math.log(data.num_classes):

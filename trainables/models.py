@@ -1,10 +1,22 @@
 """Networks whose regularization knobs (dropout, BatchNorm, activation, init) come from the
-hyperparameters: an MLP for any input, a small CNN for 1- and 3-channel images."""
+hyperparameters: an MLP for any input, a small CNN for 1- and 3-channel images, any
+classification architecture torchvision ships, or the user's own `module:callable`.
+
+Every model, built-in or not, is built by one contract:
+`build(input_shape, num_classes, hp, **args) -> nn.Module` (logits), where `input_shape` is
+(C, H, W) for images and (F,) for tables, `hp` the resolved hyperparameters and `args` the
+spec's `model.args` (a built-in's own keys, such as `widths`, come the same way).
+"""
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from trainables.hyperparameters import HYPERPARAMETERS
+from trainables.plugins import PluginError, is_plugin, load_callable
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -29,11 +41,11 @@ def dropout_rate(hp: dict[str, Any]) -> float:
     return hp["dropout"] if hp["use_dropout"] else 0.0
 
 
-def hidden_widths(model: dict[str, Any], hp: dict[str, Any]) -> list[int]:
+def hidden_widths(widths: list[int], hp: dict[str, Any]) -> list[int]:
     """The MLP's hidden widths: `depth` x `width` when tuned, else the model's `widths`."""
     if hp["depth"] > 0:
         return [hp["width"] or 128] * hp["depth"]
-    return list(model.get("widths", [128, 128]))
+    return list(widths)
 
 
 def dense_block(fan_in: int, width: int, hp: dict[str, Any]) -> list[nn.Module]:
@@ -47,25 +59,34 @@ def dense_block(fan_in: int, width: int, hp: dict[str, Any]) -> list[nn.Module]:
     return layers
 
 
-def build_mlp(data_shape: tuple[int, ...], num_classes: int, model: dict, hp: dict) -> nn.Module:
+def build_mlp(
+    input_shape: tuple[int, ...], num_classes: int, hp: dict, widths: list[int] = (128, 128)
+) -> nn.Module:
     """Flatten, then per hidden width a dense block, then a linear classifier."""
     layers: list[nn.Module] = [nn.Flatten()]
-    fan_in = math.prod(data_shape)
-    for width in hidden_widths(model, hp):
+    fan_in = math.prod(input_shape)
+    for width in hidden_widths(widths, hp):
         layers += dense_block(fan_in, width, hp)
         fan_in = width
     layers.append(nn.Linear(fan_in, num_classes))
     return nn.Sequential(*layers)
 
 
-def build_cnn(data_shape: tuple[int, ...], num_classes: int, model: dict, hp: dict) -> nn.Module:
+def build_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hp: dict,
+    channels: list[int] = (32, 64),
+    widths: list[int] = (128,),
+) -> nn.Module:
     """Per entry of `channels` a conv block (3x3 conv -> [BatchNorm2d] -> activation -> 2x2 max
     pool -> [Dropout or Dropout2d]), then a dense head of `widths` and a linear classifier."""
-    if len(data_shape) != 3:
+    if len(input_shape) != 3:
         raise ValueError("model.name: cnn needs image data (N, C, H, W); use mlp for tables")
-    channels, height, width = data_shape
+    blocks = channels
+    channels, height, width = input_shape
     layers: list[nn.Module] = []
-    for out in model.get("channels", [32, 64]):
+    for out in blocks:
         layers.append(nn.Conv2d(channels, out, 3, padding=1, bias=not hp["batch_norm"]))
         if hp["batch_norm"]:
             layers.append(nn.BatchNorm2d(out))
@@ -79,11 +100,64 @@ def build_cnn(data_shape: tuple[int, ...], num_classes: int, model: dict, hp: di
         channels = out
     layers.append(nn.Flatten())
     fan_in = channels * height * width
-    for hidden in model.get("widths", [128]):
+    for hidden in widths:
         layers += dense_block(fan_in, hidden, hp)
         fan_in = hidden
     layers.append(nn.Linear(fan_in, num_classes))
     return nn.Sequential(*layers)
+
+
+def build_torchvision(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hp: dict,
+    arch: str = "resnet18",
+    small_input: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """A torchvision classification architecture with random weights (none are downloaded)
+    and `num_classes` outputs. `small_input` gives a ResNet the 3x3, stride-1 stem without
+    max pool that 32x32 images need; `batch_norm` false replaces its BatchNorm layers with
+    identity; `dropout` > 0 puts dropout before its classifier. `kwargs` go to the
+    architecture's builder (torchvision.models.get_model)."""
+    from torchvision import models
+
+    if len(input_shape) != 3:
+        raise ValueError("model.name: torchvision needs image data (N, C, H, W); use mlp")
+    known = models.list_models(module=models)
+    if arch not in known:
+        raise ValueError(f"model.arch: unknown architecture {arch!r}; one of: {', '.join(known)}")
+    network = models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    channels = input_shape[0]
+    if small_input:
+        if not isinstance(getattr(network, "maxpool", None), nn.MaxPool2d):
+            raise ValueError(f"model.small_input: only for ResNets, not {arch}; remove it")
+        network.conv1 = nn.Conv2d(channels, network.conv1.out_channels, 3, 1, 1, bias=False)
+        network.maxpool = nn.Identity()
+    elif channels != 3:  # the first conv reads 3 channels: give it the data's
+        name, conv = next((n, m) for n, m in network.named_modules() if isinstance(m, nn.Conv2d))
+        _replace(network, name, _conv_like(conv, channels))
+    if not hp["batch_norm"]:
+        for name, module in list(network.named_modules()):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                _replace(network, name, nn.Identity())
+    if dropout_rate(hp) > 0:
+        name, head = [(n, m) for n, m in network.named_modules() if isinstance(m, nn.Linear)][-1]
+        _replace(network, name, nn.Sequential(nn.Dropout(dropout_rate(hp)), head))
+    return network
+
+
+def _conv_like(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        bias=conv.bias is not None,
+    )  # fmt: skip
+
+
+def _replace(network: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where the submodule called `name` (dotted) is."""
+    parent, _, leaf = name.rpartition(".")
+    setattr(network.get_submodule(parent) if parent else network, leaf, module)
 
 
 def initialise(model: nn.Module, scheme: str) -> None:
@@ -97,13 +171,47 @@ def initialise(model: nn.Module, scheme: str) -> None:
                 nn.init.zeros_(module.bias)
 
 
-MODELS = {"mlp": build_mlp, "cnn": build_cnn}
+MODELS = {"mlp": build_mlp, "cnn": build_cnn, "torchvision": build_torchvision}
+# The spec's own keys of the built-ins; a plug-in gets `model.args` alone.
+BUILTIN_KEYS = ("widths", "channels", "arch", "small_input")
+
+
+def code_dir(model: dict[str, Any]) -> str | None:
+    """The folder a plug-in was found in when the study ran (its recorded source's)."""
+    source = (model.get("source") or {}).get("file")
+    return str(Path(source).parent) if source else None
+
+
+def model_builder(model: dict[str, Any]) -> Callable[..., nn.Module]:
+    """The function that builds the model a `model` mapping names: a built-in or a plug-in."""
+    if is_plugin(model["name"]):
+        return load_callable(model["name"], model.get("code_dir") or code_dir(model))
+    return MODELS[model["name"]]
+
+
+def model_arguments(model: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the model's builder: a built-in's keys and `model.args`."""
+    own = {k: model[k] for k in BUILTIN_KEYS if model.get(k) is not None}
+    return {**own, **(model.get("args") or {})}
 
 
 def build_model(
-    data_shape: tuple[int, ...], num_classes: int, model: dict[str, Any], hp: dict[str, Any]
+    input_shape: tuple[int, ...], num_classes: int, model: dict[str, Any], hp: dict[str, Any]
 ) -> nn.Module:
-    """The network `model` names, with the knobs from `hp`, initialised as `hp["init"]` says."""
-    network = MODELS[model["name"]](data_shape, num_classes, model, hp)
-    initialise(network, hp["init"])
+    """The network `model` names, given the hyperparameters of `hp`; a built-in is then
+    initialised as `hp["init"]` says (a plug-in reads `init` itself)."""
+    knobs = {name: hp[name] for name in HYPERPARAMETERS}
+    network = model_builder(model)(input_shape, num_classes, knobs, **model_arguments(model))
+    if not isinstance(network, nn.Module):
+        raise PluginError(
+            f"model.name: {model['name']} returned a {type(network).__name__}, not a "
+            "torch.nn.Module; return the network"
+        )
+    if not is_plugin(model["name"]):
+        initialise(network, hp["init"])
     return network
+
+
+def num_params(network: nn.Module) -> int:
+    """The number of trainable parameters."""
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)

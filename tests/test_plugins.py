@@ -1,0 +1,193 @@
+"""The user's own network as `model.name: module:callable`, from a folder that is not a package
+and not installed: preflight's one-line refusals and its ignored-knob warning, a local study
+end to end with export, retrain and report, torchvision architectures."""
+
+import re
+import time
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from torch import nn
+from typer.testing import CliRunner
+
+from study.cli import app
+from study.preflight import preflight
+from study.spec import load_spec
+from tests.conftest import study_cli
+from tests.plugin_files import EXAMPLE, example_plugin, write_module
+
+STUDIES = EXAMPLE.parent.parent / "studies"
+from trainables import load_dataset
+from trainables.hyperparameters import resolve
+from trainables.models import build_model, build_torchvision, num_params
+
+GOOD = """
+from torch import nn
+
+def build(input_shape, num_classes, hp, width=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))
+"""
+
+# case: (module source, model mapping with {m} for the module's name, field, words said)
+BAD = {
+    "module not found": (None, {"name": "{m}_missing:build"}, "model.name", "no module"),
+    "no such attribute": (GOOD, {"name": "{m}:buidl"}, "model.name", "has no attribute 'buidl'"),
+    "import raises": ("import nosuchpackage_xyz\n", {"name": "{m}:build"}, "model.name",
+                      "importing"),
+    "syntax error": ("def build(:\n", {"name": "{m}:build"}, "model.name", "SyntaxError"),
+    "not callable": ("build = 3\n", {"name": "{m}:build"}, "model.name", "not a callable"),
+    "wrong signature": ("def build(x):\n    return x\n", {"name": "{m}:build"}, "model.name",
+                        "must take (input_shape, num_classes, hp"),
+    "unknown args key": (GOOD, {"name": "{m}:build", "args": {"widht": 8}}, "model.args",
+                         "widht"),
+    "not a module": ("def build(s, c, hp):\n    return [1]\n", {"name": "{m}:build"},
+                     "model.name", "returned a list, not a torch.nn.Module"),
+    "build raises": ("def build(s, c, hp):\n    raise ValueError('no width')\n",
+                     {"name": "{m}:build"}, "model.name", "raised ValueError: no width"),
+    "forward raises": (GOOD.replace("Linear(64", "Linear(65"), {"name": "{m}:build"},
+                       "model.name", "forward pass"),
+    "wrong output shape": (GOOD.replace("num_classes))", "5))"), {"name": "{m}:build"},
+                           "model.name", "gave (2, 5)"),
+}  # fmt: skip
+
+
+def run_cli(args: list[str], root) -> tuple[int, str, float]:
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, args, env={"STUDY_ROOT": str(root)})
+    return result.exit_code, result.stderr, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("source, model, field, said", BAD.values(), ids=BAD.keys())
+def test_a_bad_plugin_exits_2_with_one_line_and_records_nothing(
+    source, model, field, said, tmp_path, request
+):
+    module = "net_" + re.sub(r"\W", "_", request.node.callspec.id)  # one module name per case
+    folder = tmp_path / "code"
+    if source is not None:
+        write_module(folder, module, source)
+    folder.mkdir(exist_ok=True)
+    model = yaml.safe_load(yaml.safe_dump(model).replace("{m}", module))
+    spec = folder / "study.yaml"
+    spec.write_text(yaml.safe_dump({"name": "bad", "model": model}))
+    root = tmp_path / "runs"
+    code, stderr, seconds = run_cli(["run", str(spec)], root)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}: "), stderr
+    assert said in lines[0], lines[0]
+    assert seconds < 30
+    assert not root.exists()  # no MLflow store, no Optuna storage, no Ray folder
+
+
+def test_a_sampled_knob_the_network_ignores_is_warned_about(tmp_path):
+    write_module(tmp_path, "net_ignores", GOOD)  # reads no knob at all
+    spec = tmp_path / "study.yaml"
+    space = {
+        "lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "batch_norm": {"type": "categorical", "choices": [True, False]},
+    }
+    study = {"model": {"name": "net_ignores:build"}, "space": {"params": space}}
+    spec.write_text(yaml.safe_dump(study, sort_keys=False))
+    said: list[str] = []
+    preflight(load_spec(spec), tmp_path / "runs", warn=said.append)
+    assert len(said) == 2, said  # dropout and batch_norm; lr is the loop's
+    assert said[0].startswith("warning: space.params.dropout: net_ignores:build builds the same")
+    assert said[1].startswith("warning: space.params.batch_norm:")
+    # The example plug-in reads both: no warning.
+    said.clear()
+    example = load_spec(example_plugin(tmp_path / "example"))
+    preflight(example, tmp_path / "runs", warn=said.append)
+    assert said == []
+    assert example.model.source["file"].endswith("my_net.py") and example.model.source["sha256"]
+
+
+def final_value(stdout: str) -> tuple[float, float]:
+    found = re.search(r"val_acc (\d\.\d+) \(the trial reported (\d\.\d+)", stdout)
+    assert found, stdout[-2000:]
+    return float(found[1]), float(found[2])
+
+
+def test_a_plugin_study_runs_exports_retrains_and_reports(tmp_path):
+    code = tmp_path / "my code"  # a space in the path, as users have
+    spec = example_plugin(code)
+    root = tmp_path / "elsewhere" / "runs"  # study_cli runs in root's parent, not in `code`
+    root.parent.mkdir()
+    small = ["search.num_samples=4", "scheduler.max_epochs=4", "scheduler.grace_period=2"]
+    done = study_cli("run", str(spec), *[a for o in small for a in ("--set", o)], root=root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("my-net-digits")
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4
+    data = load_dataset({"name": "digits"}, seed=0)
+    for run in children:
+        params = run.data.params
+        assert params["model.name"] == "my_net:build" and params["model.args.width"] == "128"
+        hp = resolve({k: yaml.safe_load(v) for k, v in params.items() if k in resolve({})})
+        built = build_model((1, 8, 8), 10, {"name": "my_net:build", "args": {"width": 128}}, hp)
+        assert params["num_params"] == str(num_params(built))
+        assert len(params["model.source.sha256"]) == 64
+
+    best = tmp_path / "best.yaml"
+    exported = study_cli("export", "my-net-digits", "-o", str(best), root=root)
+    assert exported.returncode == 0, exported.stderr
+    document = yaml.safe_load(best.read_text())
+    assert document["config"]["model"]["source"]["file"] == str(code / "my_net.py")
+    trained = study_cli("train", str(best), "--no-log", root=root)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "changed since the study" not in trained.stdout
+    retrained, reported = final_value(trained.stdout)
+    assert abs(retrained - reported) <= 0.005
+
+    with open(code / "my_net.py", "a") as f:  # the user edits the plug-in after the study
+        f.write("\n# tuned later\n")
+    edited = study_cli("train", str(best), "--no-log", root=root)
+    assert edited.returncode == 0 and "my_net.py changed since the study" in edited.stdout
+
+    report = study_cli("report", "my-net-digits", root=root)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (root / "studies" / "my-net-digits" / "report" / "report.html").exists()
+
+
+# -- torchvision architectures -----------------------------------------------------------------
+
+
+def test_torchvision_resnet_small_input_batch_norm_and_dropout():
+    hp = resolve({"batch_norm": True})
+    plain = build_torchvision((3, 32, 32), 10, hp, arch="resnet18")
+    small = build_torchvision((3, 32, 32), 10, hp, arch="resnet18", small_input=True)
+    assert plain.conv1.stride == (2, 2) and isinstance(plain.maxpool, nn.MaxPool2d)
+    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
+    assert isinstance(small.maxpool, nn.Identity)
+    x = torch.rand(2, 3, 32, 32)
+    assert small(x).shape == (2, 10)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in small.modules())
+    no_bn = build_torchvision((3, 32, 32), 10, resolve({"batch_norm": False}), arch="resnet18")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in no_bn.modules())
+    dropped = build_torchvision((1, 28, 28), 7, resolve({"dropout": 0.3}), arch="resnet18")
+    assert isinstance(dropped.fc[0], nn.Dropout) and dropped.fc[0].p == 0.3
+    assert dropped(torch.rand(2, 1, 28, 28)).shape == (2, 7)  # one channel: its first conv
+    with pytest.raises(ValueError, match="model.small_input: only for ResNets"):
+        build_torchvision((3, 32, 32), 10, hp, arch="vgg11", small_input=True)
+    with pytest.raises(ValueError, match="model.arch: unknown architecture 'resnet19'"):
+        build_torchvision((3, 32, 32), 10, hp, arch="resnet19")
+
+
+def test_torchvision_keeps_batch_norm_unless_the_study_turns_it_off():
+    spec = load_spec(STUDIES / "cifar10_resnet18.yaml", ["fixed={optimizer: sgd}"])
+    assert spec.trial_constants()["batch_norm"] is True
+    assert "batch_norm" not in load_spec(None).trial_constants()  # the mlp's default: false
+
+
+def test_model_keys_that_belong_to_another_model_are_refused(tmp_path):
+    code, stderr, _ = run_cli(["run", "--set", "model.arch=resnet18"], tmp_path / "runs")
+    assert code == 2 and "error: model.arch: not a key of model mlp; remove it" in stderr
+    code, stderr, _ = run_cli(
+        ["run", "--set", "model.name=x:build", "--set", "model.widths=[3]"], tmp_path / "runs"
+    )
+    assert code == 2 and "model.widths: not a key of model x:build; put it in model.args" in stderr
