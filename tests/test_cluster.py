@@ -14,33 +14,42 @@ from mlflow.tracking import MlflowClient
 from benchmarks.common import RAY_ENV, free_port, ray_node, stop_node, wait_for_nodes
 from tests.conftest import study_cli
 from tests.exactly_once import check_exactly_once
+from tests.plugin_files import example_plugin
 from tests.test_resume import count
 
 ENV = RAY_ENV
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     """A head without GPUs and two workers with 4 CPUs and 2 logical GPUs each, started one
-    after the other (nodes started at the same moment on one machine trip over each other)."""
+    after the other (nodes started at the same moment on one machine trip over each other),
+    in a folder of their own. A plug-in folder is made for the plug-in test: the nodes refuse
+    to import it from there (PLUGIN_ORIGINAL), so only Ray's shipped copy can run."""
     port = free_port()
     address = f"127.0.0.1:{port}"
+    where = tmp_path_factory.mktemp("ray-nodes-cwd")
+    plugin = tmp_path_factory.mktemp("user-code")
+    env = {"PLUGIN_ORIGINAL": str(plugin)}
     nodes = [ray_node("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
-                       "--include-dashboard=false")]  # fmt: skip
+                       "--include-dashboard=false", cwd=where, env=env)]  # fmt: skip
     try:
         wait_for_nodes(address, 1)
         for count in (2, 3):
-            nodes.append(ray_node(f"--address={address}", "--num-cpus=4", "--num-gpus=2"))
+            nodes.append(
+                ray_node(f"--address={address}", "--num-cpus=4", "--num-gpus=2", cwd=where, env=env)
+            )
             wait_for_nodes(address, count)
-        yield {"address": address, "workers": nodes[1:]}
+        yield {"address": address, "workers": nodes[1:], "plugin": plugin}
     finally:
         for node in reversed(nodes):
             if node.poll() is None:
                 stop_node(node)
 
 
-def run_on(cluster, root, *overrides, background=False):
-    args = ["run", "--address", cluster["address"], *[a for o in overrides for a in ("--set", o)]]
+def run_on(cluster, root, *overrides, background=False, spec=None):
+    args = ["run", *([str(spec)] if spec else []), "--address", cluster["address"]]
+    args += [a for o in overrides for a in ("--set", o)]
     if background:
         return subprocess.Popen(
             [sys.executable, "-m", "study", *args],
@@ -64,9 +73,9 @@ RUNNING_NODES = (
 )
 
 
-def child_runs(root):
+def child_runs(root, name="digits-regularization"):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("digits-regularization")
+    experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
@@ -131,3 +140,19 @@ def test_a_node_removed_mid_study_its_trials_retry_elsewhere(cluster, tmp_path):
     runs = check_exactly_once(root, "digits-regularization", samples, epochs)
     retried = [r for r in runs.values() if int(r.data.tags.get("retries", 0)) >= 1]
     assert retried and all(r.data.tags["outcome"] == "completed" for r in retried)
+
+
+def test_a_plugin_from_an_uninstalled_folder_runs_on_the_cluster(cluster, tmp_path):
+    """The README's example plug-in, in a folder the nodes were not started in and refuse to
+    import from: Ray's runtime_env ships it to the workers, which run every trial."""
+    spec = example_plugin(cluster["plugin"], guard=True)
+    root = tmp_path / "runs"
+    done = run_on(
+        cluster, root, "search.num_samples=4", "search.max_concurrent=4", "resources.gpu=0.5",
+        "scheduler.max_epochs=3", "scheduler.grace_period=3", spec=spec,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    runs = child_runs(root, "my-net-digits")
+    assert len(runs) == 4
+    assert all(r.data.tags["outcome"] == "completed" for r in runs), [r.data.tags for r in runs]
+    assert all(r.data.params["model.name"] == "my_net:build" for r in runs)

@@ -119,6 +119,30 @@ def check_l1(data):
     )
 
 
+def check_label_smoothing(data):
+    logits, target = torch.randn(5, 10), torch.arange(5)
+    expected = F.cross_entropy(logits, target, label_smoothing=0.1)
+    assert loss_fn(setup(data, label_smoothing=0.1), logits, target).item() == pytest.approx(
+        expected.item()
+    )
+    assert expected.item() != pytest.approx(F.cross_entropy(logits, target).item())
+
+
+def check_mixup_alpha(data):
+    config = {"model": MLP, "epochs": 1, "seed": 0}
+    plain = fit(config, data, lambda m, s: None)["val_loss"]
+    assert fit({**config, "mixup_alpha": 0.4}, data, lambda m, s: None)["val_loss"] != plain
+
+
+def check_cutmix_alpha(data):
+    config = {"model": CNN, "epochs": 1, "seed": 0}
+    plain = fit(config, data, lambda m, s: None)["val_loss"]
+    assert fit({**config, "cutmix_alpha": 1.0}, data, lambda m, s: None)["val_loss"] != plain
+    with pytest.raises(ValueError, match="cutmix_alpha: cutmix needs images"):
+        fit({"model": MLP, "epochs": 1, "seed": 0, "cutmix_alpha": 1.0},
+            load_dataset({"name": "moons", "n_samples": 100}), lambda m, s: None)  # fmt: skip
+
+
 def check_use_dropout(data):
     assert not modules(setup(data, dropout=0.5, use_dropout=False), nn.Dropout)
 

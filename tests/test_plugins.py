@@ -17,17 +17,19 @@ from study.preflight import preflight
 from study.spec import load_spec
 from tests.conftest import study_cli
 from tests.plugin_files import EXAMPLE, example_plugin, write_module
-
-STUDIES = EXAMPLE.parent.parent / "studies"
-from trainables import load_dataset
+from tests.test_data import fake_cifar10
 from trainables.hyperparameters import resolve
 from trainables.models import build_model, build_torchvision, num_params
+
+STUDIES = EXAMPLE.parent.parent / "studies"
 
 GOOD = """
 from torch import nn
 
 def build(input_shape, num_classes, hp, width=16):
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes)
+    )
 """
 
 # case: (module source, model mapping with {m} for the module's name, field, words said)
@@ -48,7 +50,7 @@ BAD = {
                      {"name": "{m}:build"}, "model.name", "raised ValueError: no width"),
     "forward raises": (GOOD.replace("Linear(64", "Linear(65"), {"name": "{m}:build"},
                        "model.name", "forward pass"),
-    "wrong output shape": (GOOD.replace("num_classes))", "5))"), {"name": "{m}:build"},
+    "wrong output shape": (GOOD.replace("num_classes)", "5)"), {"name": "{m}:build"},
                            "model.name", "gave (2, 5)"),
 }  # fmt: skip
 
@@ -124,7 +126,6 @@ def test_a_plugin_study_runs_exports_retrains_and_reports(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4
-    data = load_dataset({"name": "digits"}, seed=0)
     for run in children:
         params = run.data.params
         assert params["model.name"] == "my_net:build" and params["model.args.width"] == "128"
@@ -191,3 +192,34 @@ def test_model_keys_that_belong_to_another_model_are_refused(tmp_path):
         ["run", "--set", "model.name=x:build", "--set", "model.widths=[3]"], tmp_path / "runs"
     )
     assert code == 2 and "model.widths: not a key of model x:build; put it in model.args" in stderr
+
+
+def test_resnet18_small_input_on_cifar_files_through_ray_with_and_without_batch_norm(tmp_path):
+    fake_cifar10(tmp_path / "data")
+    spec = tmp_path / "resnet.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "resnet",
+                "dataset": {"name": "cifar10", "root": str(tmp_path / "data"), "train_size": 48},
+                "model": {"name": "torchvision", "arch": "resnet18", "small_input": True},
+                "space": {
+                    "params": {"batch_norm": {"type": "categorical", "choices": [True, False]}}
+                },
+                "fixed": {"optimizer": "sgd", "lr": 0.05, "batch_size": 16, "mixup_alpha": 0.2},
+                "search": {"sampler": "grid", "max_concurrent": 2},
+                "scheduler": {"name": "none", "max_epochs": 1},
+            }
+        )
+    )
+    root = tmp_path / "runs"
+    done = study_cli("run", str(spec), root=root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("resnet").experiment_id
+    runs = [r for r in client.search_runs([experiment]) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["batch_norm"] for r in runs) == ["False", "True"]
+    assert all(r.data.tags["outcome"] == "completed" for r in runs)
+    size = {r.data.params["batch_norm"]: int(r.data.params["num_params"]) for r in runs}
+    bn_params = 2 * (64 * 5 + 128 * 5 + 256 * 5 + 512 * 5)  # weight and bias of each BatchNorm
+    assert size["True"] - size["False"] == bn_params
