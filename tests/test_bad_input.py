@@ -339,7 +339,8 @@ def test_spaces_is_a_table_with_every_parameter_whole_at_80_columns():
     assert all(len(line) <= 80 for line in lines)
     words = {word.strip(",") for line in lines for word in line.split()}
     starts = [i for i, line in enumerate(lines) if line.split(":")[0] in search_spaces.names()]
-    tables = {lines[i].split(":")[0]: lines[i : j] for i, j in zip(starts, [*starts[1:], None], strict=True)}
+    ends = [*starts[1:], None]
+    tables = {lines[i].split(":")[0]: lines[i:j] for i, j in zip(starts, ends, strict=True)}
     for name in search_spaces.names():
         for param, dist in search_spaces.load(name).params.items():
             row = next(line.split() for line in tables[name] if line.split()[:1] == [param])
