@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import search_spaces
 from study.errors import UserError
 from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS
+from trainables.data import TORCHVISION_SETS
 from trainables.plugins import is_plugin
 
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
@@ -43,7 +44,7 @@ class DatasetSpec(_Strict):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.0, ge=0, lt=1)
     train_size: int | None = Field(None, ge=2)
-    root: str | None = None  # mnist, fashion_mnist, cifar10: the torchvision data root
+    root: str | None = None  # mnist, fashion_mnist, cifar10, cifar100, svhn: the data root
     download: bool = False
     path: str | None = None  # csv: the file
     target: str | None = None  # csv: the label column
@@ -60,7 +61,7 @@ class DatasetSpec(_Strict):
     def _fields_fit_the_data_set(self) -> "DatasetSpec":
         if self.name == "csv" and not (self.path and self.target):
             raise ValueError("csv needs path and target; set dataset.path and dataset.target")
-        if self.name in ("mnist", "fashion_mnist", "cifar10") and self.test_fraction:
+        if self.name in TORCHVISION_SETS and self.test_fraction:
             raise ValueError(
                 f"test_fraction: {self.name} has its own test split; remove test_fraction"
             )

@@ -3,6 +3,7 @@ torchvision's MNIST / Fashion-MNIST / CIFAR-10 classes on files written in their
 formats, and a user's CSV."""
 
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -76,9 +77,60 @@ def test_cifar10_batches_load_through_torchvision(tmp_path):
     assert torch.equal(data.x_test[0], torch.from_numpy(first))  # channels-first, same pixels
 
 
-def test_missing_image_files_name_the_root_and_the_files(tmp_path):
-    with pytest.raises(DataError, match="cifar-10-batches-py/.*download: true"):
-        load_dataset({"name": "cifar10", "root": str(tmp_path)})
+def fake_cifar100(root, n_train: int = 200, n_test: int = 50) -> None:
+    """CIFAR-100's python format: `train` and `test` with fine and coarse labels, `meta`."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = [int(v) for v in rng.permutation(np.arange(n) % 100)]
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        entry = {"data": data, "fine_labels": fine, "coarse_labels": [v // 5 for v in fine]}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    meta = {"fine_label_names": [f"c{i}" for i in range(100)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+
+
+def fake_svhn(root, n_train: int = 60, n_test: int = 20) -> None:
+    """SVHN's format: MATLAB files with X (32, 32, 3, N) and y (N, 1) in 1..10 (10 is a 0)."""
+    from scipy.io import savemat
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    for name, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.uint8)[:, None]
+        savemat(root / f"{name}_32x32.mat", {"X": x, "y": y})
+
+
+def test_cifar100_and_svhn_load_through_torchvision(tmp_path):
+    fake_cifar100(tmp_path)
+    data = load_dataset({"name": "cifar100", "root": str(tmp_path), "val_fraction": 0.5}, seed=0)
+    assert data.num_classes == 100 and data.x_train.shape == (100, 3, 32, 32)
+    assert data.x_test.shape == (50, 3, 32, 32) and data.mean[0] == 0.5071
+    raw = pickle.loads((tmp_path / "cifar-100-python" / "test").read_bytes())
+    assert torch.equal(data.x_test[0], torch.from_numpy(raw["data"][0].reshape(3, 32, 32)))
+    assert data.y_test.tolist() == raw["fine_labels"]
+
+    fake_svhn(tmp_path / "svhn")
+    svhn = load_dataset({"name": "svhn", "root": str(tmp_path / "svhn")}, seed=0)
+    assert svhn.num_classes == 10 and svhn.x_train.shape == (48, 3, 32, 32)
+    assert svhn.x_test.shape == (20, 3, 32, 32)
+    assert svhn.y_test.tolist() == [i % 10 for i in range(1, 21)]  # 10 read as the digit 0
+    from scipy.io import loadmat
+
+    first = loadmat(tmp_path / "svhn" / "test_32x32.mat")["X"][..., 0]  # (H, W, C)
+    assert torch.equal(svhn.x_test[0], torch.from_numpy(first).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("cifar10", "cifar-10-batches-py/"), ("cifar100", "cifar-100-python/"),
+     ("svhn", "{train,test}_32x32.mat")],
+)  # fmt: skip
+def test_missing_image_files_name_the_root_and_the_files(name, expected, tmp_path):
+    with pytest.raises(DataError, match=f"{re.escape(expected)}.*download: true"):
+        load_dataset({"name": name, "root": str(tmp_path)})
 
 
 def test_csv_is_standardised_with_training_statistics_and_split_stratified(tmp_path):

@@ -19,6 +19,8 @@ KINDS = {
     "mnist": ("image", 1),
     "fashion_mnist": ("image", 1),
     "cifar10": ("image", 3),
+    "cifar100": ("image", 3),
+    "svhn": ("image", 3),
     "csv": ("tabular", 0),
 }
 DATASETS = tuple(KINDS)
@@ -28,7 +30,10 @@ NORMALIZATION = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
 }
+TORCHVISION_SETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 
 
 class DataError(ValueError):
@@ -145,11 +150,18 @@ def _torchvision(spec: dict[str, Any], seed: int):
     classes = {
         "mnist": datasets.MNIST,
         "fashion_mnist": datasets.FashionMNIST,
-        "cifar10": _cifar10_class(),
+        "cifar10": _files_only(datasets.CIFAR10),
+        "cifar100": _files_only(datasets.CIFAR100),
     }
+    download = spec.get("download", False)
     try:
-        train = classes[name](root, train=True, download=spec.get("download", False))
-        test = classes[name](root, train=False, download=False)
+        if name == "svhn":  # split= instead of train=, and its own file check
+            svhn = _svhn_class()
+            train = svhn(root, split="train", download=download)
+            test = svhn(root, split="test", download=False)
+        else:
+            train = classes[name](root, train=True, download=download)
+            test = classes[name](root, train=False, download=False)
     except RuntimeError as error:
         raise DataError(
             f"dataset.root: {name} not found under {root.resolve()} ({error}); expected "
@@ -158,8 +170,10 @@ def _torchvision(spec: dict[str, Any], seed: int):
 
     def arrays(ds) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(ds.data, dtype=np.uint8)
-        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
-        return np.ascontiguousarray(x), np.asarray(ds.targets)
+        if name != "svhn":  # SVHN's is (N, C, H, W) already
+            x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
+        labels = ds.labels if name == "svhn" else ds.targets
+        return np.ascontiguousarray(x), np.asarray(labels)
 
     return (*arrays(train), *arrays(test))
 
@@ -168,21 +182,35 @@ _EXPECTED = {
     "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
     "fashion_mnist": "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
     "cifar10": "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
+    "cifar100": "cifar-100-python/{train,test,meta}",
+    "svhn": "{train,test}_32x32.mat",
 }
 
 
-def _cifar10_class():
-    from torchvision.datasets import CIFAR10
+def _files_only(cls):
+    """torchvision's CIFAR10 or CIFAR100, checking that its files exist rather than their md5
+    sums: the same reading code, and a damaged file still fails to unpickle."""
+    return type(
+        f"{cls.__name__}Files",
+        (cls,),
+        {
+            "train_list": [[name, None] for name, _ in cls.train_list],
+            "test_list": [[name, None] for name, _ in cls.test_list],
+            "meta": {**cls.meta, "md5": None},
+        },
+    )
 
-    class CIFAR10Files(CIFAR10):
-        """torchvision's CIFAR10, checking that its files exist rather than their md5 sums:
-        the same reading code, and a damaged file still fails to unpickle."""
 
-        train_list = [[name, None] for name, _ in CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": None}
+def _svhn_class():
+    from torchvision.datasets import SVHN
 
-    return CIFAR10Files
+    class SVHNFiles(SVHN):
+        """torchvision's SVHN, checking that its .mat file exists rather than its md5 sum."""
+
+        def _check_integrity(self) -> bool:
+            return (Path(self.root) / self.filename).is_file()
+
+    return SVHNFiles
 
 
 def _csv(spec: dict[str, Any], seed: int):
@@ -215,6 +243,8 @@ LOADERS = {
     "mnist": _torchvision,
     "fashion_mnist": _torchvision,
     "cifar10": _torchvision,
+    "cifar100": _torchvision,
+    "svhn": _torchvision,
     "csv": _csv,
 }
 
