@@ -15,7 +15,7 @@ from study import results
 from study.errors import UserError
 from study.spec import StudySpec
 from trainables import DataError, Dataset, load_dataset
-from trainables.hyperparameters import NETWORK_KNOBS
+from trainables.hyperparameters import NETWORK_KNOBS, resolve
 from trainables.plugins import PluginError, describe, is_plugin
 
 
@@ -154,7 +154,6 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
     import torch
 
     from study.search import first_config
-    from trainables.loop import build
     from trainables.models import model_arguments, model_builder
 
     name = spec.model.name
@@ -168,7 +167,7 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
     config = first_config(spec)
     shape = tuple(data.x_train.shape[1:])
     try:
-        network = build(config, data).model
+        network = network_of(config, data)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001  (the user's code may raise anything)
@@ -193,6 +192,17 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
             f"{expected} ({data.num_classes} classes); make its last layer output num_classes"
         )
     return config
+
+
+def network_of(config: dict[str, Any], data: Dataset) -> Any:
+    """The network a trial's config builds (seeded as the loop seeds it)."""
+    import torch
+
+    from trainables.models import build_model
+
+    hp = resolve(config)
+    torch.manual_seed(hp["seed"])
+    return build_model(tuple(data.x_train.shape[1:]), data.num_classes, hp["model"], hp)
 
 
 def _check_signature(name: str, builder: Callable[..., Any], args: dict[str, Any]) -> None:
@@ -234,14 +244,17 @@ def ignored_knobs(spec: StudySpec, data: Dataset, config: dict[str, Any]) -> lis
     weights) with the same optimizer settings."""
     import torch
 
-    from trainables.loop import build
+    from trainables.optim import param_groups
 
     def fingerprint(values: dict[str, Any]) -> tuple[str, list[Any], list[Any]]:
-        setup = build({**config, **values}, data)
-        groups = [
-            {k: v for k, v in g.items() if k != "params"} for g in setup.optimizer.param_groups
-        ]
-        return str(setup.model), list(setup.model.state_dict().values()), groups
+        # The optimizer's settings are its parameter groups (which parameters, what decay)
+        # and the hyperparameters it reads: building a torch optimizer would cost seconds of
+        # imports (torch._dynamo) and tell nothing more.
+        trial = {**config, **values}
+        network = network_of(trial, data)
+        groups = param_groups(network, resolve(trial))
+        settings = [(len(g["params"]), g["weight_decay"]) for g in groups]
+        return str(network), list(network.state_dict().values()), settings
 
     def same(a: Any, b: Any) -> bool:
         if a[0] != b[0] or a[2] != b[2] or len(a[1]) != len(b[1]):

@@ -17,6 +17,9 @@ from tests.exactly_once import check_exactly_once
 from tests.plugin_files import example_plugin
 from tests.test_resume import count
 
+# One worker runs every test of the cluster fixture, which is made once (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("cluster")
+
 ENV = RAY_ENV
 
 

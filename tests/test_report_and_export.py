@@ -22,6 +22,9 @@ from study.report import PLOTS
 from tests.conftest import study_cli
 from trainables.loop import load_state
 
+# One worker runs every test of the finished_study fixture, which is made once (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("finished_study")
+
 NAME = "digits-regularization"
 
 

@@ -1,6 +1,8 @@
-"""The driver killed with SIGKILL mid-study, then `study resume`: every trial ends with exactly
-one MLflow run and one Optuna trial, and no metric step is logged twice. Three moments."""
+"""The driver killed with SIGKILL, then `study resume`: every trial ends with exactly one MLflow
+run and one Optuna trial, and no metric step is logged twice. Five moments, from before Ray
+saved anything to mid-study, each killing the driver that resumed the one before."""
 
+import glob
 import os
 import pickle
 import signal
@@ -9,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
@@ -27,7 +28,7 @@ OVERRIDES = [
 ]
 
 
-def count(db, sql: str) -> int:
+def count(db, sql: str | None) -> int:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
             return conn.execute(sql).fetchone()[0]
@@ -35,37 +36,68 @@ def count(db, sql: str) -> int:
         return 0
 
 
-MOMENTS = {
-    "first trial started": "select count(*) from tags where key = 'trial'",
-    "three trials ended": "select count(*) from tags where key = 'outcome' and value != 'running'",
-    "six trials ended": "select count(*) from tags where key = 'outcome' and value != 'running'",
-}
-THRESHOLDS = {"first trial started": 1, "three trials ended": 3, "six trials ended": 6}
+ENDED = "select count(*) from tags where key = 'outcome' and value != 'running'"
+# Each moment: what the MLflow store holds then, and how much of it. The first two come before
+# Ray saved any state (the stores may not even exist at the first), the rest mid-study.
+MOMENTS = [
+    ("the spec saved", None, 0),
+    ("the parent run made", "select count(*) from tags where key = 'study.role'", 1),
+    ("the first trial started", "select count(*) from tags where key = 'trial'", 1),
+    ("three trials ended", ENDED, 3),
+    ("six trials ended", ENDED, 6),
+]
 
 
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_sigkill_then_resume_is_exactly_once(moment, tmp_path):
-    root = tmp_path / "runs"
-    args = [a for o in OVERRIDES for a in ("--set", o)]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "study", "run", *args],
+def start(root, command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "study", *command],
         env={**os.environ, "STUDY_ROOT": str(root)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 180
-    while count(root / "mlflow.db", MOMENTS[moment]) < THRESHOLDS[moment]:
-        assert driver.poll() is None, "the study ended before the moment came"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    assert driver.wait() == -signal.SIGKILL
+
+
+def assert_interrupted(root, pid: int) -> None:
+    status = study_cli("status", NAME, root=root)
+    assert status.returncode == 0, status.stderr
+    assert f"{NAME}: interrupted, " in status.stdout, status.stdout
+    assert f"its driver (pid {pid} on " in status.stdout
+    assert f"continue the study with `study resume {NAME}`" in status.stdout
+
+
+def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):
+    """The driver, and then each driver that resumes it, killed with SIGKILL at the next
+    moment; the last `study resume` ends the study, with one MLflow run and one Optuna trial
+    per trial and no metric step logged twice."""
+    root = tmp_path / "runs"
+    command = ["run", *[a for o in OVERRIDES for a in ("--set", o)]]
+    for number, (moment, query, threshold) in enumerate(MOMENTS):
+        driver = start(root, command)
+        deadline = time.time() + 180
+        while not (
+            count(root / "mlflow.db", query) >= threshold
+            if query
+            else (root / "studies" / NAME / "spec.yaml").exists()
+        ):
+            assert driver.poll() is None, f"the study ended before {moment}"
+            assert time.time() < deadline, f"{moment} never came"
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGKILL)
+        assert driver.wait() == -signal.SIGKILL
+        saved = glob.glob(str(root / "ray" / NAME / "experiment_state*"))
+        if number < 2:
+            assert not saved, f"Ray saved its state before {moment}"
+        if number == 0:
+            assert_interrupted(root, driver.pid)
+            again = study_cli("run", *command[1:], root=root)
+            assert again.returncode == 2, again.stderr
+            assert f"continue it with `study resume {NAME}`" in again.stderr
+        command = ["resume", NAME]
 
     resumed = study_cli("resume", NAME, root=root)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     runs = check_exactly_once(root, NAME, SAMPLES, EPOCHS)
     assert any(r.data.tags["outcome"] == "early_stopped" for r in runs.values())
-
     status = study_cli("status", NAME, root=root)
     assert status.returncode == 0
     assert f"finished, {SAMPLES} of {SAMPLES} trials started" in status.stdout

@@ -10,6 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import study_cli
 
+# One worker runs every test of the finished_study fixture, which is made once (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("finished_study")
+
 NAME = "digits-regularization"
 HYPERPARAMETERS = {"lr", "weight_decay", "dropout", "batch_norm"}
 
