@@ -1,5 +1,6 @@
 """Checks that run before Ray starts or any MLflow run exists: each failure is one clear line."""
 
+import contextlib
 import inspect
 import os
 import sys
@@ -127,24 +128,30 @@ def saved_spec(root: Path, name: str, address: str | None = None) -> StudySpec:
     return StudySpec.model_validate(raw)
 
 
-def load_data(spec: StudySpec) -> Dataset:
-    """The study's data set, read once on the driver; unreadable data is the user's to fix."""
+def load_data(spec: StudySpec) -> Any:
+    """The study's data set, read once on the driver (with placement stream, only its index);
+    unreadable data is the user's to fix. A loader plug-in's file and hash, the example shape
+    and the placement chosen are recorded in `spec.dataset`, so exports and resumes read the
+    same data the same way."""
+    dataset = spec.dataset
+    if is_plugin(dataset.name):
+        with contextlib.suppress(PluginError, ImportError, ValueError):  # load_dataset says
+            dataset.source = describe(dataset.name, spec.code_dir) or None  # why, its own way
+    described = {**dataset.model_dump(exclude_none=True), "code_dir": spec.code_dir}
     try:
-        return load_dataset(spec.dataset.model_dump(exclude_none=True), seed=spec.search.seed)
+        data = load_dataset(described, seed=spec.search.seed)
     except DataError as error:
         raise UserError(str(error)) from None
+    dataset.shape = list(data.input_shape)
+    if dataset.name == "image_folder" or is_plugin(dataset.name):
+        dataset.placement = "memory" if isinstance(data, Dataset) else "stream"
+    return data
 
 
 def _say(error: BaseException) -> str:
     """An exception in a few words: its type and the first line of its message."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
-
-
-def _examples(data: Dataset) -> Any:
-    """Two real training examples as the model gets them (floats, normalised)."""
-    x = data.x_train[:2]
-    return data.normalize(x.float().div(255) if str(x.dtype) == "torch.uint8" else x.float())
 
 
 def check_model(spec: StudySpec, data: Dataset) -> Any:
@@ -165,7 +172,7 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
         spec.model.source = describe(name, spec.code_dir) or None
         _check_signature(name, builder, model_arguments(spec.model.model_dump()))
     config = first_config(spec)
-    shape = tuple(data.x_train.shape[1:])
+    shape = data.input_shape
     try:
         network = network_of(config, data)
     except UserError:
@@ -178,7 +185,7 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
         ) from None
     try:
         with torch.no_grad():
-            out = network.train()(_examples(data))
+            out = network.train()(data.examples(2))
     except Exception as error:  # noqa: BLE001
         raise UserError(
             f"model.name: the forward pass of {name} on 2 examples of shape {shape} raised "
@@ -202,7 +209,7 @@ def network_of(config: dict[str, Any], data: Dataset) -> Any:
 
     hp = resolve(config)
     torch.manual_seed(hp["seed"])
-    return build_model(tuple(data.x_train.shape[1:]), data.num_classes, hp["model"], hp)
+    return build_model(data.input_shape, data.num_classes, hp["model"], hp)
 
 
 def _check_signature(name: str, builder: Callable[..., Any], args: dict[str, Any]) -> None:

@@ -9,8 +9,8 @@ from rich.console import Console
 from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
-from trainables.models import code_dir, model_builder
-from trainables.plugins import PluginError, describe, is_plugin
+from trainables.models import code_dir
+from trainables.plugins import PluginError, describe, is_plugin, load_callable
 
 RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial"}
 
@@ -35,23 +35,27 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return document, config
 
 
-def plugin_changes(model: dict[str, Any]) -> list[str]:
-    """Import a plug-in model as the study did; warnings when its source changed since."""
-    if not is_plugin(model["name"]):
-        return []
-    try:
-        model_builder(model)
-    except PluginError as error:
-        raise UserError(f"config.model.name: {error}; fix the module or its path") from None
-    recorded = model.get("source") or {}
-    now = describe(model["name"], code_dir(model))
-    if recorded.get("sha256") and now.get("sha256") != recorded["sha256"]:
-        return [
-            f"warning: {now.get('file') or model['name']} changed since the study (sha256 "
-            f"{recorded['sha256'][:12]} then, {now.get('sha256', 'none')[:12]} now); the "
-            "retrain may not reproduce the trial"
-        ]
-    return []
+def plugin_changes(config: dict[str, Any]) -> list[str]:
+    """Import the plug-in model and loader as the study did; a warning for each whose source
+    changed since."""
+    said = []
+    for field in ("model", "dataset"):
+        part = config[field]
+        if not is_plugin(part["name"]):
+            continue
+        try:
+            load_callable(part["name"], code_dir(part))
+        except PluginError as error:
+            raise UserError(f"config.{field}.name: {error}; fix the module or its path") from None
+        recorded = part.get("source") or {}
+        now = describe(part["name"], code_dir(part))
+        if recorded.get("sha256") and now.get("sha256") != recorded["sha256"]:
+            said.append(
+                f"warning: {now.get('file') or part['name']} changed since the study (sha256 "
+                f"{recorded['sha256'][:12]} then, {now.get('sha256', 'none')[:12]} now); the "
+                "retrain may not reproduce the trial"
+            )
+    return said
 
 
 def train(
@@ -68,7 +72,7 @@ def train(
     experiment when the file names it, and register the first seed's model as `register`.
     Returns the last epoch's metrics per seed (with test_loss and test_acc when `test`)."""
     document, config = read_config(path)
-    for line in plugin_changes(config["model"]):
+    for line in plugin_changes(config):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     where = document.get("mlflow") or {}
     if register and not where.get("tracking_uri"):
@@ -77,7 +81,7 @@ def train(
         data = load_dataset(config["dataset"], seed=config["seed"])
     except DataError as error:
         raise UserError(str(error)) from None
-    if test and data.x_test is None:
+    if test and "test" not in data.sizes():
         raise UserError("config.dataset.test_fraction: no test split kept; set it above 0")
 
     metric = document.get("metric", "val_acc")

@@ -31,6 +31,7 @@ from study.tracking import (
     MlflowTracker,
     StudyStopper,
     child_runs,
+    log_dataset,
     log_params,
     open_experiment,
     set_view,
@@ -138,7 +139,7 @@ def run_study(
                 raise UserError(already_exists(spec.name, root))
             (folder / "spec.yaml").write_text(spec_text(spec))
             client, experiment_id = open_records(spec, root)
-        parent_id = new_parent(client, experiment_id, spec)
+        parent_id = new_parent(client, experiment_id, spec, data)
         return tune_study(spec, root, data, console, client, experiment_id, parent_id, train)
 
 
@@ -156,14 +157,16 @@ def open_records(spec: StudySpec, root: Path) -> tuple[MlflowClient, str]:
     return client, experiment_id
 
 
-def new_parent(client: MlflowClient, experiment_id: str, spec: StudySpec) -> str:
-    """A new parent run for the study, holding its spec; returns its id."""
+def new_parent(client: MlflowClient, experiment_id: str, spec: StudySpec, data: Any) -> str:
+    """A new parent run for the study, holding its spec and its data set (as an MLflow
+    dataset input); returns its id."""
     parent = client.create_run(
         experiment_id, run_name=spec.name, tags={"study.role": "parent", **EXPERIMENT_KIND}
     )
     parent_id = parent.info.run_id
     log_params(client, parent_id, {k: v for k, v in spec.model_dump().items() if k != "space"})
     client.log_text(parent_id, spec_text(spec), "spec.yaml")
+    log_dataset(client, parent_id, spec.dataset.model_dump(exclude_none=True), data)
     return parent_id
 
 
@@ -241,7 +244,7 @@ def resume_study(
             client, experiment_id = open_records(spec, root)
         parent_id = parent_run(client, experiment_id)
         if parent_id is None:  # it died before making its parent run
-            parent_id = new_parent(client, experiment_id, spec)
+            parent_id = new_parent(client, experiment_id, spec, data)
         client.update_run(parent_id, status="RUNNING")
         storage_url = optuna_storage_url(spec, root)
         repair_runs(client, experiment_id, parent_id, spec.name, storage_url)

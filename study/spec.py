@@ -51,11 +51,25 @@ class DatasetSpec(_Strict):
     n_samples: int | None = Field(None, ge=10)  # circles, moons
     noise: float | None = Field(None, ge=0)
     factor: float | None = Field(None, gt=0, lt=1)  # circles
+    image_size: int | None = Field(None, ge=4)  # image_folder: each image resized to this square
+    skip_bad_files: bool | None = None  # image_folder: leave out files Pillow cannot read
+    args: dict[str, Any] | None = None  # a loader plug-in's keyword arguments
+    num_classes: int | None = Field(None, ge=2)  # a streamed plug-in's, when not 1 + max label
+    # memory: read by the driver, shipped through Ray's object store; stream: each trial reads
+    # `root` (shared storage) itself. None: memory unless the examples exceed 2 GiB.
+    placement: Literal["memory", "stream"] | None = None
+    shape: list[int] | None = None  # one example's shape, recorded by `study run`
+    source: dict[str, str] | None = None  # a loader plug-in's file and sha256, recorded too
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        return one_of(name, DATASETS, "data set")
+        if is_plugin(name):
+            module, _, attribute = name.partition(":")
+            if not module or not attribute or " " in name:
+                raise ValueError(f"{name!r} is not module:callable; write it as my_data:load")
+            return name
+        return one_of(name, (*DATASETS, "image_folder"), "data set (or module:callable)")
 
     @model_validator(mode="after")
     def _fields_fit_the_data_set(self) -> "DatasetSpec":
@@ -65,11 +79,31 @@ class DatasetSpec(_Strict):
             raise ValueError(
                 f"test_fraction: {self.name} has its own test split; remove test_fraction"
             )
+        if self.name == "image_folder" and not (self.root and self.image_size):
+            raise ValueError(
+                "image_folder needs root and image_size; set dataset.root and dataset.image_size"
+            )
+        if self.placement == "stream" and self.name != "image_folder" and not is_plugin(self.name):
+            raise ValueError(
+                f"placement: {self.name} is read into memory; stream is for image_folder and "
+                "loader plug-ins"
+            )
         return self
 
     @property
-    def modality(self) -> str:
-        return KINDS[self.name][0]
+    def modality(self) -> str | None:
+        """image or tabular; None for a plug-in not loaded yet."""
+        return self.kind()[0]
+
+    def kind(self) -> tuple[str | None, int]:
+        """The modality and channels (0 for tables) a `when:` condition may test."""
+        if self.name in KINDS:
+            return KINDS[self.name]
+        if self.name == "image_folder":
+            return "image", 3
+        if self.shape:  # a plug-in, once loaded
+            return ("image", self.shape[0]) if len(self.shape) == 3 else ("tabular", 0)
+        return None, 0
 
 
 # Hyperparameter defaults that differ by model: a torchvision architecture keeps its own
@@ -228,12 +262,12 @@ class StudySpec(_Strict):
                         f"space.params.{name}.when: {other!r} is neither a parameter of the "
                         f"space nor one of {', '.join(sorted(self.context()))}"
                     )
-        if self.model.name in ("cnn", "torchvision") and self.dataset.modality != "image":
+        if self.model.name in ("cnn", "torchvision") and self.dataset.modality == "tabular":
             raise ValueError(
                 f"model.name: {self.model.name} needs images and {self.dataset.name} is a "
                 "table; use mlp"
             )
-        if self.fixed.get("cutmix_alpha") and self.dataset.modality != "image":
+        if self.fixed.get("cutmix_alpha") and self.dataset.modality == "tabular":
             raise ValueError(
                 f"fixed.cutmix_alpha: cutmix pastes image boxes and {self.dataset.name} is a "
                 "table; use mixup_alpha"
@@ -252,7 +286,7 @@ class StudySpec(_Strict):
     def context(self) -> dict[str, Any]:
         """What a `when:` condition may test besides sampled values: the data set's modality
         and channels, the model's name, and every fixed (or default) hyperparameter."""
-        modality, channels = KINDS[self.dataset.name]
+        modality, channels = self.dataset.kind()
         hyperparameters = {**HYPERPARAMETERS, **self.model_defaults(), **self.fixed}
         return {
             **hyperparameters,
@@ -284,7 +318,7 @@ class StudySpec(_Strict):
 
     def plugins(self) -> list[str]:
         """The `module:callable` names the study uses."""
-        return [self.model.name] if is_plugin(self.model.name) else []
+        return [name for name in (self.model.name, self.dataset.name) if is_plugin(name)]
 
     def trial_constants(self) -> dict[str, Any]:
         """What every trial's config holds besides the sampled values."""

@@ -7,6 +7,7 @@ store, and each Tune result (one or more epochs) costs one batched `log_batch` c
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,31 @@ def run_name(number: int, sampled: dict[str, Any], limit: int = 6) -> str:
         else:
             words.append(f"{SHORT.get(name, name)}={short(value)}")
     return " ".join(words)
+
+
+def log_dataset(client: MlflowClient, run_id: str, dataset: dict[str, Any], data: Any) -> None:
+    """Record the study's data set on `run_id` as an MLflow dataset input: its name, where it
+    comes from (a folder or file, else the loader), its split sizes and a digest."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    where = dataset.get("root") or dataset.get("path")
+    if where:
+        with warnings.catch_warnings():  # MLflow finds two names for a local path
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(Path(where).resolve()))
+    else:
+        loader = dataset["name"] if ":" in dataset["name"] else f"built-in {dataset['name']}"
+        source = CodeDatasetSource(tags={"loader": loader})
+    sizes = data.sizes()
+    meta = MetaDataset(source, name=dataset["name"], digest=data.digest())
+    tags = [InputTag("mlflow.data.context", "training")]
+    tags += [InputTag(f"{split}_examples", str(count)) for split, count in sizes.items()]
+    if dataset.get("placement"):
+        tags.append(InputTag("placement", dataset["placement"]))
+    client.log_inputs(run_id, datasets=[DatasetInput(meta._to_mlflow_entity(), tags=tags)])
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:

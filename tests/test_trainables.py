@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from trainables import fit, load_dataset, resolve
-from trainables.loop import batches, load_state
+from trainables.feed import batches
+from trainables.loop import load_state
 from trainables.models import build_mlp
 from trainables.optim import build_optimizer
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.plugins import is_plugin
+
 # name -> (modality, channels): what a search space's `when:` may ask before any data is read.
 KINDS = {
     "digits": ("image", 1),
@@ -66,6 +68,31 @@ class Dataset:
     @property
     def num_features(self) -> int:
         return int(self.x_train[0].numel())
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: (C, H, W) for images, (F,) for tables."""
+        return tuple(self.x_train.shape[1:])
+
+    def sizes(self) -> dict[str, int]:
+        """Examples per split."""
+        found = {"train": len(self.x_train), "val": len(self.x_val)}
+        return found | ({"test": len(self.x_test)} if self.x_test is not None else {})
+
+    def examples(self, n: int) -> torch.Tensor:
+        """The first `n` training examples as a model gets them (floats, normalised)."""
+        x = self.x_train[:n]
+        return self.normalize(x.float().div(255) if x.dtype == torch.uint8 else x.float())
+
+    def digest(self) -> str:
+        """A content hash of the splits (what MLflow records as the data set's digest)."""
+        import hashlib
+
+        sha = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            if t is not None:
+                sha.update(t.contiguous().numpy().tobytes())
+        return sha.hexdigest()[:16]
 
     def to(self, device: torch.device | str) -> "Dataset":
         """The same data on `device`, images as floats in [0, 1]."""
@@ -249,35 +276,63 @@ LOADERS = {
 }
 
 
-def load_dataset(spec: dict[str, Any], seed: int = 0) -> Dataset:
-    """Load the data set a study's `dataset` mapping describes and split it with `seed`.
+def load_dataset(spec: dict[str, Any], seed: int = 0) -> Any:
+    """Load the data set a study's `dataset` mapping describes and split it with `seed`:
+    in memory (a Dataset), or, with placement `stream`, only its index (a Streamed set that
+    each trial opens itself).
 
     Sets without an official test split keep `test_fraction` of the data apart first; the
     validation split (`val_fraction`) comes from what is left, `train_size` caps the training
     split. Tabular features are standardised with statistics of the training split only.
     """
-    x, y, x_test, y_test = LOADERS[spec["name"]](spec, seed)
+    from trainables import sources  # image folders and loader plug-ins
+
+    name = spec["name"]
+    if name == "image_folder" or is_plugin(name):
+        return sources.load(spec, seed)
+    x, y, x_test, y_test = LOADERS[name](spec, seed)
     test_fraction = spec.get("test_fraction", 0.0)
     if x_test is None and test_fraction > 0:
         rest, held = split(y, test_fraction, seed)
         x, y, x_test, y_test = x[rest], y[rest], x[held], y[held]
     train, val = split(y, spec.get("val_fraction", 0.2), seed)
+    return assemble(
+        name, (x[train], y[train]), (x[val], y[val]), x_test, y_test, spec, seed,
+        NORMALIZATION.get(name, (None, None)),
+    )  # fmt: skip
+
+
+def assemble(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    spec: dict[str, Any],
+    seed: int,
+    mean_std: tuple[Any, Any] = (None, None),
+) -> Dataset:
+    """A Dataset of split arrays: the training split capped at `train_size`, tabular features
+    standardised with the training split's statistics."""
+    (x_train, y_train), (x_val, y_val) = train, val
+    labels = [y_train, y_val] + ([] if y_test is None else [y_test])
+    num_classes = int(max(part.max() for part in labels)) + 1
     if spec.get("train_size"):
-        train = np.random.default_rng(seed).permutation(train)[: spec["train_size"]]
-    if x.ndim == 2:  # tabular: standardise with the training split's statistics
-        mean, std = x[train].mean(0), x[train].std(0) + 1e-8
-        x = (x - mean) / std
+        keep = np.random.default_rng(seed).permutation(len(y_train))[: spec["train_size"]]
+        x_train, y_train = x_train[keep], y_train[keep]
+    if x_train.ndim == 2:  # tabular: standardise with the training split's statistics
+        mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+        x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
         x_test = None if x_test is None else (x_test - mean) / std
-    mean_std = NORMALIZATION.get(spec["name"], (None, None))
     tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     label = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.long)  # noqa: E731
     return Dataset(
-        spec["name"],
-        tensor(x[train]),
-        label(y[train]),
-        tensor(x[val]),
-        label(y[val]),
-        int(max(y.max(), -1 if y_test is None else y_test.max())) + 1,
+        name,
+        tensor(x_train),
+        label(y_train),
+        tensor(x_val),
+        label(y_val),
+        num_classes,
         tensor(x_test),
         label(y_test),
         *mean_std,

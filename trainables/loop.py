@@ -1,7 +1,9 @@
 """The training loop: one function, called by Ray trials and by `study train` alike.
 
-Data lives in tensors on the trial's device for the whole run; each epoch draws a seeded
-permutation and slices batches by index, so there is no per-sample DataLoader and no copy.
+In memory, data lives in tensors on the trial's device for the whole run; each epoch draws a
+seeded permutation and slices batches by index, so there is no per-sample DataLoader and no
+copy. Streamed data comes through DataLoaders instead (trainables.feed); the loop sees
+batches on its device either way.
 """
 
 import math
@@ -16,6 +18,7 @@ from torch import nn
 
 from trainables.augment import augment, enabled, mix, mixing
 from trainables.data import Dataset
+from trainables.feed import MemoryFeed, StreamFeed, data_workers
 from trainables.hyperparameters import resolve
 from trainables.models import build_model, num_params
 from trainables.optim import build_optimizer, build_schedule, l1_penalty
@@ -24,7 +27,6 @@ from trainables.optim import build_optimizer, build_schedule, l1_penalty
 # holds live references to the model's tensors: save or copy it before returning.
 Report = Callable[[dict[str, float], dict[str, Any]], None]
 
-EVAL_BATCH = 4096  # evaluation has no backward pass, so it takes big slices
 # An epoch in which a batch's training loss is NaN, infinite or this many times chance level
 # (ln C) has diverged: at lr=1000 SGD's loss on digits passes 1e5 on its second batch for
 # every seed (lr=10 is a coin toss: some seeds blow up to 1e23, others recover).
@@ -57,8 +59,7 @@ def build(config: dict[str, Any], data: Dataset) -> Setup:
     """Model, optimizer and schedule for `config` on `data` (seeded, on the CPU)."""
     hp = resolve(config)
     torch.manual_seed(hp["seed"])
-    shape = tuple(data.x_train.shape[1:])
-    model = build_model(shape, data.num_classes, hp["model"], hp)
+    model = build_model(data.input_shape, data.num_classes, hp["model"], hp)
     optimizer = build_optimizer(model, hp)
     return Setup(hp, model, optimizer, build_schedule(optimizer, hp))
 
@@ -84,24 +85,17 @@ def loss_fn(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor):
-    """Mean cross-entropy and accuracy of `model` in eval mode over (x, y)."""
+def evaluate(model: nn.Module, feed: Any, split: str, device: torch.device):
+    """Mean cross-entropy and accuracy of `model` in eval mode over a split of the feed."""
     model.eval()
-    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
-    for start in range(0, len(x), EVAL_BATCH):
-        out = model(data.normalize(x[start : start + EVAL_BATCH]))
-        target = y[start : start + EVAL_BATCH]
+    loss, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    count = 0
+    for x, target in feed.split(split):
+        out = model(feed.normalize(x))
         loss += F.cross_entropy(out, target, reduction="sum")
         correct += (out.argmax(1) == target).sum()
-    return loss.item() / len(x), correct.item() / len(x)
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Index slices of one shuffled epoch; a last batch of one example is dropped (BatchNorm)."""
-    order = torch.randperm(n, generator=generator)
-    if n % batch_size == 1 and n > 1:
-        order = order[:-1]
-    return list(order.split(batch_size))
+        count += len(target)
+    return loss.item() / count, correct.item() / count
 
 
 def fit(
@@ -120,12 +114,18 @@ def fit(
     chance level ends training with `diverged: 1` in its metrics.
     Returns the metrics of the last epoch, with test_loss and test_acc when `test` is set.
     """
-    torch.set_num_threads(int(config.get("threads", 1)))
+    threads = int(config.get("threads", 1))
+    streamed = not isinstance(data, Dataset)
+    workers, threads = data_workers(threads) if streamed else (0, threads)
+    torch.set_num_threads(threads)
     setup = build(config, data)
     hp, model, optimizer = setup.hp, setup.model, setup.optimizer
     dev = device()
     augmenting = data.is_image and enabled(hp)
-    data = data.to(dev) if augmenting else data.to(dev).normalized()
+    if streamed:
+        feed = StreamFeed(data, dev, workers, hp["seed"])
+    else:
+        feed = MemoryFeed(data, dev, augmenting, hp["seed"])
     model.to(dev)
     # GPU path: bf16 autocast where the GPU has it, channels_last convolutions, optional
     # torch.compile. On the CPU all three are off, so CPU results stay bit-for-bit the same.
@@ -137,7 +137,6 @@ def fit(
     forward = torch.compile(model) if gpu and hp["compile"] else model
     mixed = mixing(hp)
     size = num_params(model)
-    shuffle = torch.Generator().manual_seed(hp["seed"])
     augment_gen = torch.Generator(device=dev).manual_seed(hp["seed"])
     first_epoch = 1
     if state:
@@ -145,7 +144,7 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         if setup.schedule and state.get("schedule"):
             setup.schedule.load_state_dict(state["schedule"])
-        shuffle.set_state(state["shuffle"])
+        feed.load_state(state)
         augment_gen.set_state(state["augment"])
         torch.set_rng_state(state["torch"])  # dropout draws from the global generators
         if state.get("cuda") is not None and dev.type == "cuda":
@@ -158,33 +157,30 @@ def fit(
         started = time.perf_counter()
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        epoch_batches = batches(len(data.x_train), hp["batch_size"], shuffle)
-        losses = torch.empty(len(epoch_batches), device=dev)  # read once, after the epoch
-        for step, index in enumerate(epoch_batches):
-            index = index.to(dev, non_blocking=True)
-            x = data.x_train[index]
+        losses = []  # tensors on the device, read once after the epoch
+        for step, (x, target) in enumerate(feed.train(hp["batch_size"], epoch)):
             if augmenting:
                 x = augment(x, hp, augment_gen)
-            x = data.normalize(x)
+            x = feed.normalize(x)
             partner, share = None, 1.0
             if mixed:  # the draws depend on (seed, epoch, step) alone: a resume repeats them
                 x, partner, share = mix(x, hp, augment_gen, (hp["seed"], epoch, step))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(setup, forward(x), data.y_train[index], partner, share)
+                loss = loss_fn(setup, forward(x), target, partner, share)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hp["grad_clip"] > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
             optimizer.step()
-            losses[step] = loss.detach()
+            losses.append(loss.detach())
         if setup.schedule:
             setup.schedule.step()
         # Train metrics in eval mode, so that the gap compares like with like.
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            train_loss, train_acc = evaluate(model, data, data.x_train, data.y_train)
-            val_loss, val_acc = evaluate(model, data, data.x_val, data.y_val)
+            train_loss, train_acc = evaluate(model, feed, "train", dev)
+            val_loss, val_acc = evaluate(model, feed, "val", dev)
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -196,7 +192,7 @@ def fit(
             "epoch_time": time.perf_counter() - started,
             "num_params": size,
         }
-        peak = losses.nan_to_num(math.inf).max().item()
+        peak = torch.stack(losses).nan_to_num(math.inf).max().item()
         if not peak < DIVERGENCE * math.log(data.num_classes):
             metrics["diverged"] = 1.0
         state = {
@@ -204,7 +200,7 @@ def fit(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": setup.schedule.state_dict() if setup.schedule else None,
-            "shuffle": shuffle.get_state(),
+            **feed.state(),
             "augment": augment_gen.get_state(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
@@ -213,7 +209,7 @@ def fit(
         if "diverged" in metrics:
             break
     if test:
-        if data.x_test is None:
+        if not feed.has("test"):
             raise ValueError("dataset.test_fraction: no test split kept; set it above 0")
-        metrics["test_loss"], metrics["test_acc"] = evaluate(model, data, data.x_test, data.y_test)
+        metrics["test_loss"], metrics["test_acc"] = evaluate(model, feed, "test", dev)
     return metrics
