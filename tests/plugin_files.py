@@ -17,15 +17,16 @@ if _os.environ.get("PLUGIN_ORIGINAL") == _os.path.dirname(_os.path.abspath(__fil
 """
 
 
-def example_plugin(folder: Path, guard: bool = False) -> Path:
-    """The example plug-in and its study in `folder`; returns the study file."""
+def example_plugin(folder: Path, guard: bool = False, study: str = "my_study.yaml") -> Path:
+    """The example plug-ins (my_net.py, my_data.py) and their studies in `folder`, guarded
+    when `guard`; returns the study file `study`."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("my_net.py", "my_study.yaml"):
+    for name in ("my_net.py", "my_data.py", "my_study.yaml", "my_data_study.yaml"):
         shutil.copyfile(EXAMPLE / name, folder / name)
-    if guard:
-        with open(folder / "my_net.py", "a") as f:
-            f.write(GUARD)
-    return folder / "my_study.yaml"
+        if guard and name.endswith(".py"):
+            with open(folder / name, "a") as f:
+                f.write(GUARD)
+    return folder / study
 
 
 def write_module(folder: Path, name: str, source: str) -> Path:

@@ -145,17 +145,19 @@ def test_a_node_removed_mid_study_its_trials_retry_elsewhere(cluster, tmp_path):
     assert retried and all(r.data.tags["outcome"] == "completed" for r in retried)
 
 
-def test_a_plugin_from_an_uninstalled_folder_runs_on_the_cluster(cluster, tmp_path):
-    """The README's example plug-in, in a folder the nodes were not started in and refuse to
-    import from: Ray's runtime_env ships it to the workers, which run every trial."""
-    spec = example_plugin(cluster["plugin"], guard=True)
+def test_plugins_from_an_uninstalled_folder_run_on_the_cluster(cluster, tmp_path):
+    """The README's example plug-ins, a network and a loader, in a folder the nodes were not
+    started in and refuse to import from: Ray's runtime_env ships both to the workers, which
+    run every trial."""
+    spec = example_plugin(cluster["plugin"], guard=True, study="my_data_study.yaml")
     root = tmp_path / "runs"
     done = run_on(
         cluster, root, "search.num_samples=4", "search.max_concurrent=4", "resources.gpu=0.5",
         "scheduler.max_epochs=3", "scheduler.grace_period=3", spec=spec,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    runs = child_runs(root, "my-net-digits")
+    runs = child_runs(root, "my-data-digits")
     assert len(runs) == 4
     assert all(r.data.tags["outcome"] == "completed" for r in runs), [r.data.tags for r in runs]
     assert all(r.data.params["model.name"] == "my_net:build" for r in runs)
+    assert all(r.data.params["dataset.name"] == "my_data:load" for r in runs)
