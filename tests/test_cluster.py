@@ -153,7 +153,9 @@ def test_plugins_from_an_uninstalled_folder_run_on_the_cluster(cluster, tmp_path
     root = tmp_path / "runs"
     done = run_on(
         cluster, root, "search.num_samples=4", "search.max_concurrent=4", "resources.gpu=0.5",
-        "scheduler.max_epochs=3", "scheduler.grace_period=3", spec=spec,
+        "scheduler.max_epochs=3", "scheduler.grace_period=3",
+        "dataset.args.as_datasets=true", "dataset.placement=stream",  # the workers call it
+        spec=spec,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     runs = child_runs(root, "my-data-digits")
