@@ -138,6 +138,11 @@ RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED":
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
+# MLflow 3's server also starts job consumers (huey, for its GenAI features): 3 processes and
+# their workers that no study uses.
+SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
@@ -156,7 +161,7 @@ def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
          "--backend-store-uri", backend or f"sqlite:///{folder / 'server.db'}",
          "--artifacts-destination", str(folder / "server-artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:

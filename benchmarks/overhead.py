@@ -118,7 +118,7 @@ def main() -> None:
 
     args = arguments("Orchestration overhead: plain loop vs Optuna vs study run.", options)
     cores = os.cpu_count() or 1
-    epochs = 2 if args.quick else args.epochs
+    epochs = 1 if args.quick else args.epochs
     grids = [SMALL, LARGE]
     if args.quick:
         grids = [{"lr": [1e-3], "batch_norm": [True]}, {"lr": [1e-3, 3e-3], "batch_norm": [True]}]

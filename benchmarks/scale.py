@@ -121,7 +121,7 @@ def main() -> None:
         )
 
     args = arguments("Scale: 1,000 sleeping trials on a simulated cluster.", options)
-    trials, epochs = (6, 3) if args.quick else (args.trials, args.epochs)
+    trials, epochs = (4, 2) if args.quick else (args.trials, args.epochs)
     if args.quick:  # one small worker: the smoke test checks it runs, not how it scales
         args.nodes, args.cpus = 1, 2
     slots = args.nodes * args.cpus

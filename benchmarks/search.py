@@ -133,7 +133,7 @@ def main() -> None:
         "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
     )
     seeds = 1 if args.quick else args.seeds
-    trials, epochs = (3, 3) if args.quick else (args.trials, 27)
+    trials, epochs = (2, 2) if args.quick else (args.trials, 27)
     grace = min(args.grace, epochs)
     budget = trials * epochs // 3  # a third of what a search without early stopping spends
     runs: dict[str, list[list[float]]] = {method: [] for method in METHODS}

@@ -109,7 +109,7 @@ def locked_study(root: Path, concurrent: int, quick: bool) -> tuple[int, int, in
 
 def main() -> None:
     args = arguments("Tracking cost per result: SQLite vs a local MLflow server.")
-    trials, epochs, concurrent = (2, 3, 2) if args.quick else (16, 30, 16)
+    trials, epochs, concurrent = (2, 2, 2) if args.quick else (16, 30, 16)
     rows = []
     worst = 0.0
     with tempfile.TemporaryDirectory() as folder:

@@ -300,6 +300,8 @@ def ui(
          "--default-artifact-root", (folder / "mlartifacts").as_uri(),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # no job consumers (MLflow's GenAI jobs): three processes a study's UI never uses
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)
     try:

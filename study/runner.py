@@ -82,13 +82,13 @@ def connect(spec: StudySpec) -> None:
     study's plug-ins travel with it to every node."""
     if ray.is_initialized():
         return
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if env := runtime_env(spec):
-        quiet["runtime_env"] = env
+        options["runtime_env"] = env
     if spec.cluster.address:
-        ray.init(address=spec.cluster.address, **quiet)
+        ray.init(address=spec.cluster.address, **options)
     else:
-        ray.init(address="local", include_dashboard=False, **quiet)
+        ray.init(address="local", include_dashboard=False, **options)
 
 
 def with_data(spec: StudySpec, data: Dataset, train: Callable[..., Any] = fit) -> Any:
