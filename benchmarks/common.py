@@ -230,9 +230,10 @@ def ray_node(*args: str, cwd: Path | None = None, env: dict[str, str] = None) ->
     )
 
 
-def stop_node(node: subprocess.Popen) -> None:
-    """Stop a node `ray_node` started."""
-    os.killpg(node.pid, signal.SIGTERM)
+def stop_node(node: subprocess.Popen, force: bool = False) -> None:
+    """Stop a node `ray_node` started: as `ray stop` does (SIGTERM), or at once (`force`,
+    SIGKILL to its whole process group: for tearing a test cluster down)."""
+    os.killpg(node.pid, signal.SIGKILL if force else signal.SIGTERM)
     node.wait(timeout=60)
 
 

@@ -10,7 +10,7 @@ from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
 from trainables.models import code_dir
-from trainables.plugins import PluginError, describe, is_plugin, load_callable
+from trainables.plugins import PluginError, digest, is_plugin, load_callable
 
 RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial"}
 
@@ -48,12 +48,14 @@ def plugin_changes(config: dict[str, Any]) -> list[str]:
         except PluginError as error:
             raise UserError(f"config.{field}.name: {error}; fix the module or its path") from None
         recorded = part.get("source") or {}
-        now = describe(part["name"], code_dir(part))
-        if recorded.get("sha256") and now.get("sha256") != recorded["sha256"]:
+        if not recorded.get("sha256"):
+            continue
+        path = Path(recorded["file"])
+        now = digest(path) if path.exists() else "gone"
+        if now != recorded["sha256"]:
             said.append(
-                f"warning: {now.get('file') or part['name']} changed since the study (sha256 "
-                f"{recorded['sha256'][:12]} then, {now.get('sha256', 'none')[:12]} now); the "
-                "retrain may not reproduce the trial"
+                f"warning: {path} changed since the study (sha256 {recorded['sha256'][:12]} "
+                f"then, {now[:12]} now); the retrain may not reproduce the trial"
             )
     return said
 

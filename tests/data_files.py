@@ -53,7 +53,7 @@ def load(kind="arrays", n=600):
 """
 
 
-def loader_plugin(folder: Path, name: str = "my_data") -> Path:
+def loader_plugin(folder: Path, name: str) -> Path:
     """A loader plug-in `name`:load(kind, n) over scikit-learn's digits: arrays or torch
     Datasets of (1, 8, 8) float images."""
     return write_module(folder, name, LOADER)

@@ -47,7 +47,7 @@ def cluster(tmp_path_factory):
     finally:
         for node in reversed(nodes):
             if node.poll() is None:
-                stop_node(node)
+                stop_node(node, force=True)
 
 
 def run_on(cluster, root, *overrides, background=False, spec=None):

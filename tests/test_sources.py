@@ -120,8 +120,8 @@ def test_bad_image_folders_name_the_folder_or_the_file(tmp_path):
 
 
 def test_a_loader_plugin_gives_arrays_or_datasets_in_memory_or_streamed(tmp_path):
-    loader_plugin(tmp_path)
-    base = {"name": "my_data:load", "code_dir": str(tmp_path)}
+    loader_plugin(tmp_path, "digits_loader")  # not my_data: the example's, imported elsewhere
+    base = {"name": "digits_loader:load", "code_dir": str(tmp_path)}
     arrays = load_dataset({**base, "args": {"kind": "arrays"}})
     datasets = load_dataset({**base, "args": {"kind": "datasets"}})
     assert torch.equal(arrays.x_train, datasets.x_train) and torch.equal(
