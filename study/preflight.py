@@ -145,6 +145,8 @@ def load_data(spec: StudySpec) -> Any:
     dataset.shape = list(data.input_shape)
     if dataset.name == "image_folder" or is_plugin(dataset.name):
         dataset.placement = "memory" if isinstance(data, Dataset) else "stream"
+        if data.mean is not None:  # computed from its training split: part of the record
+            dataset.mean, dataset.std = list(data.mean), list(data.std)
     return data
 
 

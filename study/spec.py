@@ -59,6 +59,8 @@ class DatasetSpec(_Strict):
     # `root` (shared storage) itself. None: memory unless the examples exceed 2 GiB.
     placement: Literal["memory", "stream"] | None = None
     shape: list[int] | None = None  # one example's shape, recorded by `study run`
+    mean: list[float] | None = None  # per channel, from the training split: recorded too
+    std: list[float] | None = None
     source: dict[str, str] | None = None  # a loader plug-in's file and sha256, recorded too
 
     @field_validator("name")

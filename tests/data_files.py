@@ -7,7 +7,7 @@ import numpy as np
 from tests.plugin_files import write_module
 
 
-def image_folder(root: Path, per_class: int = 40, classes: int = 3, size: int = 12,
+def image_folder(root: Path, per_class: int = 70, classes: int = 3, size: int = 12,
                  val: bool = True) -> Path:  # fmt: skip
     """root/train/<class>/*.png (and root/val/<class>/*.png when `val`): noisy images whose
     class is the colour channel that is bright, so a small network learns them."""

@@ -34,11 +34,11 @@ def test_an_image_folder_reads_the_same_in_memory_and_streamed(folder):
     memory = load_dataset(spec(folder), seed=0)
     streamed = load_dataset(spec(folder, placement="stream"), seed=0)
     assert isinstance(streamed, Streamed) and not streamed.index.get("x")
-    assert memory.x_train.shape == (120, 3, 8, 8) and memory.x_val.shape == (39, 3, 8, 8)
+    assert memory.x_train.shape == (210, 3, 8, 8) and memory.x_val.shape == (69, 3, 8, 8)
     assert memory.num_classes == streamed.num_classes == 3
-    assert streamed.counts == {"train": 120, "val": 39} and streamed.input_shape == (3, 8, 8)
+    assert streamed.counts == {"train": 210, "val": 69} and streamed.input_shape == (3, 8, 8)
     splits = streamed.splits()
-    for i in (0, 57, 119):
+    for i in (0, 101, 209):
         x, y = splits["train"][i]
         assert torch.equal(x, memory.x_train[i]) and y == memory.y_train[i]
     # Mean and std from the training split: the bright channel of a third of the images.
@@ -203,10 +203,12 @@ def test_an_image_folder_study_through_ray_exports_and_retrains(placement, folde
     runs, parent = children(root, name)
     assert len(runs) == 2 and all(r.data.tags["outcome"] == "completed" for r in runs)
     assert all(r.data.params["dataset.placement"] == placement for r in runs)
+    mean = yaml.safe_load(runs[0].data.params["dataset.mean"])
+    assert mean == list(load_dataset(spec(folder), seed=0).mean)  # recorded with the study
     [logged] = parent.inputs.dataset_inputs  # the data set on the parent run, as MLflow shows it
     tags = {t.key: t.value for t in logged.tags}
     assert logged.dataset.name == "image_folder" and str(folder) in logged.dataset.source
-    assert tags["train_examples"] == "120" and tags["val_examples"] == "39"
+    assert tags["train_examples"] == "210" and tags["val_examples"] == "69"
     best = tmp_path / "best.yaml"
     runner = CliRunner()
     exported = runner.invoke(app, ["export", name, "-o", str(best)], env={"STUDY_ROOT": str(root)})
