@@ -237,21 +237,34 @@ def stop_node(node: subprocess.Popen, force: bool = False) -> None:
     node.wait(timeout=60)
 
 
-def alive_nodes(address: str) -> int:
-    """How many nodes of the cluster at `address` are alive (0 when it does not answer)."""
-    code = f"import ray; ray.init(address='{address}'); print(sum(n['Alive'] for n in ray.nodes()))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=RAY_ENV, capture_output=True, text=True, timeout=180
-    )
-    lines = done.stdout.strip().splitlines()
-    return int(lines[-1]) if done.returncode == 0 and lines else 0
+# Connects once (retrying until the head answers), then counts live nodes until there are
+# enough: one process per wait, where a process per poll cost seconds of imports each.
+_WAIT = """
+import sys, time, ray
+address, nodes, deadline = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
+while True:
+    try:
+        ray.init(address=address, logging_level="ERROR")
+        break
+    except Exception:
+        if time.time() > deadline:
+            sys.exit("the head did not answer")
+        time.sleep(0.5)
+while sum(node["Alive"] for node in ray.nodes()) < nodes:
+    if time.time() > deadline:
+        sys.exit("not enough nodes")
+    time.sleep(0.5)
+"""
 
 
 def wait_for_nodes(address: str, nodes: int, timeout: float = 180) -> None:
     """Until `nodes` nodes are alive in the cluster at `address` (nodes started at the same
     moment on one machine trip over each other, so start them one after the other)."""
-    deadline = time.time() + timeout
-    while alive_nodes(address) < nodes:
-        if time.time() > deadline:
-            raise RuntimeError(f"the cluster at {address} did not reach {nodes} nodes")
-        time.sleep(1)
+    done = subprocess.run(
+        [sys.executable, "-c", _WAIT, address, str(nodes), str(timeout)],
+        env=RAY_ENV, capture_output=True, text=True, timeout=timeout + 60,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the cluster at {address} did not reach {nodes} nodes: {done.stderr[-500:]}"
+        )
