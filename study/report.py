@@ -298,7 +298,8 @@ def report(spec: StudySpec, root: Path, limits: analysis.Thresholds) -> dict[str
         "Parallel coordinates": plot_parallel(spec, table, metric, png["parallel_coordinates"]),
         "Leaderboard at equal budget": plot_leaderboard(board, metric, at, png["leaderboard"]),
     }
-    fits = diagnosis.join(table[["name", "outcome", "epochs"]], rsuffix="_")
+    extra = table[["name", "outcome", "epochs"]]  # a column both have: suffixed "_" here
+    fits = diagnosis.join(extra.rename(columns={c: f"{c}_" for c in diagnosis.columns}))
     fits = fits.drop(columns=["trial"]).reset_index()
     board.to_csv(folder / "leaderboard.csv", index=False)
     fits.to_csv(folder / "diagnosis.csv", index=False)
