@@ -17,7 +17,7 @@ from study.errors import UserError
 from study.spec import StudySpec
 from trainables import DataError, Dataset, load_dataset
 from trainables.hyperparameters import NETWORK_KNOBS, resolve
-from trainables.plugins import PluginError, describe, is_plugin
+from trainables.plugins import PluginError, brief, describe, is_plugin
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -150,12 +150,6 @@ def load_data(spec: StudySpec) -> Any:
     return data
 
 
-def _say(error: BaseException) -> str:
-    """An exception in a few words: its type and the first line of its message."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
-
-
 def check_model(spec: StudySpec, data: Dataset) -> Any:
     """Import the model's builder, build it with the study's first config and run one forward
     pass on two real examples: every failure is the user's to fix, in one line. A plug-in's
@@ -183,7 +177,7 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
         if str(error).startswith("model."):  # a built-in's own word on its keys
             raise UserError(str(error)) from None
         raise UserError(
-            f"model.name: building {name} for input {shape} raised {_say(error)}; fix the model"
+            f"model.name: building {name} for input {shape} raised {brief(error)}; fix the model"
         ) from None
     try:
         with torch.no_grad():
@@ -191,7 +185,7 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
     except Exception as error:  # noqa: BLE001
         raise UserError(
             f"model.name: the forward pass of {name} on 2 examples of shape {shape} raised "
-            f"{_say(error)}; make the network take inputs (N, {', '.join(map(str, shape))})"
+            f"{brief(error)}; make the network take inputs (N, {', '.join(map(str, shape))})"
         ) from None
     expected = (2, data.num_classes)
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

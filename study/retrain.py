@@ -9,8 +9,7 @@ from rich.console import Console
 from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
-from trainables.models import code_dir
-from trainables.plugins import PluginError, digest, is_plugin, load_callable
+from trainables.plugins import PluginError, code_dir, digest, is_plugin, load_callable
 
 RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial"}
 

@@ -72,9 +72,9 @@ def storage_path(spec: StudySpec, root: Path) -> str:
 def runtime_env(spec: StudySpec) -> dict[str, Any]:
     """Ray's runtime_env for the study's job: its plug-ins' modules (a file, or a package's
     folder) shipped to every worker, which imports them from there (`py_modules`)."""
-    modules = {str(source_file(name, spec.code_dir)) for name in spec.plugins()}
-    modules.discard("None")
-    return {"py_modules": sorted(modules)} if modules else {}
+    found = (source_file(name, spec.code_dir) for name in spec.plugins())
+    modules = sorted({str(path) for path in found if path is not None})
+    return {"py_modules": modules} if modules else {}
 
 
 def connect(spec: StudySpec) -> None:

@@ -33,6 +33,14 @@ def one_of(value: str, known: Any, what: str) -> str:
     return value
 
 
+def import_path(name: str, example: str) -> str:
+    """`name` if it is written as module:callable, else a ValueError showing `example`."""
+    module, _, attribute = name.partition(":")
+    if not module or not attribute or " " in name:
+        raise ValueError(f"{name!r} is not module:callable; write it as {example}")
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,10 +75,7 @@ class DatasetSpec(_Strict):
     @classmethod
     def _known(cls, name: str) -> str:
         if is_plugin(name):
-            module, _, attribute = name.partition(":")
-            if not module or not attribute or " " in name:
-                raise ValueError(f"{name!r} is not module:callable; write it as my_data:load")
-            return name
+            return import_path(name, "my_data:load")
         return one_of(name, (*DATASETS, "image_folder"), "data set (or module:callable)")
 
     @model_validator(mode="after")
@@ -130,10 +135,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _known(cls, name: str) -> str:
         if is_plugin(name):
-            module, _, attribute = name.partition(":")
-            if not module or not attribute or " " in name:
-                raise ValueError(f"{name!r} is not module:callable; write it as my_net:build")
-            return name
+            return import_path(name, "my_net:build")
         return one_of(name, MODELS, "model (or module:callable for your own)")
 
     @model_validator(mode="after")

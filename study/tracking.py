@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from trainables import METRICS
+from trainables.plugins import is_plugin
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
@@ -128,7 +129,8 @@ def log_dataset(client: MlflowClient, run_id: str, dataset: dict[str, Any], data
             warnings.simplefilter("ignore")
             source = resolve_dataset_source(str(Path(where).resolve()))
     else:
-        loader = dataset["name"] if ":" in dataset["name"] else f"built-in {dataset['name']}"
+        name = dataset["name"]
+        loader = name if is_plugin(name) else f"built-in {name}"
         source = CodeDatasetSource(tags={"loader": loader})
     sizes = data.sizes()
     meta = MetaDataset(source, name=dataset["name"], digest=data.digest())

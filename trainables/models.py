@@ -10,13 +10,12 @@ spec's `model.args` (a built-in's own keys, such as `widths`, come the same way)
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from trainables.hyperparameters import HYPERPARAMETERS
-from trainables.plugins import PluginError, is_plugin, load_callable
+from trainables.plugins import PluginError, code_dir, is_plugin, load_callable
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -176,16 +175,10 @@ MODELS = {"mlp": build_mlp, "cnn": build_cnn, "torchvision": build_torchvision}
 BUILTIN_KEYS = ("widths", "channels", "arch", "small_input")
 
 
-def code_dir(model: dict[str, Any]) -> str | None:
-    """The folder a plug-in was found in when the study ran (its recorded source's)."""
-    source = (model.get("source") or {}).get("file")
-    return str(Path(source).parent) if source else None
-
-
 def model_builder(model: dict[str, Any]) -> Callable[..., nn.Module]:
     """The function that builds the model a `model` mapping names: a built-in or a plug-in."""
     if is_plugin(model["name"]):
-        return load_callable(model["name"], model.get("code_dir") or code_dir(model))
+        return load_callable(model["name"], code_dir(model))
     return MODELS[model["name"]]
 
 

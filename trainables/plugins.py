@@ -42,9 +42,9 @@ def load_callable(name: str, code_dir: str | None = None) -> Callable[..., Any]:
         if error.name and module_name.startswith(error.name):
             where = f" or in {code_dir}" if code_dir else ""
             raise PluginError(f"no module {module_name!r} on the import path{where}") from None
-        raise PluginError(f"importing {module_name} failed: {_say(error)}") from None
+        raise PluginError(f"importing {module_name} failed: {brief(error)}") from None
     except Exception as error:  # noqa: BLE001  (the user's module may raise anything)
-        raise PluginError(f"importing {module_name} failed: {_say(error)}") from None
+        raise PluginError(f"importing {module_name} failed: {brief(error)}") from None
     found: Any = module
     for part in attribute.split("."):
         if not hasattr(found, part):
@@ -89,7 +89,14 @@ def describe(name: str, code_dir: str | None = None) -> dict[str, str]:
     return {"file": str(path), "sha256": digest(path)}
 
 
-def _say(error: BaseException) -> str:
+def code_dir(part: dict[str, Any]) -> str | None:
+    """Where a `model` or `dataset` mapping's plug-in is found besides the import path: its
+    `code_dir`, else the folder of the source file recorded when the study ran."""
+    source = (part.get("source") or {}).get("file")
+    return part.get("code_dir") or (str(Path(source).parent) if source else None)
+
+
+def brief(error: BaseException) -> str:
     """An exception as one short line: its type and the first line of its message."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from trainables.data import DataError, Dataset, assemble, split
-from trainables.plugins import PluginError, load_callable
+from trainables.plugins import PluginError, brief, code_dir, load_callable
 
 MEMORY_LIMIT = 2 * 2**30  # bytes of uint8 examples: above it, placement auto is stream
 STATS_SAMPLE = 512  # training images decoded for the per-channel mean and std
@@ -86,8 +86,7 @@ def read_image(path: str, size: int) -> np.ndarray:
 
 def _bad(path: str, error: Exception) -> DataError:
     return DataError(
-        f"dataset.root: cannot read image {path} ({type(error).__name__}: "
-        f"{str(error).splitlines()[0][:120]}); fix or remove it, or set "
+        f"dataset.root: cannot read image {path} ({brief(error)}); fix or remove it, or set "
         "dataset.skip_bad_files: true"
     )
 
@@ -162,6 +161,12 @@ class Streamed:
     std: tuple[float, ...] | None = None
     index: dict[str, Any] = field(default_factory=dict)  # an image folder's (file, label) pairs
     seed: int = 0
+    # The splits a loader plug-in returned to the driver, so preflight does not call it twice;
+    # never pickled: a trial calls the loader itself.
+    opened: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "opened": None}
 
     is_image = property(lambda self: len(self.input_shape) == 3)
 
@@ -173,7 +178,8 @@ class Streamed:
         if self.name == "image_folder":
             size, skip = self.spec["image_size"], self.spec.get("skip_bad_files", False)
             return {k: FolderImages(self.index[k], size, skip) for k in ("train", "val")}
-        return dict(zip(("train", "val", "test"), call_loader(self.spec), strict=False))
+        parts = self.opened if self.opened is not None else call_loader(self.spec)
+        return dict(zip(("train", "val", "test"), parts, strict=False))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return Dataset.normalize(self, x)
@@ -222,7 +228,7 @@ def load_image_folder(spec: dict[str, Any], seed: int) -> Dataset | Streamed:
 
 def call_loader(spec: dict[str, Any]) -> tuple[Any, ...]:
     """What the loader plug-in `spec["name"]` returns for `spec["args"]`, as a tuple."""
-    loader = load_callable(spec["name"], spec.get("code_dir") or _code_dir(spec))
+    loader = load_callable(spec["name"], code_dir(spec))
     try:
         inspect.signature(loader).bind(**(spec.get("args") or {}))
     except TypeError as error:
@@ -235,8 +241,7 @@ def call_loader(spec: dict[str, Any]) -> tuple[Any, ...]:
         out = loader(**(spec.get("args") or {}))
     except Exception as error:  # noqa: BLE001  (the user's code may raise anything)
         raise DataError(
-            f"dataset.name: {spec['name']} raised {type(error).__name__}: "
-            f"{str(error).splitlines()[0][:150] if str(error) else ''}; fix the loader"
+            f"dataset.name: {spec['name']} raised {brief(error)}; fix the loader"
         ) from None
     if not isinstance(out, (tuple, list)):
         raise DataError(
@@ -244,11 +249,6 @@ def call_loader(spec: dict[str, Any]) -> tuple[Any, ...]:
             "y_train, x_val, y_val[, x_test, y_test]) or (train, val[, test]) torch Datasets"
         )
     return tuple(out)
-
-
-def _code_dir(spec: dict[str, Any]) -> str | None:
-    source = (spec.get("source") or {}).get("file")
-    return str(Path(source).parent) if source else None
 
 
 def _array(value: Any, what: str, name: str) -> np.ndarray:
@@ -322,7 +322,9 @@ def load_plugin(spec: dict[str, Any], seed: int) -> Dataset | Streamed:
             if first.ndim == 3 and first.dtype == np.uint8:
                 picks = range(min(len(out[0]), STATS_SAMPLE))
                 stats = channel_stats(np.stack([_array(out[0][i][0], "x", name) for i in picks]))
-            return Streamed(name, spec, classes, tuple(shape), counts, *stats, seed=seed)
+            return Streamed(
+                name, spec, classes, tuple(shape), counts, *stats, seed=seed, opened=out
+            )
         out = tuple(v for part in out for v in _as_arrays(part, "example", name))
     if len(out) not in (4, 6):
         raise DataError(
