@@ -13,7 +13,7 @@ from torch import nn
 from trainables import fit, load_dataset, resolve
 from trainables.feed import batches
 from trainables.loop import load_state
-from trainables.models import build_mlp
+from trainables.models import BUILDERS, MODELS, build_mlp
 from trainables.optim import build_optimizer
 
 BASE = {
@@ -116,6 +116,26 @@ def test_trainables_import_neither_ray_nor_mlflow():
     code = "import sys, trainables; print('ray' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_names_a_spec_is_checked_against_import_without_torch_or_numpy():
+    """`study status` must start fast: the spec's names come from torch-free modules, and the
+    training names load torch on first use only."""
+    code = (
+        "import sys\n"
+        "from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS\n"
+        "from trainables import TORCHVISION_SETS, DataError\n"
+        "from trainables.plugins import is_plugin\n"
+        "print('torch' in sys.modules, 'numpy' in sys.modules)\n"
+        "from trainables import fit\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_the_built_in_model_names_are_the_models_built():
+    assert tuple(BUILDERS) == MODELS
 
 
 class _Payload:

@@ -1,4 +1,5 @@
-"""Data sets as preloaded tensors: loaded once per study, split with a seed, batched by index.
+"""Data sets as preloaded tensors (placement `memory`): loaded once per study, split with a
+seed, batched by index.
 
 Images stay uint8 (N, C, H, W) until they reach the trial's device, where they become floats in
 [0, 1]; augmentation works on those and `Dataset.normalize` standardises each batch.
@@ -11,35 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.plugins import is_plugin
-
-# name -> (modality, channels): what a search space's `when:` may ask before any data is read.
-KINDS = {
-    "digits": ("image", 1),
-    "circles": ("tabular", 0),
-    "moons": ("tabular", 0),
-    "mnist": ("image", 1),
-    "fashion_mnist": ("image", 1),
-    "cifar10": ("image", 3),
-    "cifar100": ("image", 3),
-    "svhn": ("image", 3),
-    "csv": ("tabular", 0),
-}
-DATASETS = tuple(KINDS)
-
-# Per-channel mean and std of the training images, the values everyone uses.
-NORMALIZATION = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-}
-TORCHVISION_SETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
-
-
-class DataError(ValueError):
-    """A data set that cannot be read as its spec says; the message names the field and fix."""
+# The names a spec may use, kept importable from here too.
+from trainables.catalog import DATASETS as DATASETS
+from trainables.catalog import KINDS as KINDS
+from trainables.catalog import NORMALIZATION
+from trainables.catalog import TORCHVISION_SETS as TORCHVISION_SETS
+from trainables.feed import MemoryFeed
+from trainables.interface import DataError, Placement
+from trainables.transform import as_floats, normalize
 
 
 @dataclass
@@ -58,7 +38,13 @@ class Dataset:
     std: tuple[float, ...] | None = None
 
     @property
+    def placement(self) -> Placement:
+        """Always memory: the splits are tensors, shipped whole to each trial."""
+        return "memory"
+
+    @property
     def is_image(self) -> bool:
+        """Whether the examples are images (N, C, H, W)."""
         return self.x_train.dim() == 4
 
     @property
@@ -80,9 +66,9 @@ class Dataset:
         return found | ({"test": len(self.x_test)} if self.x_test is not None else {})
 
     def examples(self, n: int) -> torch.Tensor:
-        """The first `n` training examples as a model gets them (floats, normalised)."""
-        x = self.x_train[:n]
-        return self.normalize(x.float().div(255) if x.dtype == torch.uint8 else x.float())
+        """The first `n` training examples exactly as the network gets them (floats,
+        normalised)."""
+        return self.normalize(as_floats(self.x_train[:n]))
 
     def digest(self) -> str:
         """A content hash of the splits (what MLflow records as the data set's digest)."""
@@ -94,30 +80,29 @@ class Dataset:
                 sha.update(t.contiguous().numpy().tobytes())
         return sha.hexdigest()[:16]
 
-    def to(self, device: torch.device | str) -> "Dataset":
-        """The same data on `device`, images as floats in [0, 1]."""
+    def feed(self, device: torch.device, *, raw: bool, seed: int, workers: int) -> MemoryFeed:
+        """The whole set on `device`, batched by index (`workers` is for streamed sets)."""
+        return MemoryFeed(self, device, raw, seed)
 
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+    def to(self, device: torch.device | str) -> "Dataset":
+        """The same data on `device`, examples as floats (images in [0, 1])."""
+
+        def move(t: torch.Tensor | None, examples: bool) -> torch.Tensor | None:
             if t is None:
                 return None
             t = t.to(device, non_blocking=True)
-            return t.float().div_(255) if t.dtype == torch.uint8 else t
+            return as_floats(t) if examples else t
 
+        splits = ("train", "val", "test")
         return replace(
             self,
-            **{k: move(getattr(self, k)) for k in ("x_train", "y_train", "x_val", "y_val")},
-            x_test=move(self.x_test),
-            y_test=move(self.y_test),
+            **{f"x_{k}": move(getattr(self, f"x_{k}"), True) for k in splits},
+            **{f"y_{k}": move(getattr(self, f"y_{k}"), False) for k in splits},
         )
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Standardise a batch of images per channel (a no-op without statistics)."""
-        if self.mean is None:
-            return x
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=x.device).view(shape)
-        std = torch.tensor(self.std, device=x.device).view(shape)
-        return (x - mean) / std
+        return normalize(x, self.mean, self.std)
 
     def normalized(self) -> "Dataset":
         """The data standardised once, in place of every batch (for training without
@@ -276,20 +261,11 @@ LOADERS = {
 }
 
 
-def load_dataset(spec: dict[str, Any], seed: int = 0) -> Any:
-    """Load the data set a study's `dataset` mapping describes and split it with `seed`:
-    in memory (a Dataset), or, with placement `stream`, only its index (a Streamed set that
-    each trial opens itself).
-
-    Sets without an official test split keep `test_fraction` of the data apart first; the
-    validation split (`val_fraction`) comes from what is left, `train_size` caps the training
-    split. Tabular features are standardised with statistics of the training split only.
-    """
-    from trainables import sources  # image folders and loader plug-ins
-
+def load_builtin(spec: dict[str, Any], seed: int = 0) -> Dataset:
+    """A built-in data set (DATASETS) in memory, split with `seed`: sets without an official
+    test split keep `test_fraction` of the data apart first; the validation split
+    (`val_fraction`) comes from what is left, `train_size` caps the training split."""
     name = spec["name"]
-    if name == "image_folder" or is_plugin(name):
-        return sources.load(spec, seed)
     x, y, x_test, y_test = LOADERS[name](spec, seed)
     test_fraction = spec.get("test_fraction", 0.0)
     if x_test is None and test_fraction > 0:

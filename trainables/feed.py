@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from trainables.transform import as_floats
+
 EVAL_BATCH = 4096  # evaluation has no backward pass, so it takes big slices (in memory)
 STREAM_EVAL_BATCH = 256  # streamed examples may be large images: smaller eval batches
 
@@ -110,8 +112,7 @@ class StreamFeed:
         return self.loaders[key]
 
     def _on_device(self, x: torch.Tensor, y: torch.Tensor):
-        x = x.to(self.device, non_blocking=True)
-        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        x = as_floats(x.to(self.device, non_blocking=True))
         return x, torch.as_tensor(y).to(self.device, non_blocking=True)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.augment import augment, enabled, mix, mixing
-from trainables.data import Dataset
-from trainables.feed import MemoryFeed, StreamFeed, data_workers
+from trainables.feed import data_workers
 from trainables.hyperparameters import resolve
+from trainables.interface import Data, Feed
 from trainables.models import build_model, num_params
 from trainables.optim import build_optimizer, build_schedule, l1_penalty
 
@@ -55,7 +55,7 @@ class Setup:
     schedule: torch.optim.lr_scheduler.LRScheduler | None
 
 
-def build(config: dict[str, Any], data: Dataset) -> Setup:
+def build(config: dict[str, Any], data: Data) -> Setup:
     """Model, optimizer and schedule for `config` on `data` (seeded, on the CPU)."""
     hp = resolve(config)
     torch.manual_seed(hp["seed"])
@@ -85,7 +85,7 @@ def loss_fn(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, feed: Any, split: str, device: torch.device):
+def evaluate(model: nn.Module, feed: Feed, split: str, device: torch.device) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` in eval mode over a split of the feed."""
     model.eval()
     loss, correct = torch.zeros((), device=device), torch.zeros((), device=device)
@@ -98,9 +98,132 @@ def evaluate(model: nn.Module, feed: Any, split: str, device: torch.device):
     return loss.item() / count, correct.item() / count
 
 
+@dataclass
+class Run:
+    """One training run under way: what `fit` sets up once and every epoch uses."""
+
+    setup: Setup
+    feed: Feed
+    device: torch.device
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, compiled where asked
+    augment_gen: torch.Generator  # augmentation draws and mixup/cutmix partners
+    augmenting: bool
+    mixed: bool
+    amp: bool  # bf16 autocast
+    channels_last: bool
+    divergence: float  # a batch loss at or above this (or not finite) has diverged
+
+
+def start(config: dict[str, Any], data: Data) -> Run:
+    """Threads, model, optimizer, schedule and feed for `config` on `data`, on the device.
+
+    On a GPU: bf16 autocast where the GPU has it, channels_last convolutions, optional
+    torch.compile. On the CPU all three are off, so CPU results stay bit-for-bit the same."""
+    threads = int(config.get("threads", 1))
+    streamed = data.placement == "stream"  # DataLoader workers take half the trial's CPUs
+    workers, threads = data_workers(threads) if streamed else (0, threads)
+    torch.set_num_threads(threads)
+    setup = build(config, data)
+    hp, model = setup.hp, setup.model
+    dev = device()
+    augmenting = data.is_image and enabled(hp)
+    feed = data.feed(dev, raw=augmenting, seed=hp["seed"], workers=workers)
+    model.to(dev)
+    gpu = dev.type == "cuda"
+    channels_last = gpu and data.is_image and hp["model"]["name"] in ("cnn", "torchvision")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return Run(
+        setup=setup,
+        feed=feed,
+        device=dev,
+        forward=torch.compile(model) if gpu and hp["compile"] else model,
+        augment_gen=torch.Generator(device=dev).manual_seed(hp["seed"]),
+        augmenting=augmenting,
+        mixed=mixing(hp),
+        amp=gpu and torch.cuda.is_bf16_supported(),
+        channels_last=channels_last,
+        divergence=DIVERGENCE * math.log(data.num_classes),
+    )
+
+
+def restore(run: Run, state: dict[str, Any]) -> int:
+    """Continue from a state a `report` was given: weights, optimizer, schedule, the feed's
+    order and every random generator. Returns the epoch to train next."""
+    setup = run.setup
+    setup.model.load_state_dict(state["model"])
+    setup.optimizer.load_state_dict(state["optimizer"])
+    if setup.schedule and state.get("schedule"):
+        setup.schedule.load_state_dict(state["schedule"])
+    run.feed.load_state(state)
+    run.augment_gen.set_state(state["augment"])
+    torch.set_rng_state(state["torch"])  # dropout draws from the global generators
+    if state.get("cuda") is not None and run.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"])
+    return state["epoch"] + 1
+
+
+def train_epoch(run: Run, epoch: int) -> float:
+    """One pass over the training split, a step per batch (augment, normalise, mix, clip),
+    then the schedule's step. Returns the highest batch loss (inf where one was NaN)."""
+    setup, hp = run.setup, run.setup.hp
+    setup.model.train()
+    losses = []  # tensors on the device, read once after the epoch
+    for step, (x, target) in enumerate(run.feed.train(hp["batch_size"], epoch)):
+        if run.augmenting:
+            x = augment(x, hp, run.augment_gen)
+        x = run.feed.normalize(x)
+        partner, share = None, 1.0
+        if run.mixed:  # the draws depend on (seed, epoch, step) alone: a resume repeats them
+            x, partner, share = mix(x, hp, run.augment_gen, (hp["seed"], epoch, step))
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.amp):
+            loss = loss_fn(setup, run.forward(x), target, partner, share)
+        setup.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if hp["grad_clip"] > 0:
+            nn.utils.clip_grad_norm_(setup.model.parameters(), hp["grad_clip"])
+        setup.optimizer.step()
+        losses.append(loss.detach())
+    if setup.schedule:
+        setup.schedule.step()
+    return torch.stack(losses).nan_to_num(math.inf).max().item()
+
+
+def evaluate_epoch(run: Run) -> dict[str, float]:
+    """Loss and accuracy on the training and validation splits, in eval mode (so that the
+    gap compares like with like), and the gap."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.amp):
+        train_loss, train_acc = evaluate(run.setup.model, run.feed, "train", run.device)
+        val_loss, val_acc = evaluate(run.setup.model, run.feed, "val", run.device)
+    return {
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "gap": train_acc - val_acc,
+    }
+
+
+def snapshot(run: Run, epoch: int) -> dict[str, Any]:
+    """The state a checkpoint needs to resume after `epoch` (live references to the tensors)."""
+    setup = run.setup
+    return {
+        "epoch": epoch,
+        "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "schedule": setup.schedule.state_dict() if setup.schedule else None,
+        **run.feed.state(),
+        "augment": run.augment_gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
+    }
+
+
 def fit(
     config: dict[str, Any],
-    data: Dataset,
+    data: Data,
     report: Report,
     state: dict[str, Any] | None = None,
     test: bool = False,
@@ -114,102 +237,32 @@ def fit(
     chance level ends training with `diverged: 1` in its metrics.
     Returns the metrics of the last epoch, with test_loss and test_acc when `test` is set.
     """
-    threads = int(config.get("threads", 1))
-    streamed = not isinstance(data, Dataset)
-    workers, threads = data_workers(threads) if streamed else (0, threads)
-    torch.set_num_threads(threads)
-    setup = build(config, data)
-    hp, model, optimizer = setup.hp, setup.model, setup.optimizer
-    dev = device()
-    augmenting = data.is_image and enabled(hp)
-    if streamed:
-        feed = StreamFeed(data, dev, workers, hp["seed"])
-    else:
-        feed = MemoryFeed(data, dev, augmenting, hp["seed"])
-    model.to(dev)
-    # GPU path: bf16 autocast where the GPU has it, channels_last convolutions, optional
-    # torch.compile. On the CPU all three are off, so CPU results stay bit-for-bit the same.
-    gpu = dev.type == "cuda"
-    amp = gpu and torch.cuda.is_bf16_supported()
-    channels_last = gpu and data.is_image and hp["model"]["name"] in ("cnn", "torchvision")
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if gpu and hp["compile"] else model
-    mixed = mixing(hp)
-    size = num_params(model)
-    augment_gen = torch.Generator(device=dev).manual_seed(hp["seed"])
-    first_epoch = 1
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if setup.schedule and state.get("schedule"):
-            setup.schedule.load_state_dict(state["schedule"])
-        feed.load_state(state)
-        augment_gen.set_state(state["augment"])
-        torch.set_rng_state(state["torch"])  # dropout draws from the global generators
-        if state.get("cuda") is not None and dev.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda"])
-        first_epoch = state["epoch"] + 1
-
-    metrics: dict[str, float] = {}
+    run = start(config, data)
+    hp = run.setup.hp
+    first_epoch = restore(run, state) if state else 1
     last_epoch = min(hp["epochs"], hp.get("stop_epoch") or hp["epochs"])
+    size = num_params(run.setup.model)
+    metrics: dict[str, float] = {}
     for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        losses = []  # tensors on the device, read once after the epoch
-        for step, (x, target) in enumerate(feed.train(hp["batch_size"], epoch)):
-            if augmenting:
-                x = augment(x, hp, augment_gen)
-            x = feed.normalize(x)
-            partner, share = None, 1.0
-            if mixed:  # the draws depend on (seed, epoch, step) alone: a resume repeats them
-                x, partner, share = mix(x, hp, augment_gen, (hp["seed"], epoch, step))
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(setup, forward(x), target, partner, share)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp["grad_clip"] > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-            optimizer.step()
-            losses.append(loss.detach())
-        if setup.schedule:
-            setup.schedule.step()
-        # Train metrics in eval mode, so that the gap compares like with like.
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            train_loss, train_acc = evaluate(model, feed, "train", dev)
-            val_loss, val_acc = evaluate(model, feed, "val", dev)
+        lr = run.setup.optimizer.param_groups[0]["lr"]
+        peak = train_epoch(run, epoch)
         metrics = {
             "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "gap": train_acc - val_acc,
+            **evaluate_epoch(run),
             "lr": lr,
             "epoch_time": time.perf_counter() - started,
             "num_params": size,
         }
-        peak = torch.stack(losses).nan_to_num(math.inf).max().item()
-        if not peak < DIVERGENCE * math.log(data.num_classes):
+        if not peak < run.divergence:
             metrics["diverged"] = 1.0
-        state = {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": setup.schedule.state_dict() if setup.schedule else None,
-            **feed.state(),
-            "augment": augment_gen.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
-        }
-        report(metrics, state)
+        report(metrics, snapshot(run, epoch))
         if "diverged" in metrics:
             break
     if test:
-        if not feed.has("test"):
+        if not run.feed.has("test"):
             raise ValueError("dataset.test_fraction: no test split kept; set it above 0")
-        metrics["test_loss"], metrics["test_acc"] = evaluate(model, feed, "test", dev)
+        metrics["test_loss"], metrics["test_acc"] = evaluate(
+            run.setup.model, run.feed, "test", run.device
+        )
     return metrics

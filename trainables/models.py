@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from trainables.catalog import MODELS as MODELS  # the built-ins' names, importable from here too
 from trainables.hyperparameters import HYPERPARAMETERS
 from trainables.plugins import PluginError, code_dir, is_plugin, load_callable
 
@@ -170,7 +171,8 @@ def initialise(model: nn.Module, scheme: str) -> None:
                 nn.init.zeros_(module.bias)
 
 
-MODELS = {"mlp": build_mlp, "cnn": build_cnn, "torchvision": build_torchvision}
+# The built-ins (catalog.MODELS) by name.
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "torchvision": build_torchvision}
 # The spec's own keys of the built-ins; a plug-in gets `model.args` alone.
 BUILTIN_KEYS = ("widths", "channels", "arch", "small_input")
 
@@ -179,7 +181,7 @@ def model_builder(model: dict[str, Any]) -> Callable[..., nn.Module]:
     """The function that builds the model a `model` mapping names: a built-in or a plug-in."""
     if is_plugin(model["name"]):
         return load_callable(model["name"], code_dir(model))
-    return MODELS[model["name"]]
+    return BUILDERS[model["name"]]
 
 
 def model_arguments(model: dict[str, Any]) -> dict[str, Any]:

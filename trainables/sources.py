@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.data import DataError, Dataset, assemble, split
+from trainables.data import Dataset, assemble, split
+from trainables.feed import StreamFeed
+from trainables.interface import DataError, Placement
 from trainables.plugins import PluginError, brief, code_dir, load_callable
+from trainables.transform import as_floats, normalize
 
 MEMORY_LIMIT = 2 * 2**30  # bytes of uint8 examples: above it, placement auto is stream
 STATS_SAMPLE = 512  # training images decoded for the per-channel mean and std
@@ -168,9 +171,18 @@ class Streamed:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "opened": None}
 
-    is_image = property(lambda self: len(self.input_shape) == 3)
+    @property
+    def placement(self) -> Placement:
+        """Always stream: each trial reads the examples itself."""
+        return "stream"
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the examples are images (C, H, W)."""
+        return len(self.input_shape) == 3
 
     def sizes(self) -> dict[str, int]:
+        """Examples per split."""
         return dict(self.counts)
 
     def splits(self) -> dict[str, torch.utils.data.Dataset]:
@@ -181,16 +193,25 @@ class Streamed:
         parts = self.opened if self.opened is not None else call_loader(self.spec)
         return dict(zip(("train", "val", "test"), parts, strict=False))
 
+    def feed(self, device: torch.device, *, raw: bool, seed: int, workers: int) -> StreamFeed:
+        """DataLoaders of `workers` processes reading the splits in the trial, batches on
+        `device` (always raw: each batch is normalised by `StreamFeed.normalize`)."""
+        return StreamFeed(self, device, workers, seed)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return Dataset.normalize(self, x)
+        """Standardise a batch of images per channel (a no-op without statistics)."""
+        return normalize(x, self.mean, self.std)
 
     def examples(self, n: int) -> torch.Tensor:
-        """`n` training examples as a model gets them (floats, normalised)."""
+        """The first `n` training examples exactly as the network gets them (floats,
+        normalised)."""
         train = self.splits()["train"]
         x = torch.stack([torch.as_tensor(train[i][0]) for i in range(n)])
-        return self.normalize(x.float().div(255) if x.dtype == torch.uint8 else x.float())
+        return self.normalize(as_floats(x))
 
     def digest(self) -> str:
+        """A hash of what names the data: the loader and its arguments, the split sizes and an
+        image folder's files (the examples themselves are never all read on the driver)."""
         described = (self.name, self.spec.get("args"), sorted(self.counts.items()))
         sha = hashlib.sha256(repr(described).encode())
         for split_name in sorted(self.index):
