@@ -27,8 +27,9 @@ import optuna
 from rich.console import Console
 
 from benchmarks.common import arguments, record, timer
+from study.cluster import connect
 from study.preflight import preflight
-from study.runner import connect, run_study
+from study.runner import run_study
 from study.spec import StudySpec
 from trainables import fit
 
@@ -99,12 +100,13 @@ def measure(grid: dict[str, list], epochs: int, cores: int) -> dict[str, float]:
     trials = configs(spec, grid)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        data = preflight(spec, root)
+        checked = preflight(spec, root)
+        data = checked.data
         fit({**trials[0], "epochs": 1}, data, lambda metrics, state: None)  # warm up torch
         seconds = {"n": len(trials), "a": plain_loop(trials, data)}
         seconds["b"] = plain_optuna(trials, grid, data)
         with timer() as elapsed:
-            ranked = run_study(spec, root, data, Console(file=io.StringIO()))
+            ranked = run_study(spec, root, checked, Console(file=io.StringIO()))
         seconds["c"] = elapsed[0]
     done = sum(row["outcome"] == "completed" for row in ranked)
     if done != len(trials):

@@ -38,7 +38,7 @@ from benchmarks.common import (
     wait_for_nodes,
 )
 from study.preflight import preflight
-from study.runner import run_study, tracking_uri
+from study.runner import run_study
 from study.spec import StudySpec
 
 EPOCH_S = 0.1
@@ -102,7 +102,7 @@ def cpu_seconds() -> float:
 
 def first_run_start(spec: StudySpec, root: Path) -> float:
     """When the first trial's MLflow run began (its actor had started): epoch seconds."""
-    client = MlflowClient(tracking_uri(spec, root))
+    client = MlflowClient(spec.layout(root).tracking_uri)
     experiment = client.get_experiment_by_name(spec.name)
     runs = client.search_runs([experiment.experiment_id], max_results=50000)
     return sorted(run.info.start_time for run in runs)[1] / 1000  # [0]: the parent run
@@ -148,7 +148,7 @@ def main() -> None:
             }
         )
         with tempfile.TemporaryDirectory() as folder:
-            data = preflight(spec, Path(folder))  # connects to the cluster too
+            checked = preflight(spec, Path(folder))  # connects to the cluster too
             memory_start, cpu_start, began = resident_mib(), cpu_seconds(), time.time()
             samples, snapshots = [memory_start], []
             blocks_start = sys.getallocatedblocks()
@@ -158,7 +158,8 @@ def main() -> None:
             sampler = threading.Thread(target=sample_memory, args=(samples, snapshots, stop))
             sampler.start()
             with timer() as elapsed:
-                ranked = run_study(spec, Path(folder), data, Console(quiet=True), train=sleepy_fit)
+                console = Console(quiet=True)
+                ranked = run_study(spec, Path(folder), checked, console, train=sleepy_fit)
             stop.set()
             sampler.join()
             memory_end, driver_cpu = resident_mib(), cpu_seconds() - cpu_start

@@ -27,10 +27,13 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from benchmarks.common import arguments, record, timer
+from study.cluster import connect
+from study.core import Found
 from study.preflight import preflight
-from study.runner import connect, trial_dirname, with_data
+from study.runner import trial_folder, with_data
+from study.sampling import DefineByRun
 from study.schedule import build_scheduler
-from study.search import DefineByRun, build_searcher
+from study.search import build_searcher
 from study.spec import SchedulerSpec, StudySpec
 
 METHODS = {
@@ -54,17 +57,19 @@ class Epochs(tune.Callback):
         self.values += [m[self.metric] for m in result.get("history") or [result]]
 
 
-def searcher(spec: StudySpec, storage: str, kind: str):
-    """Our searcher, or Ray's stock OptunaSearch over the same define-by-run space."""
+def searcher(spec: StudySpec, root: Path, kind: str):
+    """Our searcher, or Ray's stock OptunaSearch over the same define-by-run space, with the
+    Optuna storage under `root`."""
+    layout = spec.layout(root)
     if kind == "ours":
-        return build_searcher(spec, storage)
+        return build_searcher(spec, layout, Found())
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
     return OptunaSearch(
         space=DefineByRun(spec.space, spec.trial_constants(), spec.context()),
         metric=spec.metric,
         mode=spec.mode,
         sampler=sampler,
-        storage=optuna.storages.RDBStorage(storage),
+        storage=optuna.storages.RDBStorage(layout.optuna_url),
         study_name=spec.name,
     )
 
@@ -92,18 +97,17 @@ def search(
         }
     )
     root.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{root / 'optuna.db'}"
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
         with_data(spec, data),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
             mode=spec.mode,
-            search_alg=ConcurrencyLimiter(searcher(spec, storage, kind), max_concurrent=2),
-            scheduler=build_scheduler(spec, storage),
+            search_alg=ConcurrencyLimiter(searcher(spec, root, kind), max_concurrent=2),
+            scheduler=build_scheduler(spec, spec.layout(root)),
             num_samples=trials,
             reuse_actors=True,
-            trial_dirname_creator=trial_dirname,
+            trial_dirname_creator=trial_folder,
         ),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0, callbacks=[epochs_seen]
@@ -145,7 +149,7 @@ def main() -> None:
                 root = Path(folder) / f"{seed}-{list(METHODS).index(method)}"
                 if data is None:
                     spec = StudySpec()
-                    data = preflight(spec, root)
+                    data = preflight(spec, root).data
                     connect(spec)
                 with timer() as elapsed:
                     runs[method].append(search(method, seed, trials, epochs, grace, root, data))

@@ -26,19 +26,23 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from benchmarks.common import arguments, mlflow_server, record
+from study.cluster import connect
+from study.core import Layout
 from study.preflight import preflight
-from study.runner import connect, run_study
+from study.records import open_experiment
+from study.runner import run_study
 from study.spec import StudySpec
-from study.tracking import MlflowTracker, open_experiment
+from study.tracking import MlflowTracker
 from trainables import METRICS
 
 
 def results_stream(trials: int, epochs: int) -> list[tuple[SimpleNamespace, dict]]:
     """Per-epoch results of `trials` trials, interleaved as concurrent trials report."""
+    run = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "epochs": epochs, "seed": 0}
     fakes = [
         SimpleNamespace(
             trial_id=f"t{i:05d}",
-            config={"optuna_trial": i, "epochs": epochs, "lr": 1e-3 * (i + 1), "dropout": 0.1},
+            config={"lr": 1e-3 * (i + 1), "dropout": 0.1, **run, "optuna_trial": i},
         )
         for i in range(trials)
     ]
@@ -54,7 +58,8 @@ def results_stream(trials: int, epochs: int) -> list[tuple[SimpleNamespace, dict
 def time_tracker(uri: str, root: Path, trials: int, epochs: int, naive: bool) -> list[float]:
     """Seconds per result of the tracker (or of one log_metric call per metric) on `uri`."""
     client = MlflowClient(uri)
-    experiment = open_experiment(client, f"bench-tracking-{'naive' if naive else 'ours'}", root)
+    name = f"bench-tracking-{'naive' if naive else 'ours'}"
+    experiment = open_experiment(client, Layout(root, name, name, uri, "", str(root / "ray")))
     parent = client.create_run(experiment, run_name="parent").info.run_id
     tracker = MlflowTracker(uri, experiment, parent, ["lr", "dropout"])
     stream = results_stream(trials, epochs)
@@ -90,11 +95,11 @@ def locked_study(root: Path, concurrent: int, quick: bool) -> tuple[int, int, in
             "resources": {"cpu": round((os.cpu_count() or 1) / concurrent, 4)},
         }
     )
-    data = preflight(spec, root)
+    checked = preflight(spec, root)
     connect(spec)
     stderr = io.StringIO()
     with redirect_stderr(stderr):
-        ranked = run_study(spec, root, data, Console(file=io.StringIO()))
+        ranked = run_study(spec, root, checked, Console(file=io.StringIO()))
     texts = [stderr.getvalue(), *(r.get("error", "") for r in ranked)]
     import ray
 

@@ -13,10 +13,12 @@ Example:
     ['lr', 'optimizer']
 """
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import optuna
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # a space suggests itself on an Optuna trial; reading one needs no Optuna
+    import optuna
 
 Choice = bool | int | float | str | None
 
@@ -62,7 +64,7 @@ class FloatParam(_Param):
         _check_range(self)
         return self
 
-    def suggest(self, trial: optuna.Trial, name: str) -> float:
+    def suggest(self, trial: "optuna.Trial", name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
 
 
@@ -80,7 +82,7 @@ class IntParam(_Param):
         _check_range(self)
         return self
 
-    def suggest(self, trial: optuna.Trial, name: str) -> int:
+    def suggest(self, trial: "optuna.Trial", name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step or 1)
 
 
@@ -96,7 +98,7 @@ class CategoricalParam(_Param):
             raise ValueError("choices is empty; list at least one value")
         return self
 
-    def suggest(self, trial: optuna.Trial, name: str) -> Choice:
+    def suggest(self, trial: "optuna.Trial", name: str) -> Choice:
         return trial.suggest_categorical(name, self.choices)
 
 
@@ -141,7 +143,9 @@ class Space(BaseModel):
             seen[name] = param
         return self
 
-    def suggest(self, trial: optuna.Trial, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    def suggest(
+        self, trial: "optuna.Trial", context: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Sample every active parameter on `trial` (define-by-run) and return the values.
 
         `context` holds values that `when:` conditions may test but that are not sampled.

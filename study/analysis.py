@@ -10,7 +10,8 @@ import optuna
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.tracking import TrialRecord
+from study.core import SCORED
+from study.records import TrialRecord
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "gap")
 GAP = 0.05  # overfitting: final train-val accuracy gap above this ...
@@ -67,7 +68,7 @@ def diagnose(table: pd.DataFrame, history: pd.DataFrame, limits: Thresholds) -> 
     """
     last = history.groupby("trial").last()
     lowest = history.groupby("trial")["val_loss"].min()
-    scored = table["outcome"].isin(["completed", "early_stopped"]) & table["trial"].isin(last.index)
+    scored = table["outcome"].isin(SCORED) & table["trial"].isin(last.index)
     best_train = last.loc[table.loc[scored, "trial"], "train_acc"].max()
     rows = []
     for trial, outcome in zip(table["trial"], table["outcome"], strict=True):
@@ -161,7 +162,7 @@ def leaderboard(
 
 def categorical_medians(table: pd.DataFrame, param: str, metric: str) -> dict[Any, tuple]:
     """Median metric and count per value of a categorical param, over scored trials."""
-    scored = table[table["outcome"].isin(["completed", "early_stopped"])].dropna(subset=[metric])
+    scored = table[table["outcome"].isin(SCORED)].dropna(subset=[metric])
     groups = scored.groupby(scored[param].astype(str))[metric]
     return {value: (group.median(), len(group)) for value, group in groups}
 

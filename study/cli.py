@@ -67,7 +67,7 @@ def run(
     try:
         spec = load_spec(spec_file, overrides)
         folder = resolve_root(spec, root)
-        data = preflight(spec, folder, replace=replace, warn=_warn)
+        checked = preflight(spec, folder, replace=replace, warn=_warn)
     except UserError as error:
         _fail(error)
     from study.runner import run_study
@@ -79,7 +79,7 @@ def run(
     )
     started = time.perf_counter()
     try:
-        ranked = run_study(spec, folder, data, console, replace=replace)
+        ranked = run_study(spec, folder, checked, console, replace=replace)
     except UserError as error:  # another driver claimed the name since preflight
         _fail(error)
     elapsed = time.perf_counter() - started
@@ -87,7 +87,7 @@ def run(
 
 
 def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, space: list) -> None:
-    from study.tracking import SHORT
+    from study.records import SHORT
 
     sampled = space if len(space) <= 5 else []  # wide spaces: the config is printed below
     table = Table(title=f"best trials of {name} ({elapsed:.0f} s)")
@@ -125,13 +125,13 @@ def resume(
 ) -> None:
     """Continue a study whose driver stopped: same Optuna study, same MLflow runs, unfinished
     trials from their last checkpoints."""
-    from study.preflight import load_data, saved_spec
+    from study.preflight import prepare_resume, saved_spec
     from study.spec import root_folder
 
     try:
         folder = root_folder(root)
         spec = saved_spec(folder, name, address)
-        data = load_data(spec)
+        checked = prepare_resume(spec, folder)
     except UserError as error:
         _fail(error)
     from study.runner import resume_study
@@ -139,7 +139,7 @@ def resume(
     console.print(f"resuming study [bold]{name}[/] under {folder}")
     started = time.perf_counter()
     try:
-        ranked = resume_study(spec, folder, data, console)
+        ranked = resume_study(spec, folder, checked, console)
     except UserError as error:
         _fail(error)
     _summary(ranked, spec.metric, name, time.perf_counter() - started, list(spec.space.params))
@@ -284,20 +284,19 @@ def ui(
     """Serve the MLflow UI for the root folder's store on 127.0.0.1 and print the study links."""
     from mlflow.tracking import MlflowClient
 
+    from study.core.layout import artifact_root, mlflow_db, store_uri
+    from study.records import runs_link
     from study.spec import root_folder
-    from study.tracking import runs_link, store_uri
 
     folder = root_folder(root)
-    if not (folder / "mlflow.db").exists():
-        _fail(
-            UserError(f"--root: no MLflow store at {folder / 'mlflow.db'}; run `study run` first")
-        )
+    if not mlflow_db(folder).exists():
+        _fail(UserError(f"--root: no MLflow store at {mlflow_db(folder)}; run `study run` first"))
     uri = store_uri(folder)
     base = f"http://127.0.0.1:{port}"
     log = open(folder / "mlflow-ui.log", "a")  # noqa: SIM115  (open while the server runs)
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-         "--default-artifact-root", (folder / "mlartifacts").as_uri(),
+         "--default-artifact-root", artifact_root(folder).as_uri(),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         # no job consumers (MLflow's GenAI jobs): three processes a study's UI never uses

@@ -13,55 +13,49 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from study import results
+from study.core import Layout
 from study.errors import UserError
-
-LOCK = "driver.lock"  # in the study's folder, held by its driver
-RECORD = "driver.json"  # beside it: who holds it, for the messages
 
 
 @contextlib.contextmanager
-def root_lock(root: Path) -> Iterator[None]:
+def root_lock(layout: Layout) -> Iterator[None]:
     """Hold the root folder's lock for the block (waiting for it): MLflow and Optuna each
     create their SQLite schema on first use, and two processes doing so at once fail."""
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(root / ".study.lock"):
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(layout.root_lock):
         yield
 
 
 @contextlib.contextmanager
-def driving(root: Path, name: str) -> Iterator[None]:
-    """Hold study `name`'s driver lock for the block, recording who holds it; a UserError
-    when a live process drives the study already."""
-    folder = results.study_dir(root, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / LOCK)
+def driving(layout: Layout) -> Iterator[None]:
+    """Hold the study's driver lock for the block, recording who holds it; a UserError when a
+    live process drives the study already."""
+    layout.study_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(layout.driver_lock)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise UserError(
-            f"NAME: study {name!r} is running ({who(root, name)}); wait for it to end, or "
+            f"NAME: study {layout.name!r} is running ({who(layout)}); wait for it to end, or "
             "stop that process first"
         ) from None
     try:
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        (folder / RECORD).write_text(json.dumps(record))
+        layout.driver_record.write_text(json.dumps(record))
         yield
     finally:
         lock.release()
 
 
-def is_driven(root: Path, name: str) -> bool:
-    """Whether a live process holds study `name`'s driver lock now."""
-    path = results.study_dir(root, name) / LOCK
-    if not path.exists():
+def is_driven(layout: Layout) -> bool:
+    """Whether a live process holds the study's driver lock now."""
+    if not layout.driver_lock.exists():
         return False
-    lock = FileLock(path)
+    lock = FileLock(layout.driver_lock)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -70,10 +64,10 @@ def is_driven(root: Path, name: str) -> bool:
     return False
 
 
-def who(root: Path, name: str) -> str:
-    """The last driver of study `name`, as `pid 123 on host`."""
+def who(layout: Layout) -> str:
+    """The study's last driver, as `pid 123 on host`."""
     try:
-        record: dict[str, Any] = json.loads((results.study_dir(root, name) / RECORD).read_text())
+        record: dict[str, Any] = json.loads(layout.driver_record.read_text())
     except (OSError, ValueError):
         return "driver unknown"
     return f"pid {record['pid']} on {record['host']}"

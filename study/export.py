@@ -12,20 +12,22 @@ from typing import Any
 import yaml
 
 from study import results
-from study.errors import UserError
-from study.tracking import store_uri
+from study.core import Layout, TrialConfig
+from study.errors import UserError, missing_study
+from study.preflight import saved_spec
+from study.spec import StudySpec
 from trainables import METRICS
 
 FORMATS = ("bundle", "yaml", "json", "csv")
 
 
-def load_table(root: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def load_table(root: Path, name: str) -> tuple[list[dict[str, Any]], StudySpec]:
     """The results table and saved spec of study `name`, or a UserError naming the fix."""
+    spec = saved_spec(root, name)
     try:
-        table = results.load(root, name)
-        spec = yaml.safe_load((results.study_dir(root, name) / "spec.yaml").read_text())
+        table = results.load(spec.layout(root))
     except FileNotFoundError:
-        raise UserError(results.missing_study(root, name)) from None
+        raise UserError(missing_study(root, name)) from None
     return table, spec
 
 
@@ -55,7 +57,7 @@ def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
     server, or on `study ui`'s port 5000 for a local store) and its Ray trial id."""
     from mlflow.tracking import MlflowClient
 
-    from study.tracking import RAY_TRIAL_TAG
+    from study.records import RAY_TRIAL_TAG
 
     found = {"tracking_uri": tracking_uri, "run_id": run_id, "link": None, "ray_trial_id": None}
     try:
@@ -68,23 +70,13 @@ def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
     return found
 
 
-def last_checkpoint(storage: Path, ray_trial_id: str | None) -> Path | None:
-    """The newest checkpoint Ray kept of a trial (it keeps the last two), if any."""
-    if not ray_trial_id:
-        return None
-    # state.pt: study.trial.STATE_FILE, not imported here as study.trial imports torch
-    states = (storage / f"trial_{ray_trial_id}").glob("checkpoint_*/state.pt")
-    return max(states, key=lambda p: p.parent.name, default=None)
-
-
 def document(
     name: str, row: dict[str, Any], uri: str, version: dict[str, Any], metric: str, mode: str
 ) -> dict[str, Any]:
     """One exported trial: provenance (MLflow store `uri`, code `version`), the value to
     reproduce, and the config to train."""
-    config = dict(row["config"])
-    if row["epochs"] < config["epochs"]:  # early-stopped: same schedule, stop where it stopped
-        config["stop_epoch"] = row["epochs"]
+    # An early-stopped trial: the same schedule, stopped where it stopped.
+    config = TrialConfig.parse(row["config"]).stopped_at(row["epochs"]).flat()
     return {
         "study": name,
         "trial": row["trial"],
@@ -103,11 +95,11 @@ def document(
 def ranked_rows(root: Path, name: str, top: int, metric: str | None, mode: str | None):
     """The study's spec, the ranking metric and mode, and its `top` best trials."""
     table, spec = load_table(root, name)
-    metric = metric or spec["metric"]
+    metric = metric or spec.metric
     if metric not in METRICS:
         raise UserError(f"--metric: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     if mode is None:  # the study's for its metric; otherwise losses and the gap go down
-        mode = spec["mode"] if metric == spec["metric"] else "max" if "acc" in metric else "min"
+        mode = spec.mode if metric == spec.metric else "max" if "acc" in metric else "min"
     best = results.ranked(table, metric, mode)[:top]
     if not best:
         raise UserError(f"NAME: study {name!r} has no trial with a {metric} value to export")
@@ -125,11 +117,11 @@ def export(
     """Write a bundle per trial of the `top` best of `name` (ranked by `metric`, `mode`): a
     folder with config.yaml and the last checkpoint, or one .yaml file for `-o x.yaml`."""
     spec, metric, mode, best = ranked_rows(root, name, top, metric, mode)
+    layout: Layout = spec.layout(root)
     if output is None:
-        output = root / "exports" / name
+        output = layout.exports_dir
     single = top == 1 and output.suffix in (".yaml", ".yml")
-    storage = Path(spec["cluster"]["storage"] or root / "ray") / name
-    uri = spec["tracking"]["uri"] or store_uri(root)
+    uri = layout.tracking_uri
     version = code_version()  # once: two git calls
     written = []
     for rank, row in enumerate(best, start=1):
@@ -137,7 +129,7 @@ def export(
         folder = output.parent if single else output / f"rank{rank}-{row['trial']}"
         path = output if single else folder / "config.yaml"
         folder.mkdir(parents=True, exist_ok=True)
-        state = None if single else last_checkpoint(storage, made["mlflow"]["ray_trial_id"])
+        state = None if single else layout.last_checkpoint(made["mlflow"]["ray_trial_id"])
         if state is not None:
             shutil.copyfile(state, folder / "checkpoint.pt")
             made["checkpoint"] = "checkpoint.pt"  # model, optimizer, epoch and RNG states

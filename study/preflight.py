@@ -7,17 +7,27 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from study import results
-from study.errors import UserError
+from search_spaces import load_yaml
+from study.core import Found, Layout
+from study.errors import UserError, already_exists, missing_study
 from study.spec import StudySpec
-from trainables import DataError, Dataset, load_dataset
+from trainables import Data, DataError
 from trainables.hyperparameters import NETWORK_KNOBS, resolve
 from trainables.plugins import PluginError, brief, describe, is_plugin
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What preflight hands the runner: the data set (in memory, or a streamed set's index),
+    what it found of the data and the model, and the study's first trial config."""
+
+    data: Data
+    found: Found
+    first_config: dict[str, Any]
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -70,25 +80,15 @@ def check_tracking(spec: StudySpec, root: Path) -> None:
         raise UserError(f"root: {root} is not writable; choose another folder with --root")
 
 
-def already_exists(name: str, root: Path) -> str:
-    """The message for a study name taken under the root."""
-    return (
-        f"name: a study {name!r} already exists under {root}; continue it with `study resume "
-        f"{name}`, pick another name with --set name=NEW, or pass --replace to start it over"
-    )
-
-
 def check_new(spec: StudySpec, root: Path) -> None:
     """A study name is used once per root folder unless the user asks to replace it."""
-    if (results.study_dir(root, spec.name) / "spec.yaml").exists():
+    if spec.layout(root).spec_file.exists():
         raise UserError(already_exists(spec.name, root))
 
 
 def check_cluster(spec: StudySpec) -> None:
     """Attach to the spec's Ray cluster and make sure some node can run one trial."""
-    import ray
-
-    from study.runner import connect
+    from study.cluster import connect, usable_nodes
 
     try:
         connect(spec)
@@ -104,10 +104,11 @@ def check_cluster(spec: StudySpec) -> None:
             f"cluster.address: cannot connect to Ray at {spec.cluster.address} ({first}); "
             "start the cluster or fix the address"
         ) from None
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     cpu, gpu = spec.resources.cpu, spec.resources.gpu
-    if not any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in nodes):
-        most = max((n.get("GPU", 0) for n in nodes), default=0)
+    fits, most = usable_nodes(cpu, gpu)
+    if not fits:
+        import ray
+
         ray.shutdown()
         raise UserError(
             f"resources: no node of the cluster has {cpu:g} CPU and {gpu:g} GPU for one trial "
@@ -117,57 +118,65 @@ def check_cluster(spec: StudySpec) -> None:
 
 def saved_spec(root: Path, name: str, address: str | None = None) -> StudySpec:
     """The spec a study was run with, as saved under the root (optionally on another cluster)."""
-    from study.spec import StudySpec
+    from study.core.layout import SPEC_FILE, study_dir
 
-    path = results.study_dir(root, name) / "spec.yaml"
+    path = study_dir(root, name) / SPEC_FILE
     if not path.exists():
-        raise UserError(results.missing_study(root, name))
-    raw = yaml.safe_load(path.read_text())
+        raise UserError(missing_study(root, name))
+    raw = load_yaml(path)
     if address:
         raw["cluster"]["address"] = address
     return StudySpec.model_validate(raw)
 
 
-def load_data(spec: StudySpec) -> Any:
-    """The study's data set, read once on the driver (with placement stream, only its index);
-    unreadable data is the user's to fix. A loader plug-in's file and hash, the example shape
-    and the placement chosen are recorded in `spec.dataset`, so exports and resumes read the
-    same data the same way."""
-    dataset = spec.dataset
+def saved_found(layout: Layout) -> Found | None:
+    """What preflight found when the study started, if it was recorded."""
+    return Found.from_dict(load_yaml(layout.found_file)) if layout.found_file.exists() else None
+
+
+def load_data(spec: StudySpec) -> tuple[Any, dict[str, Any]]:
+    """The study's data set, read once on the driver (with placement stream, only its index),
+    and what was found of it: a loader plug-in's file and hash, the example shape, the
+    placement chosen and an image set's statistics, so exports and resumes read the same data
+    the same way. Unreadable data is the user's to fix."""
+    from trainables import load_dataset
+
+    dataset, found = spec.dataset, {}
     if is_plugin(dataset.name):
         with contextlib.suppress(PluginError, ImportError, ValueError):  # load_dataset says
-            dataset.source = describe(dataset.name, spec.code_dir) or None  # why, its own way
+            found["source"] = describe(dataset.name, spec.code_dir) or None  # why, its own way
     described = {**dataset.model_dump(exclude_none=True), "code_dir": spec.code_dir}
     try:
         data = load_dataset(described, seed=spec.search.seed)
     except DataError as error:
         raise UserError(str(error)) from None
-    dataset.shape = list(data.input_shape)
+    found["shape"] = list(data.input_shape)
     if dataset.name == "image_folder" or is_plugin(dataset.name):
-        dataset.placement = "memory" if isinstance(data, Dataset) else "stream"
+        found["placement"] = data.placement
         if data.mean is not None:  # computed from its training split: part of the record
-            dataset.mean, dataset.std = list(data.mean), list(data.std)
-    return data
+            found["mean"], found["std"] = list(data.mean), list(data.std)
+    return data, {k: v for k, v in found.items() if v is not None}
 
 
-def check_model(spec: StudySpec, data: Dataset) -> Any:
+def check_model(spec: StudySpec, data: Data, found: Found) -> tuple[dict[str, Any], dict]:
     """Import the model's builder, build it with the study's first config and run one forward
-    pass on two real examples: every failure is the user's to fix, in one line. A plug-in's
-    file and content hash are recorded in `spec.model.source`. Returns the first config."""
+    pass on two real examples: every failure is the user's to fix, in one line. Returns the
+    first config and what was found of the model (a plug-in's file and content hash)."""
     import torch
 
-    from study.search import first_config
+    from study.sampling import first_config
     from trainables.models import model_arguments, model_builder
 
-    name = spec.model.name
+    name, model = spec.model.name, {}
     if is_plugin(name):
         try:
             builder = model_builder({"name": name, "code_dir": spec.code_dir})
         except PluginError as error:
             raise UserError(f"model.name: {error}; fix model.name or the module") from None
-        spec.model.source = describe(name, spec.code_dir) or None
+        if source := describe(name, spec.code_dir):
+            model["source"] = source
         _check_signature(name, builder, model_arguments(spec.model.model_dump()))
-    config = first_config(spec)
+    config = first_config(spec, Found(found.dataset, model))
     shape = data.input_shape
     try:
         network = network_of(config, data)
@@ -194,10 +203,10 @@ def check_model(spec: StudySpec, data: Dataset) -> Any:
             f"model.name: {name} gave {got} for 2 examples, expected logits of shape "
             f"{expected} ({data.num_classes} classes); make its last layer output num_classes"
         )
-    return config
+    return config, model
 
 
-def network_of(config: dict[str, Any], data: Dataset) -> Any:
+def network_of(config: dict[str, Any], data: Data) -> Any:
     """The network a trial's config builds (seeded as the loop seeds it)."""
     import torch
 
@@ -241,7 +250,7 @@ _ENABLE = {
 }
 
 
-def ignored_knobs(spec: StudySpec, data: Dataset, config: dict[str, Any]) -> list[str]:
+def ignored_knobs(spec: StudySpec, data: Data, config: dict[str, Any]) -> list[str]:
     """The network knobs the study samples that the model ignores: built with two of the
     space's values, the same seed and config otherwise, it is the same network (modules and
     weights) with the same optimizer settings."""
@@ -289,9 +298,10 @@ def _stderr(line: str) -> None:
 
 def preflight(
     spec: StudySpec, root: Path, replace: bool = False, warn: Callable[[str], None] = _stderr
-) -> Dataset:
+) -> Checked:
     """Every check a study must pass before anything is launched or recorded; returns the
-    data set, loaded along the way. Warnings (a sampled knob the model ignores) go to `warn`."""
+    data set, loaded along the way, and what was found of it and of the model. Warnings (a
+    sampled knob the model ignores) go to `warn`."""
     if spec.cluster.address:
         check_cluster(spec)
     else:
@@ -299,8 +309,16 @@ def preflight(
     check_tracking(spec, root)
     if not replace:
         check_new(spec, root)
-    data = load_data(spec)
-    config = check_model(spec, data)
+    data, dataset = load_data(spec)
+    config, model = check_model(spec, data, Found(dataset))
     for line in ignored_knobs(spec, data, config):
         warn(f"warning: {line}")
-    return data
+    return Checked(data, Found(dataset, model), config)
+
+
+def prepare_resume(spec: StudySpec, root: Path) -> Checked:
+    """The data of a study being resumed, with what its first driver found (found anew for a
+    study that did not record it)."""
+    data, dataset = load_data(spec)
+    found = saved_found(spec.layout(root)) or Found(dataset)
+    return Checked(data, found, {})

@@ -8,6 +8,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
+from study.core import Outcome
 from study.tracking import MlflowTracker, last_error
 
 COLOURS = {"completed": "green", "early_stopped": "yellow", "failed": "red", "diverged": "red"}
@@ -39,7 +40,7 @@ class Progress(tune.Callback):
 
     def _best(self) -> tuple[str, float] | None:
         scored = [
-            (r.last[self.metric], r.name.split()[0])
+            (r.last[self.metric], r.label)
             for r in self.tracker.records.values()
             if self.metric in r.last
         ]
@@ -49,7 +50,7 @@ class Progress(tune.Callback):
         return trial, value
 
     def _status(self, latest: str) -> Text:
-        done = sum(r.outcome != "running" for r in self.tracker.records.values())
+        done = sum(r.outcome != Outcome.RUNNING for r in self.tracker.records.values())
         best = self._best()
         best_text = f" · best {self.metric} {best[1]:.4f} ({best[0]})" if best else ""
         return Text(f"trials {done}/{self.num_samples} done{best_text} · {latest}", style="dim")
@@ -57,16 +58,16 @@ class Progress(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
         record = self.tracker.record(trial)
         value = result.get(self.metric, float("nan"))
-        latest = f"{record.name.split()[0]} epoch {int(result['epoch'])} {self.metric} {value:.4f}"
+        latest = f"{record.label} epoch {int(result['epoch'])} {self.metric} {value:.4f}"
         self.live.update(self._status(latest), refresh=True)
 
     def _ended(self, trial: Any) -> None:
         record = self.tracker.record(trial)
         colour = COLOURS.get(record.outcome, "white")
         value = record.last.get(self.metric)
-        if record.outcome == "failed":  # one line; the traceback is in the trial's folder
+        if record.outcome == Outcome.FAILED:  # one line; the traceback is in the trial's folder
             shown = f"{record.error} (traceback: {trial.storage.trial_fs_path}/error.txt)"
-        elif record.outcome == "diverged" or value is None:
+        elif record.outcome == Outcome.DIVERGED or value is None:
             shown = record.error
         else:
             shown = f"{self.metric}={value:.4f}"

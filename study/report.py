@@ -15,15 +15,12 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from mlflow.tracking import MlflowClient
 
 from study import analysis, results
+from study.core import SCORED, Outcome
 from study.errors import UserError
-from study.runner import parent_run, tracking_uri
-from study.schedule import rung_epochs
-from study.search import optuna_storage_url
+from study.records import study_records, trial_runs
 from study.spec import StudySpec
-from study.tracking import trial_runs
 
 COLORS = {
     "completed": "#1b9e77",
@@ -135,7 +132,7 @@ def plot_marginals(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path
     columns = min(panels, 3)
     rows = math.ceil(panels / columns)
     made, axes = figure(5 * columns, 4 * rows, rows, columns, squeeze=False)
-    scored = table[table["outcome"].isin(["completed", "early_stopped"])].dropna(subset=[metric])
+    scored = table[table["outcome"].isin(SCORED)].dropna(subset=[metric])
     for axis, param in zip(axes.flat, params, strict=False):
         present = scored.dropna(subset=[param])
         if is_categorical(spec, param):
@@ -187,7 +184,7 @@ def axis_values(spec: StudySpec, param: str, column: pd.Series) -> tuple[np.ndar
 def plot_parallel(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path) -> Path:
     """Parallel coordinates of the completed trials: one axis per sampled param and the
     metric, lines coloured by the metric."""
-    done = table[table["outcome"] == "completed"].dropna(subset=[metric])
+    done = table[table["outcome"] == Outcome.COMPLETED].dropna(subset=[metric])
     params = [p for p in spec.space.params if done[p].notna().all()] if len(done) else []
     made, axis = figure(2.2 * (len(params) + 1) + 2, 5)
     if len(done) == 0:
@@ -265,29 +262,28 @@ def page(name: str, summary: list[str], images: dict[str, Path], tables: dict[st
 def report(spec: StudySpec, root: Path, limits: analysis.Thresholds) -> dict[str, Any]:
     """Write the report of the finished study `spec` under <root>/studies/NAME/report, log it
     on the parent run, and return its summary lines, folder and parts."""
-    client = MlflowClient(tracking_uri(spec, root))
-    experiment = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
-    parent_id = experiment and parent_run(client, experiment.experiment_id)
+    layout = spec.layout(root)
+    client, experiment_id, parent_id = study_records(layout)
     if not parent_id:
         raise UserError(f"NAME: study {spec.name!r} has no MLflow runs yet; run it first")
-    records = trial_runs(client, experiment.experiment_id, parent_id)
+    records = trial_runs(client, experiment_id, parent_id)
     if not records:
         raise UserError(f"NAME: study {spec.name!r} has no trials yet; run or resume it")
     params, metric = list(spec.space.params), spec.metric
     history = analysis.curves(client, records, metric)
     table = analysis.trials(records, params, metric)
     ranked = results.ranked(results.rows(records, metric), metric, spec.mode)
-    best = int(ranked[0]["trial"].lstrip("t")) if ranked else None
+    best = ranked[0]["number"] if ranked else None
     diagnosis = analysis.diagnose(table, history, limits)
-    importances, note = analysis.importance(optuna_storage_url(spec, root), spec.name, params)
-    at = analysis.milestones(rung_epochs(spec), spec.scheduler.max_epochs)
+    importances, note = analysis.importance(layout.optuna_url, spec.name, params)
+    at = analysis.milestones(spec.scheduler.rung_epochs(), spec.scheduler.max_epochs)
     board = analysis.leaderboard(history, table, metric, spec.mode, at)
     categorical = [p for p in params if is_categorical(spec, p)]
     lines = analysis.summary(
         spec.name, table, diagnosis, ranked, importances, note, categorical, metric
     )
 
-    folder = results.study_dir(root, spec.name) / "report"
+    folder = layout.report_dir
     folder.mkdir(parents=True, exist_ok=True)
     png = {name: folder / f"{name}.png" for name in PLOTS}
     images = {

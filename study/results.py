@@ -1,33 +1,22 @@
-"""The results table of a study: one row per trial, saved under the root folder."""
+"""The results table of a study: one row per trial, saved in the study's folder."""
 
 import json
-import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from study.core import Layout, scored
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from study.tracking import TrialRecord
-
-
-def study_dir(root: Path, name: str) -> Path:
-    """Where a study keeps its spec and results: <root>/studies/<name>."""
-    return root / "studies" / name
-
-
-def missing_study(root: Path, name: str) -> str:
-    """The message for a study name with nothing under the root, naming the ones there are."""
-    known = sorted(p.parent.name for p in (root / "studies").glob("*/spec.yaml"))
-    hint = f"known studies: {', '.join(known)}" if known else "run `study run` first"
-    return f"NAME: no study {name!r} under {root}; {hint}"
+    from study.records import TrialRecord
 
 
 def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:
     """A JSON-ready row per trial: identity, outcome, last-epoch metrics, full config."""
     return [
         {
-            "trial": f"t{r.number:03d}",
+            "trial": r.label,
+            "number": r.number,
             "run_id": r.run_id,
             "run_name": r.name,
             "outcome": r.outcome,
@@ -41,14 +30,11 @@ def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:
     ]
 
 
-def save(root: Path, name: str, table: list[dict[str, Any]]) -> Path:
-    """Write results.json (full) and results.csv (flat) for the study; return the json path."""
-    folder = study_dir(root, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "results.json"
-    path.write_text(json.dumps(table, indent=1, default=str))
-    frame(table).to_csv(folder / "results.csv", index=False)
-    return path
+def save(layout: Layout, table: list[dict[str, Any]]) -> None:
+    """Write results.json (full) and results.csv (flat) in the study's folder."""
+    layout.study_dir.mkdir(parents=True, exist_ok=True)
+    layout.results_json.write_text(json.dumps(table, indent=1, default=str))
+    frame(table).to_csv(layout.results_csv, index=False)
 
 
 def frame(table: list[dict[str, Any]]) -> "pd.DataFrame":
@@ -58,18 +44,13 @@ def frame(table: list[dict[str, Any]]) -> "pd.DataFrame":
     return pd.json_normalize(table, sep=".")
 
 
-def load(root: Path, name: str) -> list[dict[str, Any]]:
-    """The saved results of study `name`, or FileNotFoundError."""
-    return json.loads((study_dir(root, name) / "results.json").read_text())
+def load(layout: Layout) -> list[dict[str, Any]]:
+    """The saved results of the study, or FileNotFoundError."""
+    return json.loads(layout.results_json.read_text())
 
 
 def ranked(table: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
     """Trials with a value for `metric`, best first (ties: fewer epochs first)."""
-    scored = [
-        row
-        for row in table
-        if row["outcome"] in ("completed", "early_stopped")
-        and math.isfinite(row.get("metrics", {}).get(metric, math.nan))
-    ]
+    ranks = [row for row in table if scored(row["outcome"], row.get("metrics", {}).get(metric))]
     sign = -1 if mode == "max" else 1
-    return sorted(scored, key=lambda row: (sign * row["metrics"][metric], row["epochs"]))
+    return sorted(ranks, key=lambda row: (sign * row["metrics"][metric], row["epochs"]))

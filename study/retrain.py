@@ -6,12 +6,11 @@ from typing import Any
 from pydantic import ValidationError
 from rich.console import Console
 
+from study.core import RUN_KEYS, TrialConfig
 from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
 from trainables.plugins import PluginError, code_dir, digest, is_plugin, load_callable
-
-RUN_KEYS = {"dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial"}
 
 
 def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -23,9 +22,12 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             raise UserError(f"config.{key}: unknown key; remove it (see `study spaces`)")
         if key in HYPERPARAMETERS and (problem := value_problem(key, config[key])):
             raise UserError(f"config.{key}: {problem}")
-    for key in ("dataset", "model", "epochs", "seed"):
-        if key not in config:
-            raise UserError(f"config.{key}: missing; export the config with `study export`")
+    try:
+        TrialConfig.parse(config)
+    except KeyError as error:
+        raise UserError(
+            f"config.{error.args[0]}: missing; export the config with `study export`"
+        ) from None
     try:
         DatasetSpec.model_validate(config["dataset"])
         ModelSpec.model_validate(config["model"])
@@ -183,7 +185,7 @@ def log_retrain(
                 model,
                 name="model",
                 registered_model_name=register,
-                input_example=data.normalize(data.x_val[:2]).numpy(),  # the model's input
+                input_example=data.examples(2).numpy(),  # as the loop feeds the network
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
     client.set_terminated(run_id)

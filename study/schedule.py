@@ -1,13 +1,12 @@
 """ASHA over epochs, able to pick up the rung records of a study that is being resumed; FIFO
 when early stopping is off. Both leave the order of starting trials to Tune (see KeepNewActors)."""
 
-import math
 from typing import Any
 
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from study.spec import StudySpec
+from study.core import Layout, finite, label, trial_number
 
 
 class KeepNewActors:
@@ -53,7 +52,7 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
         except KeyError:  # a new study
             return
         for trial in study.get_trials(deepcopy=False):
-            self.record(f"optuna-{trial.number}", trial.intermediate_values)
+            self.record(label(trial.number + 1), trial.intermediate_values)
 
     def record(self, key: str, values: dict[int, float]) -> None:
         """Put `values` (epoch -> metric) into every rung whose milestone they reached."""
@@ -66,7 +65,7 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A non-finite value (a diverged trial) would move the rungs' cutoffs: an infinity
         # in a rung raises its cutoff past every finite value.
-        if math.isfinite(result.get(self._metric, 0.0)):
+        if finite(result.get(self._metric, 0.0)):
             super().on_trial_complete(tune_controller, trial, result)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
@@ -74,33 +73,22 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
             self._replay()
         super().on_trial_add(tune_controller, trial)
         # A resumed trial owns the records it made before, so it is not judged twice.
-        earlier = f"optuna-{trial.config.get('optuna_trial')}"
+        earlier = label(trial_number(trial.config))
         for bracket in self._brackets:
             for _, recorded in bracket._rungs:
                 if earlier in recorded:
                     recorded[trial.trial_id] = recorded.pop(earlier)
 
 
-def build_scheduler(spec: StudySpec, storage_url: str) -> FIFOScheduler:
+def build_scheduler(spec: Any, layout: Layout) -> FIFOScheduler:
     """ASHA over epochs (each result's `epoch`), or FIFO when early stopping is off."""
     if spec.scheduler.name == "none":
         return Fifo()
     return ResumableASHA(
-        storage_url=storage_url,
-        study_name=spec.name,
+        storage_url=layout.optuna_url,
+        study_name=layout.name,
         time_attr="epoch",
         max_t=spec.scheduler.max_epochs,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
     )
-
-
-def rung_epochs(spec: StudySpec) -> list[int]:
-    """The epochs at which ASHA judges trials (a checkpoint is worth keeping there)."""
-    if spec.scheduler.name == "none":
-        return []
-    epochs, milestone = [], spec.scheduler.grace_period
-    while milestone < spec.scheduler.max_epochs:
-        epochs.append(math.ceil(milestone))
-        milestone *= spec.scheduler.reduction_factor
-    return epochs

@@ -1,17 +1,24 @@
-"""Optuna behind Ray Tune: TPE, random or grid proposals; early-stopped trials told as PRUNED."""
+"""Optuna behind Ray Tune: each trial told as its outcome decides (early-stopped as PRUNED,
+diverged and failed as FAIL), safe to resume."""
 
 import math
 import warnings
 from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search_spaces import Space
-from study.spec import StudySpec
+from study.core import Layout, Outcome, decide
+from study.sampling import DefineByRun, Storage, sampler
+
+# The Optuna state of a trial that did not run to its end.
+STATES = {
+    Outcome.EARLY_STOPPED: TrialState.PRUNED,
+    Outcome.DIVERGED: TrialState.FAIL,
+    Outcome.FAILED: TrialState.FAIL,
+}
 
 
 class PrunedAwareOptunaSearch(OptunaSearch):
@@ -97,116 +104,38 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return
         trial = self._ot_trials[trial_id]
         if error:  # Ray gives a failed trial's end with no result
-            trial.set_user_attr("outcome", "failed")
+            trial.set_user_attr("outcome", Outcome.FAILED.value)
             return super().on_trial_complete(trial_id, result, error)
         if not result:
             return super().on_trial_complete(trial_id, result, error)
         # Ray hands the last result to on_trial_complete only: record its epochs too.
         self._report(trial_id, result)
-        if result.get("diverged") or not math.isfinite(result.get(self.metric, 0.0)):
-            trial.set_user_attr("outcome", "diverged")
-            self._tell(trial_id, TrialState.FAIL)
-        elif result["epoch"] < self.max_epochs:
-            trial.set_user_attr("outcome", "early_stopped")
-            self._tell(trial_id, TrialState.PRUNED)
-        else:
-            trial.set_user_attr("outcome", "completed")
+        outcome = decide(result, metric=self.metric, last_epoch=self.max_epochs).outcome
+        trial.set_user_attr("outcome", outcome.value)
+        if outcome == Outcome.COMPLETED:
             super().on_trial_complete(trial_id, result, error)
+        else:
+            self._tell(trial_id, STATES[outcome])
 
     def _tell(self, trial_id: str, state: TrialState) -> None:
         self._ot_study.tell(self._ot_trials[trial_id], state=state)
         self._completed_trials.add(trial_id)
 
 
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler without the `study.stop()` it calls once the last grid point ends.
-    Optuna allows that only inside `optimize()`, which a Tune study never runs: from `tell` it
-    raised after the trial's state was stored, so the trial seemed untold and was told again
-    (a study whose last trial ended pruned or diverged crashed). Tune ends the study instead:
-    its `num_samples` is the grid's size."""
-
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        pass
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-
-
-class Storage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage; an SQLite file is opened in WAL mode, synced at its checkpoints
-    rather than at every commit. A study commits each epoch of each trial; this halves what
-    the driver spends in Optuna per trial (39 -> 20 ms, benchmarks/RESULTS.md, scale). A killed
-    driver loses nothing (the writes are in the file); a power cut may lose the last commits.
-    """
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self._no_sync_per_commit()
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:  # Ray pickles the searcher
-        super().__setstate__(state)
-        self._no_sync_per_commit()
-
-    def _no_sync_per_commit(self) -> None:
-        if self.engine.name == "sqlite":
-            sqlalchemy.event.listen(self.engine, "connect", _sqlite_pragmas)
-            self.engine.dispose()  # the connections opened so far had no pragmas
-
-
-class DefineByRun:
-    """The space suggested on an Optuna trial, plus the constants every trial config holds and
-    the Optuna trial's number (which names the trial everywhere, across resumes).
-
-    A class rather than a closure because Ray pickles the searcher to checkpoint it.
-    """
-
-    def __init__(self, space: Space, constants: dict[str, Any], context: dict[str, Any]) -> None:
-        self.space = space
-        self.constants = constants
-        self.context = context
-
-    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        self.space.suggest(trial, self.context)  # Ray captures the suggested values itself
-        return {**self.constants, "optuna_trial": trial.number}
-
-
-def optuna_storage_url(spec: StudySpec, root: Any) -> str:
-    """The spec's Optuna storage URL, or an SQLite file under the root folder."""
-    return spec.search.storage or f"sqlite:///{root}/optuna.db"
-
-
-def sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The study's Optuna sampler, seeded with `search.seed`."""
-    seed = spec.search.seed
-    if spec.search.sampler == "grid":
-        return GridSampler(spec.grid(), seed=seed)
-    if spec.search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def first_config(spec: StudySpec) -> dict[str, Any]:
-    """The config the study's first trial gets (its sampler asked once, in memory)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trial = optuna.create_study(sampler=sampler(spec)).ask()
-    return {**spec.trial_constants(), **spec.space.suggest(trial, spec.context())}
-
-
 def build_searcher(
-    spec: StudySpec, storage_url: str, resumed: bool = False
+    spec: Any, layout: Layout, found: Any, resumed: bool = False
 ) -> PrunedAwareOptunaSearch:
-    """The searcher for `spec`: its space define-by-run, the trial constants, seeded sampler;
-    `resumed` when earlier drivers of the study may have asked trials already."""
+    """The searcher for `spec`: its space define-by-run with the trial constants (what
+    preflight `found` included), seeded sampler; `resumed` when earlier drivers of the study
+    may have asked trials already."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return PrunedAwareOptunaSearch(
-        space=DefineByRun(spec.space, spec.trial_constants(), spec.context()),
+        space=DefineByRun(spec.space, spec.trial_constants(found), spec.context(found)),
         metric=spec.metric,
         mode=spec.mode,
         sampler=sampler(spec),
-        storage=Storage(storage_url),
-        study_name=spec.name,
+        storage=Storage(layout.optuna_url),
+        study_name=layout.name,
         max_epochs=spec.scheduler.max_epochs,
         num_samples=spec.search.num_samples,
         resumed=resumed,

@@ -18,9 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import search_spaces
+from study.core import Found, Layout, RunSettings, TrialConfig
 from study.errors import UserError
-from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS
-from trainables.data import TORCHVISION_SETS
+from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS, TORCHVISION_SETS
 from trainables.plugins import is_plugin
 
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
@@ -42,7 +42,14 @@ def import_path(name: str, example: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: a validated spec is input, never a record; what preflight finds is `Found`.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(model: BaseModel, name: str, value: Any) -> None:
+    """Set a default that depends on other fields while the model is being validated (after
+    that it is frozen)."""
+    object.__setattr__(model, name, value)
 
 
 class DatasetSpec(_Strict):
@@ -66,10 +73,12 @@ class DatasetSpec(_Strict):
     # memory: read by the driver, shipped through Ray's object store; stream: each trial reads
     # `root` (shared storage) itself. None: memory unless the examples exceed 2 GiB.
     placement: Literal["memory", "stream"] | None = None
-    shape: list[int] | None = None  # one example's shape, recorded by `study run`
-    mean: list[float] | None = None  # per channel, from the training split: recorded too
+    # What `study run` found (study.core.Found), accepted here as exported configs and the
+    # specs of studies run before it was a record of its own carry it.
+    shape: list[int] | None = None
+    mean: list[float] | None = None
     std: list[float] | None = None
-    source: dict[str, str] | None = None  # a loader plug-in's file and sha256, recorded too
+    source: dict[str, str] | None = None
 
     @field_validator("name")
     @classmethod
@@ -102,14 +111,16 @@ class DatasetSpec(_Strict):
         """image or tabular; None for a plug-in not loaded yet."""
         return self.kind()[0]
 
-    def kind(self) -> tuple[str | None, int]:
-        """The modality and channels (0 for tables) a `when:` condition may test."""
+    def kind(self, shape: list[int] | None = None) -> tuple[str | None, int]:
+        """The modality and channels (0 for tables) a `when:` condition may test; a plug-in's
+        come from its example `shape`, once preflight has read it."""
         if self.name in KINDS:
             return KINDS[self.name]
         if self.name == "image_folder":
             return "image", 3
-        if self.shape:  # a plug-in, once loaded
-            return ("image", self.shape[0]) if len(self.shape) == 3 else ("tabular", 0)
+        shape = shape or self.shape
+        if shape:
+            return ("image", shape[0]) if len(shape) == 3 else ("tabular", 0)
         return None, 0
 
 
@@ -150,7 +161,7 @@ class ModelSpec(_Strict):
                 fix = "put it in model.args" if is_plugin(self.name) else "remove it"
                 raise ValueError(f"{key}: not a key of model {self.name}; {fix}")
         if self.name in ("mlp", "cnn") and self.widths is None:
-            self.widths = [128, 128]
+            _resolve(self, "widths", [128, 128])
         if self.name == "torchvision" and self.arch is None:
             raise ValueError("arch: torchvision needs an architecture; set model.arch: resnet18")
         return self
@@ -180,6 +191,16 @@ class SchedulerSpec(_Strict):
     max_epochs: int = Field(27, ge=1)
     grace_period: int = Field(3, ge=1)
     reduction_factor: float = Field(3, gt=1)
+
+    def rung_epochs(self) -> list[int]:
+        """The epochs at which ASHA judges trials (a checkpoint is worth keeping there)."""
+        if self.name == "none":
+            return []
+        epochs, milestone = [], float(self.grace_period)
+        while milestone < self.max_epochs:
+            epochs.append(math.ceil(milestone))
+            milestone *= self.reduction_factor
+        return epochs
 
     @model_validator(mode="after")
     def _grace_within_budget(self) -> "SchedulerSpec":
@@ -279,7 +300,7 @@ class StudySpec(_Strict):
         if self.search.sampler == "grid":
             points = math.prod(len(values) for values in self.grid().values())
             if "num_samples" not in self.search.model_fields_set:
-                self.search.num_samples = points
+                _resolve(self.search, "num_samples", points)
             elif self.search.num_samples != points:
                 raise ValueError(
                     f"search.num_samples: the grid has {points} points and num_samples is "
@@ -287,10 +308,11 @@ class StudySpec(_Strict):
                 )
         return self
 
-    def context(self) -> dict[str, Any]:
+    def context(self, found: Found | None = None) -> dict[str, Any]:
         """What a `when:` condition may test besides sampled values: the data set's modality
-        and channels, the model's name, and every fixed (or default) hyperparameter."""
-        modality, channels = self.dataset.kind()
+        and channels (a plug-in's from what preflight `found`), the model's name, and every
+        fixed (or default) hyperparameter."""
+        modality, channels = self.dataset.kind(found.shape if found else None)
         hyperparameters = {**HYPERPARAMETERS, **self.model_defaults(), **self.fixed}
         return {
             **hyperparameters,
@@ -324,17 +346,23 @@ class StudySpec(_Strict):
         """The `module:callable` names the study uses."""
         return [name for name in (self.model.name, self.dataset.name) if is_plugin(name)]
 
-    def trial_constants(self) -> dict[str, Any]:
-        """What every trial's config holds besides the sampled values."""
-        return {
-            **self.model_defaults(),
-            **self.fixed,
-            "dataset": self.dataset.model_dump(exclude_none=True),
-            "model": self.model.model_dump(exclude_none=True),
-            "epochs": self.scheduler.max_epochs,
-            "seed": self.search.seed,
-            "threads": max(1, int(self.resources.cpu)),
-        }
+    def trial_constants(self, found: Found | None = None) -> dict[str, Any]:
+        """What every trial's config holds besides the sampled values: the fixed and default
+        hyperparameters and the run settings, with what preflight `found` of the data and
+        the model (a flat study.core.TrialConfig)."""
+        found = found or Found()
+        run = RunSettings(
+            dataset={**self.dataset.model_dump(exclude_none=True), **found.dataset},
+            model={**self.model.model_dump(exclude_none=True), **found.model},
+            epochs=self.scheduler.max_epochs,
+            seed=self.search.seed,
+            threads=max(1, int(self.resources.cpu)),
+        )
+        return TrialConfig({**self.model_defaults(), **self.fixed}, run).flat()
+
+    def layout(self, root: Path) -> Layout:
+        """Every path and URI of the study under `root`."""
+        return Layout.of(self, root)
 
 
 def value_problem(name: str, value: Any) -> str | None:
@@ -463,7 +491,8 @@ def load_spec(path: str | Path | None, overrides: list[str] = ()) -> StudySpec:
     except ValidationError as error:
         raise UserError(format_error(error)) from None
     if spec.plugins() and spec.code_dir is None:  # the spec file's folder, else where we are
-        spec.code_dir = str(Path(path).resolve().parent if path else Path.cwd())
+        folder = Path(path).resolve().parent if path else Path.cwd()
+        spec = spec.model_copy(update={"code_dir": str(folder)})
     return spec
 
 

@@ -1,14 +1,14 @@
-"""MLflow records of a study: one parent run, one nested child run per Ray trial.
+"""The MLflow tracker of a running study: a Ray Tune callback in the driver that writes one
+child run per trial under the study's parent run (records in `study.records`), and the stopper
+that ends a trial whose metric is not finite.
 
-The tracker is a Ray Tune callback, so it runs in the driver: only one process writes to the
-store, and each Tune result (one or more epochs) costs one batched `log_batch` call.
+Only the driver writes to the store, and each Tune result (one or more epochs) costs one
+batched `log_batch` call.
 """
 
 import json
 import math
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,158 +16,21 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from study.core import Outcome, TrialConfig, decide, finite, trial_number
+from study.records import (
+    BEST_SO_FAR,
+    PARENT_TAG,
+    RAY_TRIAL_TAG,
+    STATUS,
+    TRIAL_TAG,
+    TrialRecord,
+    better,
+    flatten,
+    log_params,
+    record_of,
+    run_name,
+)
 from trainables import METRICS
-from trainables.plugins import is_plugin
-
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-PARENT_TAG = "mlflow.parentRunId"
-TRIAL_TAG = "trial"  # the trial number, stable across resumes
-RAY_TRIAL_TAG = "ray.trial_id"
-OUTCOMES = ("completed", "early_stopped", "failed", "diverged")
-STATUS = {
-    "completed": "FINISHED",
-    "early_stopped": "KILLED",
-    "failed": "FAILED",
-    "diverged": "FAILED",
-}
-BEST_SO_FAR = "best_so_far"  # per child run and epoch: the best metric value up to that epoch
-VIEW_KEY = "study"  # the experiment's shared MLflow UI view: mlflow.sharedViewState.<key>
-NAME_ORDER = ("lr", "weight_decay", "dropout", "batch_norm", "l1", "optimizer")
-SHORT = {"weight_decay": "wd", "dropout": "p", "momentum": "m", "batch_norm": "bn"}
-
-
-def store_uri(root: Path) -> str:
-    """The default tracking URI: an SQLite file under the root folder."""
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def open_experiment(client: MlflowClient, name: str, root: Path) -> str:
-    """The id of experiment `name`, created (artifacts under the root) and tagged if new."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    local = client.tracking_uri.startswith("sqlite:") or client.tracking_uri.startswith("file:")
-    location = (root / "mlartifacts" / name).as_uri() if local else None
-    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
-
-
-def better(old: float, new: float, mode: str) -> bool:
-    """Whether `old` beats `new` under `mode` (max or min); NaN beats nothing."""
-    return old > new if mode == "max" else old < new
-
-
-def set_view(client: MlflowClient, experiment_id: str, metric: str, params: list[str]) -> None:
-    """Store the study's runs-table view on the experiment, as MLflow's UI shares views: the
-    outcome, the metric, its best so far, the early-stopped epoch and the sampled params as
-    columns. `runs_link` opens it."""
-    columns = [
-        "tags.`outcome`",
-        f"metrics.`{metric}`",
-        f"metrics.`{BEST_SO_FAR}`",
-        "tags.`early_stopped_epoch`",
-        "metrics.`gap`",
-        *(f"params.`{p}`" for p in params),
-    ]
-    state = json.dumps({"selectedColumns": list(dict.fromkeys(columns))})
-    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", state)
-
-
-def runs_link(base_url: str, experiment_id: str, view: bool = True) -> str:
-    """The MLflow UI page of an experiment's runs in the model-training view, with the study's
-    columns when `view` (the experiment has the view `set_view` stores)."""
-    query = f"viewStateShareKey={VIEW_KEY}&" if view else ""
-    base = base_url.rstrip("/")
-    return f"{base}/#/experiments/{experiment_id}/runs?{query}workflowType=machine_learning"
-
-
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def short(value: Any) -> str:
-    """A number as a human writes it in a run name: 3e-3, 1e-4, 0.13."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    if value != 0 and abs(value) < 0.01:
-        mantissa, exponent = f"{value:.0e}".split("e")
-        return f"{mantissa}e{int(exponent)}"
-    return f"{value:.2g}"
-
-
-def run_name(number: int, sampled: dict[str, Any], limit: int = 6) -> str:
-    """`t007 lr=3e-3 wd=1e-4 p=0.13 bn`: the trial number and up to `limit` sampled values,
-    the regularization knobs first."""
-    first = [k for k in NAME_ORDER if k in sampled]
-    words = [f"t{number:03d}"]
-    for name in (first + [k for k in sampled if k not in first])[:limit]:
-        value = sampled[name]
-        if name == "batch_norm":
-            words.append("bn" if value else "no-bn")
-        else:
-            words.append(f"{SHORT.get(name, name)}={short(value)}")
-    return " ".join(words)
-
-
-def log_dataset(client: MlflowClient, run_id: str, dataset: dict[str, Any], data: Any) -> None:
-    """Record the study's data set on `run_id` as an MLflow dataset input: its name, where it
-    comes from (a folder or file, else the loader), its split sizes and a digest."""
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
-
-    where = dataset.get("root") or dataset.get("path")
-    if where:
-        with warnings.catch_warnings():  # MLflow finds two names for a local path
-            warnings.simplefilter("ignore")
-            source = resolve_dataset_source(str(Path(where).resolve()))
-    else:
-        name = dataset["name"]
-        loader = name if is_plugin(name) else f"built-in {name}"
-        source = CodeDatasetSource(tags={"loader": loader})
-    sizes = data.sizes()
-    meta = MetaDataset(source, name=dataset["name"], digest=data.digest())
-    tags = [InputTag("mlflow.data.context", "training")]
-    tags += [InputTag(f"{split}_examples", str(count)) for split, count in sizes.items()]
-    if dataset.get("placement"):
-        tags.append(InputTag("placement", dataset["placement"]))
-    client.log_inputs(run_id, datasets=[DatasetInput(meta._to_mlflow_entity(), tags=tags)])
-
-
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    """Log a flat mapping as params, 100 at a time (MLflow's batch limit)."""
-    items = [Param(k, str(v)) for k, v in flatten(params).items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start : start + 100])
-
-
-@dataclass
-class TrialRecord:
-    """What the study knows of one trial: its run, config, outcome and latest metrics."""
-
-    number: int  # Optuna's trial number + 1: the trial's name everywhere, across resumes
-    run_id: str
-    name: str
-    config: dict[str, Any]
-    outcome: str = "running"
-    error: str = ""
-    epochs: int = 0
-    last: dict[str, float] = field(default_factory=dict)
-    node: str = ""
-    best: float = math.nan  # the best value of the study's metric over the epochs so far
-    sized: bool = False  # whether the run has its model's `num_params` param
-
-
-def trial_number(trial: Any) -> int:
-    """A Ray trial's number: its Optuna trial's number + 1."""
-    return int(trial.config["optuna_trial"]) + 1
 
 
 class MlflowTracker(tune.Callback):
@@ -207,7 +70,7 @@ class MlflowTracker(tune.Callback):
 
     def record(self, trial: Any) -> TrialRecord:
         """The record of `trial`: known, found in MLflow, or made with a new child run."""
-        number = trial_number(trial)
+        number = trial_number(trial.config)
         if number not in self.records:
             found = self._find(number) if self.resumed else None
             self.records[number] = found or self._create(number, trial)
@@ -215,7 +78,7 @@ class MlflowTracker(tune.Callback):
 
     def finished(self, trial: Any) -> bool:
         """Whether `trial` already has its outcome (a resumed trial Ray thought was running)."""
-        return self.record(trial).outcome != "running"
+        return self.record(trial).outcome != Outcome.RUNNING
 
     def _create(self, number: int, trial: Any) -> TrialRecord:
         config = trial.config
@@ -224,7 +87,7 @@ class MlflowTracker(tune.Callback):
             PARENT_TAG: self.parent_run_id,
             TRIAL_TAG: str(number),
             RAY_TRIAL_TAG: trial.trial_id,
-            "outcome": "running",
+            "outcome": Outcome.RUNNING.value,
             "config": json.dumps(config),
         }
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -256,7 +119,7 @@ class MlflowTracker(tune.Callback):
         # A result carries the epochs since the previous one (`history`); epochs replayed
         # from a checkpoint were logged already, and an ended trial is left as it ended.
         epochs = [m for m in result.get("history") or [result] if int(m["epoch"]) > record.epochs]
-        if record.outcome != "running" or not epochs:
+        if record.outcome != Outcome.RUNNING or not epochs:
             return
         metrics = []
         for epoch_metrics in epochs:
@@ -299,36 +162,27 @@ class MlflowTracker(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.record(trial)
-        if record.outcome != "running":
-            return
-        value = record.last.get(self.metric, 0.0)
-        if record.last.get("diverged"):
-            record.error = (
-                f"training loss blew up (a batch NaN, inf or 100x chance) in epoch {record.epochs}"
-            )
-            self._finish(record, "diverged")
-        elif not math.isfinite(value):
-            record.error = f"{self.metric} was {value} in epoch {record.epochs}"
-            self._finish(record, "diverged")
-        elif record.epochs >= trial.config["epochs"]:
-            self._finish(record, "completed")
-        else:
-            self._finish(record, "early_stopped")
+        if record.outcome == Outcome.RUNNING:
+            last_epoch = TrialConfig.parse(trial.config).run.last_epoch
+            last = {**record.last, "epoch": record.epochs} if record.epochs else None
+            self._finish(record, decide(last, metric=self.metric, last_epoch=last_epoch))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.record(trial)
-        if record.outcome != "running":
+        if record.outcome != Outcome.RUNNING:
             return
-        record.error = last_error(trial)
         if trial.error_file and Path(trial.error_file).exists():
             # the full traceback stays in the trial's folder and goes on its run
             self.client.log_artifact(record.run_id, trial.error_file)
-        self._finish(record, "failed")
+        self._finish(
+            record, decide(None, metric=self.metric, last_epoch=0, error=last_error(trial))
+        )
 
-    def _finish(self, record: TrialRecord, outcome: str) -> None:
-        record.outcome = outcome
-        tags = [RunTag("outcome", outcome), RunTag("epochs", str(record.epochs))]
-        if outcome == "early_stopped":
+    def _finish(self, record: TrialRecord, decision: Any) -> None:
+        outcome = decision.outcome
+        record.outcome, record.error = outcome.value, decision.error
+        tags = [RunTag("outcome", outcome.value), RunTag("epochs", str(record.epochs))]
+        if outcome == Outcome.EARLY_STOPPED:
             tags.append(RunTag("early_stopped_epoch", str(record.epochs)))
         if record.error:
             tags.append(RunTag("error", record.error))
@@ -344,35 +198,6 @@ def last_error(trial: Any) -> str:
     return lines[-1][:500] if lines else "unknown error"
 
 
-def record_of(run: Any) -> TrialRecord:
-    """The record a trial's child run holds."""
-    tags = run.data.tags
-    return TrialRecord(
-        int(tags[TRIAL_TAG]),
-        run.info.run_id,
-        run.info.run_name,
-        json.loads(tags["config"]),
-        tags.get("outcome", "running"),
-        tags.get("error", ""),
-        int(tags.get("epochs", 0)),
-        dict(run.data.metrics),
-        tags.get("node_id", ""),
-        sized="num_params" in run.data.params,
-    )
-
-
-def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
-    """Every child run of a study's parent run."""
-    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
-    return client.search_runs([experiment_id], filter_string=query, max_results=50000)
-
-
-def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    """Every child run of a study's parent run as a record, by trial number."""
-    records = [record_of(run) for run in child_runs(client, experiment_id, parent_run_id)]
-    return sorted(records, key=lambda r: r.number)
-
-
 class StudyStopper(tune.Stopper):
     """Stops a trial whose study metric is not finite (NaN or infinity: it ends as diverged),
     and, at its first result, a trial that had already ended before a resume."""
@@ -381,11 +206,10 @@ class StudyStopper(tune.Stopper):
         self.tracker = tracker
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        if not math.isfinite(result.get(self.tracker.metric, 0.0)):
+        if not finite(result.get(self.tracker.metric, 0.0)):
             return True
-        number = int(result["config"]["optuna_trial"]) + 1
-        record = self.tracker.records.get(number)
-        return record is not None and record.outcome != "running"
+        record = self.tracker.records.get(trial_number(result["config"]))
+        return record is not None and record.outcome != Outcome.RUNNING
 
     def stop_all(self) -> bool:
         return False

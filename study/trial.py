@@ -15,10 +15,9 @@ import ray
 import torch
 from ray import tune
 
-from trainables import Dataset, fit
+from study.core import STATE_FILE, TrialConfig
+from trainables import Data, fit
 from trainables.loop import device, load_state
-
-STATE_FILE = "state.pt"
 
 # Epochs shorter than this reach Tune together in one result (its `history`): each result is
 # a round trip through the driver (Tune, Optuna, MLflow) during which the trial waits, which
@@ -29,7 +28,7 @@ REPORT_EVERY_S = 1.0
 
 def trainable(
     config: dict[str, Any],
-    data: Dataset,
+    data: Data,
     checkpoint_epochs: frozenset[int],
     train: Callable[..., Any] = fit,
 ) -> None:
@@ -42,7 +41,7 @@ def trainable(
     if checkpoint:
         with checkpoint.as_directory() as folder:
             state = load_state(Path(folder) / STATE_FILE)
-    last_epoch = config.get("stop_epoch") or config["epochs"]
+    last_epoch = TrialConfig.parse(config).run.last_epoch
     where = {"device": str(device()), "node_id": ray.get_runtime_context().get_node_id()}
     history: list[dict[str, float]] = []
     last_report = time.monotonic()

@@ -101,9 +101,10 @@ def test_a_sampled_knob_the_network_ignores_is_warned_about(tmp_path):
     # The example plug-in reads both: no warning.
     said.clear()
     example = load_spec(example_plugin(tmp_path / "example"))
-    preflight(example, tmp_path / "runs", warn=said.append)
+    found = preflight(example, tmp_path / "runs", warn=said.append).found
     assert said == []
-    assert example.model.source["file"].endswith("my_net.py") and example.model.source["sha256"]
+    assert found.model["source"]["file"].endswith("my_net.py") and found.model["source"]["sha256"]
+    assert example.model.source is None  # the spec is input; what preflight found is a record
 
 
 def final_value(stdout: str) -> tuple[float, float]:
@@ -130,7 +131,8 @@ def test_a_plugin_study_runs_exports_retrains_and_reports(tmp_path):
         params = run.data.params
         assert params["model.name"] == "my_net:build" and params["model.args.width"] == "128"
         hp = resolve({k: yaml.safe_load(v) for k, v in params.items() if k in resolve({})})
-        built = build_model((1, 8, 8), 10, {"name": "my_net:build", "args": {"width": 128}}, hp)
+        model = {"name": "my_net:build", "args": {"width": 128}, "code_dir": str(code)}
+        built = build_model((1, 8, 8), 10, model, hp)
         assert params["num_params"] == str(num_params(built))
         assert len(params["model.source.sha256"]) == 64
 

@@ -5,12 +5,15 @@ on the console with its traceback kept in the trial's folder and on its MLflow r
 import io
 import math
 import sys
+from pathlib import Path
 
 import optuna
 import ray
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
+from study.core import Found
+from study.preflight import Checked
 from study.runner import run_study
 from study.spec import load_spec
 from trainables import load_dataset
@@ -18,6 +21,7 @@ from trainables import load_dataset
 # What each trial's lr makes the stand-in loop below do at epoch 2.
 NAN, INF, RAISE, FINE = 0.1, 0.2, 0.3, 0.4
 EPOCHS = 3
+SOURCE = Path(__file__).read_text().splitlines()
 
 
 def scripted_loop(config, data, report, state=None):
@@ -54,9 +58,9 @@ def test_non_finite_metrics_end_as_diverged_and_a_failure_is_one_line(tmp_path, 
     )
     root = tmp_path / "runs"
     out = io.StringIO()
-    data = load_dataset({"name": "digits"})
+    checked = Checked(load_dataset({"name": "digits"}), Found(), {})
     try:
-        ranked = run_study(spec, root, data, Console(file=out, width=200), train=scripted_loop)
+        ranked = run_study(spec, root, checked, Console(file=out, width=200), train=scripted_loop)
     finally:
         ray.shutdown()
 
@@ -86,7 +90,8 @@ def test_non_finite_metrics_end_as_diverged_and_a_failure_is_one_line(tmp_path, 
     assert failed.data.tags["error"] == "ValueError: boom [at epoch 2]"
     assert failed.data.tags["retries"] == "1"  # retried once, as max_failures says
     copy = client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path))
-    frame = 'test_trial_failures.py", line 28, in scripted_loop'  # the traceback, in full
+    line = next(n for n, text in enumerate(SOURCE, 1) if 'raise ValueError("boom' in text)
+    frame = f'test_trial_failures.py", line {line}, in scripted_loop'  # the traceback, in full
     assert frame in read(copy) and "boom [at epoch 2]" in read(copy)
 
     assert ranked[0]["config"]["lr"] == FINE and len(ranked) == 1  # inf is never the best

@@ -1,0 +1,27 @@
+"""The facts every part of a study shares, written once: where its files live (layout), what a
+trial runs (config), how a trial ended (outcome). Imports no Ray, Optuna, MLflow or torch."""
+
+from study.core.config import RUN_KEYS, RunSettings, TrialConfig, label, trial_number
+from study.core.found import Found
+from study.core.layout import STATE_FILE, Layout, store_uri, trial_dirname
+from study.core.outcome import ENDED, SCORED, Decision, Outcome, decide, finite, scored
+
+__all__ = [
+    "ENDED",
+    "RUN_KEYS",
+    "SCORED",
+    "STATE_FILE",
+    "Decision",
+    "Found",
+    "Layout",
+    "Outcome",
+    "RunSettings",
+    "TrialConfig",
+    "decide",
+    "finite",
+    "label",
+    "scored",
+    "store_uri",
+    "trial_dirname",
+    "trial_number",
+]

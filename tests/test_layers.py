@@ -1,0 +1,104 @@
+"""Who may import whom (../DESIGN.md): no import cycle among our modules, a core that loads
+no engine, commands that read records without Ray, and plain-PyTorch trainables."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("study", "trainables", "search_spaces")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The project modules `path` imports anywhere in it (functions included)."""
+    found = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path.parent / "x")
+    package = package.rpartition(".")[0] if path.name != "__init__.py" else package
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    return {name: imports(path) & set(modules) for name, path in modules.items()}
+
+
+def test_no_import_cycle():
+    """No module imports, at any depth and from any function, a module that imports it."""
+    edges = graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(edges[node]):
+            if target == node or (node.startswith(target + ".") and target in edges):
+                continue  # a package's own submodule, or a module and its package
+            if state.get(target) == 1:
+                cycle = path[path.index(target) :] + [target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+
+
+def test_core_and_interface_import_nothing_of_ours_beyond_themselves():
+    """study.core imports only study.core; trainables.interface imports nothing of ours."""
+    edges = graph()
+    for name, targets in edges.items():
+        if name.startswith("study.core"):
+            outside = {t for t in targets if not t.startswith("study.core")}
+            assert not outside, f"{name} imports {outside}"
+    assert edges["trainables.interface"] == set()
+
+
+def test_trainables_never_import_the_engines_or_study():
+    """trainables is plain PyTorch: no Ray, MLflow, Optuna or study code."""
+    for path in (ROOT / "trainables").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        roots = {name.split(".")[0] for name in names}
+        assert not roots & {"ray", "mlflow", "optuna", "study"}, f"{path.name}: {roots}"
+
+
+def loaded(*modules: str) -> set[str]:
+    """The top-level packages importing `modules` loads, in a fresh interpreter."""
+    code = f"import sys; import {', '.join(modules)}; print(' '.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return {name.split(".")[0] for name in done.stdout.split()}
+
+
+def test_core_loads_no_engine():
+    """The core is importable without Ray, Optuna, MLflow, torch or numpy."""
+    assert not loaded("study.core") & {"ray", "optuna", "mlflow", "torch", "numpy"}
+
+
+def test_reading_commands_load_no_ray_or_torch():
+    """status, report, export and train read records: no Ray; status and export no torch."""
+    assert "ray" not in loaded("study.status", "study.report", "study.export", "study.retrain")
+    assert not loaded("study.cli", "study.status", "study.export") & {"ray", "torch", "optuna"}
