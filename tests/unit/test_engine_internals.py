@@ -1,0 +1,201 @@
+"""The private attributes of Ray, Optuna and MLflow our adapters reach, checked on real objects
+built in memory: an upgrade that drops or reshapes one fails here, by name, not in a user's
+study. pyproject.toml caps each engine at the series this file has passed on."""
+
+import importlib.metadata
+import inspect
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Dataset
+from optuna.trial import TrialState
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from study.records import log_dataset
+from study.sampling import Storage
+from study.schedule import ResumableASHA
+from study.search import PrunedAwareOptunaSearch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def user(thing) -> str:
+    """Where our code relies on an attribute: `study/schedule.py ResumableASHA`."""
+    path = Path(inspect.getsourcefile(thing)).resolve().relative_to(ROOT)
+    return f"{path.as_posix()} {thing.__name__}"
+
+
+def gone(name: str, relied: tuple, how: str = "is gone") -> str:
+    """The failure message for `name`, an attribute of the engine that `relied` names
+    (distribution, our class or function) which is not there as we use it."""
+    distribution, used_by = relied
+    version = importlib.metadata.version(distribution)
+    return (
+        f"{name} {how} in {distribution} {version}; {user(used_by)} relies on it: "
+        "re-check it and move the cap in pyproject.toml"
+    )
+
+
+def private(obj, attribute: str, name: str, kind: type, relied: tuple):
+    """`obj.attribute`, failing with `gone(...)` unless it exists as an instance of `kind`."""
+    assert hasattr(obj, attribute), gone(name, relied)
+    value = getattr(obj, attribute)
+    assert isinstance(value, kind), gone(name, relied, f"is no longer a {kind.__name__}")
+    return value
+
+
+def expect(condition: bool, name: str, relied: tuple) -> None:
+    """Fail with `gone(...)` when `condition`, the shape we rely on, does not hold."""
+    assert condition, gone(name, relied, "changed shape")
+
+
+# -- Ray Tune: ASHAScheduler ---------------------------------------------------------------------
+
+ASHA = "ray.tune.schedulers.ASHAScheduler"
+BY_ASHA = ("ray", ResumableASHA)
+
+
+@pytest.fixture
+def asha() -> ASHAScheduler:
+    """Ray's own scheduler, its metric and mode set as TuneConfig sets them."""
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3)
+    scheduler.set_search_properties("val_acc", "min")
+    return scheduler
+
+
+def test_asha_brackets_hold_rungs_of_milestone_and_records(asha):
+    """`_brackets`: a list of brackets; each `_rungs`: a list of (milestone, dict) pairs."""
+    brackets = private(asha, "_brackets", f"{ASHA}._brackets", list, BY_ASHA)
+    expect(len(brackets) == 1, f"{ASHA}._brackets", BY_ASHA)
+    name = f"{ASHA}._brackets[0]._rungs"
+    rungs = private(brackets[0], "_rungs", name, list, BY_ASHA)
+    pairs = all(isinstance(r, tuple) and len(r) == 2 and isinstance(r[1], dict) for r in rungs)
+    expect(pairs, f"{name} as (milestone, dict) pairs", BY_ASHA)
+    expect(sorted(milestone for milestone, _ in rungs) == [1, 3, 9], f"{name} milestones", BY_ASHA)
+
+
+def test_asha_records_a_result_by_trial_id_and_metric_sign(asha):
+    """A rung's dict maps the Tune trial id to `_metric_op` * value, the shape `record` writes."""
+    trial = Trial("unit", config={}, trial_id="t1", stub=True)
+    asha.on_trial_add(None, trial)
+    asha.on_trial_result(None, trial, {"epoch": 1, "val_acc": 0.25})
+    recorded = {milestone: dict(r) for milestone, r in asha._brackets[0]._rungs}
+    expect(recorded[1] == {"t1": -0.25}, f"{ASHA}._brackets[0]._rungs records", BY_ASHA)
+
+
+def test_asha_metric_and_its_sign(asha):
+    """`_metric` is the metric TuneConfig set; `_metric_op` is -1.0 for min, 1.0 for max."""
+    metric = private(asha, "_metric", f"{ASHA}._metric", str, BY_ASHA)
+    expect(metric == "val_acc", f"{ASHA}._metric", BY_ASHA)
+    sign = private(asha, "_metric_op", f"{ASHA}._metric_op", float, BY_ASHA)
+    maximizing = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=9)
+    expect((sign, maximizing._metric_op) == (-1.0, 1.0), f"{ASHA}._metric_op", BY_ASHA)
+
+
+# -- Ray Tune: OptunaSearch ----------------------------------------------------------------------
+
+SEARCH = "ray.tune.search.optuna.OptunaSearch"
+BY_SEARCH = ("ray", PrunedAwareOptunaSearch)
+
+
+def space(trial: optuna.Trial) -> dict:
+    """A define-by-run space of one parameter."""
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    return {}
+
+
+@pytest.fixture
+def searcher(optuna_url) -> OptunaSearch:
+    """Ray's own searcher, define-by-run, on an Optuna RDB storage."""
+    return OptunaSearch(
+        space=space,
+        metric="val_acc",
+        mode="max",
+        storage=optuna.storages.RDBStorage(optuna_url),
+        study_name="internals",
+    )
+
+
+def test_optuna_search_keeps_its_space_and_study(searcher):
+    """`_space` is the define-by-run function; `_ot_study` the Optuna study it asks."""
+    expect(getattr(searcher, "_space", None) is space, f"{SEARCH}._space", BY_SEARCH)
+    private(searcher, "_ot_study", f"{SEARCH}._ot_study", optuna.Study, BY_SEARCH)
+
+
+def test_optuna_search_maps_tune_trials_to_optuna_trials(searcher):
+    """`_ot_trials`: Tune trial id -> the optuna.Trial asked for it."""
+    searcher.suggest("t1")
+    trials = private(searcher, "_ot_trials", f"{SEARCH}._ot_trials", dict, BY_SEARCH)
+    expect(isinstance(trials.get("t1"), optuna.Trial), f"{SEARCH}._ot_trials", BY_SEARCH)
+
+
+def test_optuna_search_keeps_the_trials_it_told(searcher):
+    """`_completed_trials`: the set of Tune trial ids told to Optuna."""
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", {"val_acc": 0.5, "training_iteration": 1})
+    name = f"{SEARCH}._completed_trials"
+    expect(private(searcher, "_completed_trials", name, set, BY_SEARCH) == {"t1"}, name, BY_SEARCH)
+
+
+# -- Optuna: trial ids and the study's storage ---------------------------------------------------
+
+BY_OPTUNA = ("optuna", PrunedAwareOptunaSearch)
+
+
+@pytest.fixture
+def study(optuna_url) -> optuna.Study:
+    """An Optuna study on an RDB storage, as the searcher's."""
+    return optuna.create_study(storage=optuna_url, study_name="internals")
+
+
+def test_trials_share_their_storage_id(study):
+    """`Trial._trial_id` and `FrozenTrial._trial_id` are the storage's id of the same trial."""
+    asked = study.ask()
+    trial_id = private(asked, "_trial_id", "optuna.Trial._trial_id", int, BY_OPTUNA)
+    (frozen,) = study.get_trials(deepcopy=False)
+    name = "optuna.trial.FrozenTrial._trial_id"
+    expect(private(frozen, "_trial_id", name, int, BY_OPTUNA) == trial_id, name, BY_OPTUNA)
+
+
+def test_a_trial_is_rebuilt_from_its_study_and_storage_id(study):
+    """`optuna.Trial(study, trial_id)` is the running trial again: its params come back."""
+    asked = study.ask()
+    lr = asked.suggest_float("lr", 1e-4, 1e-1, log=True)
+    again = optuna.Trial(study, asked._trial_id)
+    same = again.number == asked.number and again.params == {"lr": lr}
+    expect(same, "optuna.Trial(study, trial_id)", BY_OPTUNA)
+
+
+def test_the_study_storage_reads_a_trial_by_id(study):
+    """`Study._storage.get_trial(trial_id)` gives the trial's stored state."""
+    asked = study.ask()
+    study.tell(asked, state=TrialState.PRUNED)
+    name = "optuna.Study._storage"
+    storage = private(study, "_storage", name, optuna.storages.BaseStorage, BY_OPTUNA)
+    expect(storage.get_trial(asked._trial_id).state == TrialState.PRUNED, name, BY_OPTUNA)
+
+
+def test_the_rdb_storage_exposes_its_engine(optuna_url):
+    """`RDBStorage.engine` is the SQLAlchemy engine our storage sets the SQLite pragmas on."""
+    storage = optuna.storages.RDBStorage(optuna_url)
+    name, relied = "optuna.storages.RDBStorage.engine", ("optuna", Storage)
+    engine = private(storage, "engine", name, sqlalchemy.engine.Engine, relied)
+    expect(engine.name == "sqlite", name, relied)
+
+
+# -- MLflow --------------------------------------------------------------------------------------
+
+
+def test_a_meta_dataset_becomes_an_mlflow_dataset_entity():
+    """`MetaDataset._to_mlflow_entity()` gives the Dataset entity `log_inputs` takes."""
+    meta = MetaDataset(CodeDatasetSource(tags={"loader": "unit"}), name="unit", digest="abc")
+    name, relied = "mlflow.data.meta_dataset.MetaDataset._to_mlflow_entity", ("mlflow", log_dataset)
+    expect(callable(getattr(meta, "_to_mlflow_entity", None)), name, relied)
+    entity = meta._to_mlflow_entity()
+    expect(isinstance(entity, Dataset) and entity.name == "unit", name, relied)

@@ -1,0 +1,54 @@
+"""The study stopper in memory: a tracker-like object with the study metric and its records."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from study.tracking import StudyStopper
+
+
+@pytest.fixture
+def tracker() -> SimpleNamespace:
+    """What the stopper reads of the MLflow tracker: the metric and the records by number."""
+    return SimpleNamespace(metric="val_acc", records={})
+
+
+@pytest.fixture
+def stopper(tracker) -> StudyStopper:
+    return StudyStopper(tracker)
+
+
+def result(value: float, optuna_trial: int = 0) -> dict:
+    """A Tune result of the trial whose Optuna number is `optuna_trial` (trial number + 1)."""
+    return {"epoch": 1, "val_acc": value, "config": {"optuna_trial": optuna_trial}}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_metric_stops_the_trial(stopper, value):
+    """NaN or an infinity in the study metric stops the trial (it ends as diverged)."""
+    assert stopper("t1", result(value))
+
+
+def test_a_running_trial_with_a_finite_metric_continues(stopper, tracker):
+    """A trial whose record is still running goes on."""
+    tracker.records[1] = SimpleNamespace(outcome="running")
+    assert not stopper("t1", result(0.5))
+
+
+def test_a_trial_without_a_record_continues(stopper, tracker):
+    """A trial the tracker has no record of yet (its first result) goes on."""
+    tracker.records[2] = SimpleNamespace(outcome="completed")  # another trial's
+    assert not stopper("t1", result(0.5, optuna_trial=0))
+
+
+@pytest.mark.parametrize("outcome", ["completed", "early_stopped", "failed", "diverged"])
+def test_a_trial_that_already_ended_stops(stopper, tracker, outcome):
+    """A trial whose record has an outcome (it ended before a resume) stops at once."""
+    tracker.records[4] = SimpleNamespace(outcome=outcome)
+    assert stopper("t1", result(0.5, optuna_trial=3))
+
+
+def test_the_stopper_never_stops_the_whole_study(stopper):
+    """stop_all is False: the study ends when Tune runs out of trials."""
+    assert stopper.stop_all() is False
