@@ -201,7 +201,7 @@ def summary(
         if len(medians) > 1:
             parts = ", ".join(f"{v}: {m:.4f} (n={n})" for v, (m, n) in medians.items())
             lines.append(f"Median {metric} by {param}: {parts}.")
-    number = int(best["trial"].lstrip("t"))
+    number = best["number"]
     fit = diagnosis.loc[number]
     if "gap" in fit and not pd.isna(fit.get("gap")):
         lines.append(

@@ -76,7 +76,7 @@ def document(
     """One exported trial: provenance (MLflow store `uri`, code `version`), the value to
     reproduce, and the config to train."""
     # An early-stopped trial: the same schedule, stopped where it stopped.
-    config = TrialConfig.parse(row["config"]).stopped_at(row["epochs"]).flat()
+    trial = TrialConfig.parse(row["config"]).stopped_at(row["epochs"])
     return {
         "study": name,
         "trial": row["trial"],
@@ -85,10 +85,10 @@ def document(
         "metric": metric,
         "mode": mode,
         "value": row["metrics"][metric],
-        "seed": config["seed"],
+        "seed": trial.run.seed,
         "code_version": version,
         "mlflow": mlflow_run(uri, row["run_id"]),
-        "config": config,
+        "config": trial.flat(),
     }
 
 

@@ -22,12 +22,11 @@ from trainables.plugins import PluginError, brief, describe, is_plugin
 
 @dataclass(frozen=True)
 class Checked:
-    """What preflight hands the runner: the data set (in memory, or a streamed set's index),
-    what it found of the data and the model, and the study's first trial config."""
+    """What preflight hands the runner: the data set (in memory, or a streamed set's index)
+    and what it found of the data and the model."""
 
     data: Data
     found: Found
-    first_config: dict[str, Any]
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -313,7 +312,7 @@ def preflight(
     config, model = check_model(spec, data, Found(dataset))
     for line in ignored_knobs(spec, data, config):
         warn(f"warning: {line}")
-    return Checked(data, Found(dataset, model), config)
+    return Checked(data, Found(dataset, model))
 
 
 def prepare_resume(spec: StudySpec, root: Path) -> Checked:
@@ -321,4 +320,4 @@ def prepare_resume(spec: StudySpec, root: Path) -> Checked:
     study that did not record it)."""
     data, dataset = load_data(spec)
     found = saved_found(spec.layout(root)) or Found(dataset)
-    return Checked(data, found, {})
+    return Checked(data, found)

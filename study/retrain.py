@@ -13,7 +13,7 @@ from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
 from trainables.plugins import PluginError, code_dir, digest, is_plugin, load_callable
 
 
-def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_config(path: Path) -> tuple[dict[str, Any], TrialConfig]:
     """The exported document and its `config` (a bare config file works too), checked."""
     document = read_yaml(path)
     config = document.get("config", document)
@@ -23,7 +23,7 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         if key in HYPERPARAMETERS and (problem := value_problem(key, config[key])):
             raise UserError(f"config.{key}: {problem}")
     try:
-        TrialConfig.parse(config)
+        trial = TrialConfig.parse(config)
     except KeyError as error:
         raise UserError(
             f"config.{error.args[0]}: missing; export the config with `study export`"
@@ -33,15 +33,15 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         ModelSpec.model_validate(config["model"])
     except ValidationError as error:
         raise UserError(f"config.{format_error(error)}") from None
-    return document, config
+    return document, trial
 
 
-def plugin_changes(config: dict[str, Any]) -> list[str]:
+def plugin_changes(trial: TrialConfig) -> list[str]:
     """Import the plug-in model and loader as the study did; a warning for each whose source
     changed since."""
     said = []
     for field in ("model", "dataset"):
-        part = config[field]
+        part = getattr(trial.run, field)
         if not is_plugin(part["name"]):
             continue
         try:
@@ -74,14 +74,14 @@ def train(
     per seed when several) and mean and std, log it all as one MLflow run in the study's
     experiment when the file names it, and register the first seed's model as `register`.
     Returns the last epoch's metrics per seed (with test_loss and test_acc when `test`)."""
-    document, config = read_config(path)
-    for line in plugin_changes(config):
+    document, trial = read_config(path)
+    for line in plugin_changes(trial):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     where = document.get("mlflow") or {}
     if register and not where.get("tracking_uri"):
         raise UserError("--register: the config names no MLflow store; use a `study export` file")
     try:
-        data = load_dataset(config["dataset"], seed=config["seed"])
+        data = load_dataset(trial.run.dataset, seed=trial.run.seed)
     except DataError as error:
         raise UserError(str(error)) from None
     if test and "test" not in data.sizes():
@@ -102,8 +102,8 @@ def train(
             )
 
     runs = []
-    for seed in range(config["seed"], config["seed"] + seeds):
-        last = fit({**config, "seed": seed}, data, report, test=test)
+    for seed in range(trial.run.seed, trial.run.seed + seeds):
+        last = fit(trial.seeded(seed).flat(), data, report, test=test)
         runs.append(last)
         if seeds > 1:
             extra = f"  test_acc {last['test_acc']:.4f}" if test else ""
@@ -122,7 +122,7 @@ def train(
     elif test:
         console.print(f"test_acc {runs[0]['test_acc']:.4f}  test_loss {runs[0]['test_loss']:.4f}")
     if log and where.get("tracking_uri"):
-        link = log_retrain(document, config, runs, stats, kept, data, register)
+        link = log_retrain(document, trial, runs, stats, kept, data, register)
         console.print(f"MLflow run: {link}", soft_wrap=True, highlight=False)
     return runs
 
@@ -137,7 +137,7 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 def log_retrain(
     document: dict[str, Any],
-    config: dict[str, Any],
+    trial: TrialConfig,
     runs: list[dict[str, float]],
     stats: dict[str, tuple[float, float]],
     kept: dict[str, Any],
@@ -164,9 +164,10 @@ def log_retrain(
     tags = {"study.role": "retrain", "source_run_id": where["run_id"]}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
+    config = trial.flat()
     log_params(client, run_id, {k: v for k, v in flatten(config).items() if k != "seed"})
     for step, metrics in enumerate(runs):
-        client.log_metric(run_id, "seed", config["seed"] + step, step=step)
+        client.log_metric(run_id, "seed", trial.run.seed + step, step=step)
         for key in stats:
             client.log_metric(run_id, key, metrics[key], step=step)
     for key, (mean, std) in stats.items():

@@ -4,19 +4,17 @@ whose driver died."""
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
-import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
-from study import driver, records, results, sampling
+from study import driver, records, results, sampling, stores
 from study.cluster import connect
-from study.core import Found, Layout, trial_dirname
+from study.core import Layout, trial_dirname
 from study.errors import UserError, already_exists
 from study.preflight import Checked
 from study.progress import Progress
@@ -55,45 +53,6 @@ def with_data(spec: StudySpec, data: Data, train: Callable[..., Any] = fit) -> A
     return tune.with_resources(wrapped, resources)
 
 
-def spec_text(spec: StudySpec) -> str:
-    """The spec as YAML: saved in the study's folder and on its parent run."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-
-
-def forget(layout: Layout) -> None:
-    """Drop a previous study of the same name: its Optuna trials, MLflow runs and files (not
-    the driver's lock, which the caller holds)."""
-    sampling.delete_study(layout)
-    records.delete_runs(layout)
-    for path in layout.study_dir.iterdir():
-        if path not in (layout.driver_lock, layout.driver_record):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    shutil.rmtree(layout.ray_experiment, ignore_errors=True)
-
-
-def open_records(layout: Layout) -> tuple[MlflowClient, str]:
-    """The MLflow client and the study's experiment id, the stores made if new (call it under
-    the root's lock)."""
-    client = MlflowClient(layout.tracking_uri)
-    experiment_id = records.open_experiment(client, layout)
-    sampling.Storage(layout.optuna_url)  # creates the schema of a new storage
-    return client, experiment_id
-
-
-def new_parent(
-    client: MlflowClient, experiment_id: str, spec: StudySpec, found: Found, data: Data
-) -> str:
-    """The study's parent run: its spec, what preflight found, its data set as an MLflow
-    dataset input."""
-    params = {k: v for k, v in spec.model_dump().items() if k != "space"}
-    parent_id = records.new_parent(
-        client, experiment_id, spec.name, params, spec_text(spec), found.as_dict()
-    )
-    dataset = {**spec.dataset.model_dump(exclude_none=True), **found.dataset}
-    records.log_dataset(client, parent_id, dataset, data)
-    return parent_id
-
-
 def run_study(
     spec: StudySpec,
     root: Any,
@@ -110,14 +69,13 @@ def run_study(
     with driver.driving(layout):  # the name is this driver's: no other claims it meanwhile
         if replace:
             with driver.root_lock(layout):  # its stores may be new to this root
-                forget(layout)
+                stores.forget(layout)
         elif layout.spec_file.exists():
             raise UserError(already_exists(spec.name, root))
-        layout.spec_file.write_text(spec_text(spec))  # from here `study status` reads it
-        layout.found_file.write_text(yaml.safe_dump(checked.found.as_dict(), sort_keys=False))
+        stores.save_spec(layout, spec, checked.found)  # from here `study status` reads it
         with driver.root_lock(layout):  # the stores are made one at a time
-            client, experiment_id = open_records(layout)
-        parent_id = new_parent(client, experiment_id, spec, checked.found, checked.data)
+            client, experiment_id = stores.open_records(layout)
+        parent_id = stores.new_parent(client, experiment_id, spec, checked.found, checked.data)
         return tune_study(spec, layout, checked, console, client, experiment_id, parent_id, train)
 
 
@@ -181,10 +139,10 @@ def resume_study(
     layout = spec.layout(root)
     with driver.driving(layout):
         with driver.root_lock(layout):  # the driver may have died before making the stores
-            client, experiment_id = open_records(layout)
+            client, experiment_id = stores.open_records(layout)
         parent_id = records.parent_run(client, experiment_id)
         if parent_id is None:  # it died before making its parent run
-            parent_id = new_parent(client, experiment_id, spec, checked.found, checked.data)
+            parent_id = stores.new_parent(client, experiment_id, spec, checked.found, checked.data)
         client.update_run(parent_id, status="RUNNING")
         records.repair_runs(client, experiment_id, parent_id, sampling.ended_trials(layout))
         path = str(layout.ray_experiment)

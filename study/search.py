@@ -1,7 +1,6 @@
 """Optuna behind Ray Tune: each trial told as its outcome decides (early-stopped as PRUNED,
 diverged and failed as FAIL), safe to resume."""
 
-import math
 import warnings
 from typing import Any
 
@@ -10,7 +9,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.core import Layout, Outcome, decide
+from study.core import Layout, Outcome, decide, finite
 from study.sampling import DefineByRun, Storage, sampler
 
 # The Optuna state of a trial that did not run to its end.
@@ -89,7 +88,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         with warnings.catch_warnings():  # a retried trial re-reports steps it had
             warnings.simplefilter("ignore")
             for metrics in result.get("history") or [result]:
-                if math.isfinite(metrics[self.metric]):
+                if finite(metrics[self.metric]):
                     trial.report(metrics[self.metric], int(metrics["epoch"]))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -129,11 +129,11 @@ class MlflowTracker(tune.Callback):
                 k: float(epoch_metrics[k]) for k in (*METRICS, "diverged") if k in epoch_metrics
             }
             value = record.last.get(self.metric, math.nan)
-            if math.isfinite(value) and not (better(record.best, value, self.mode)):
+            if finite(value) and not better(record.best, value, self.mode):
                 record.best = value
             when = int(epoch_metrics.get("wall_time", time.time()) * 1000)
             metrics += [Metric(k, v, when, epoch) for k, v in record.last.items()]
-            if math.isfinite(record.best):
+            if finite(record.best):
                 metrics.append(Metric(BEST_SO_FAR, record.best, when, epoch))
         params = []
         if "num_params" in result and not record.sized:  # the trial built its model

@@ -4,7 +4,6 @@ Ray imports this module in every trial's worker process, so it imports no more t
 needs (Ray Tune, torch, trainables): not MLflow, Optuna or the rest of `study`.
 """
 
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import ray
 import torch
 from ray import tune
 
-from study.core import STATE_FILE, TrialConfig
+from study.core import STATE_FILE, TrialConfig, finite
 from trainables import Data, fit
 from trainables.loop import device, load_state
 
@@ -55,7 +54,7 @@ def trainable(
             epoch in checkpoint_epochs
             or epoch == last_epoch
             or "diverged" in metrics
-            or not all(math.isfinite(value) for value in metrics.values())
+            or not all(finite(value) for value in metrics.values())
         )
         if not keep and time.monotonic() - last_report < REPORT_EVERY_S:
             return

@@ -68,6 +68,10 @@ class TrialConfig:
         """The same config as Optuna trial `optuna_trial`'s."""
         return replace(self, run=replace(self.run, optuna_trial=optuna_trial))
 
+    def seeded(self, seed: int) -> "TrialConfig":
+        """The same config trained with another seed (`study train --seeds`)."""
+        return replace(self, run=replace(self.run, seed=seed))
+
     def stopped_at(self, epoch: int) -> "TrialConfig":
         """The same config ending at `epoch` (an early-stopped trial's retrain)."""
         if epoch >= self.run.epochs:

@@ -1,0 +1,58 @@
+"""A study's stores taken together: made when it starts (the MLflow experiment, the Optuna
+schema, the parent run with the spec and what preflight found) and forgotten when
+`run --replace` starts it over."""
+
+import shutil
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study import records, sampling
+from study.core import Found, Layout
+from study.spec import StudySpec
+from trainables import Data
+
+
+def spec_text(spec: StudySpec) -> str:
+    """The spec as YAML: saved in the study's folder and on its parent run."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def save_spec(layout: Layout, spec: StudySpec, found: Found) -> None:
+    """Save the spec and what preflight found in the study's folder."""
+    layout.spec_file.write_text(spec_text(spec))
+    layout.found_file.write_text(yaml.safe_dump(found.as_dict(), sort_keys=False))
+
+
+def forget(layout: Layout) -> None:
+    """Drop a previous study of the same name: its Optuna trials, MLflow runs and files (not
+    the driver's lock, which the caller holds)."""
+    sampling.delete_study(layout)
+    records.delete_runs(layout)
+    for path in layout.study_dir.iterdir():
+        if path not in (layout.driver_lock, layout.driver_record):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(layout.ray_experiment, ignore_errors=True)
+
+
+def open_records(layout: Layout) -> tuple[MlflowClient, str]:
+    """The MLflow client and the study's experiment id, the stores made if new (call it under
+    the root's lock)."""
+    client = MlflowClient(layout.tracking_uri)
+    experiment_id = records.open_experiment(client, layout)
+    sampling.Storage(layout.optuna_url)  # creates the schema of a new storage
+    return client, experiment_id
+
+
+def new_parent(
+    client: MlflowClient, experiment_id: str, spec: StudySpec, found: Found, data: Data
+) -> str:
+    """The study's parent run: its spec, what preflight found, its data set as an MLflow
+    dataset input."""
+    params = {k: v for k, v in spec.model_dump().items() if k != "space"}
+    parent_id = records.new_parent(
+        client, experiment_id, spec.name, params, spec_text(spec), found.as_dict()
+    )
+    dataset = {**spec.dataset.model_dump(exclude_none=True), **found.dataset}
+    records.log_dataset(client, parent_id, dataset, data)
+    return parent_id
