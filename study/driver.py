@@ -31,6 +31,18 @@ def root_lock(layout: Layout) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def stores_made(layout: Layout) -> Iterator[None]:
+    """Hold the root folder's lock for the block if a driver ever took it: a reader opening a
+    store that another driver is making meets half-made tables (MLflow then tries to make them
+    too). No lock file is made where there was none."""
+    if not layout.root_lock.exists():
+        yield
+        return
+    with FileLock(layout.root_lock):
+        yield
+
+
+@contextlib.contextmanager
 def driving(layout: Layout) -> Iterator[None]:
     """Hold the study's driver lock for the block, recording who holds it; a UserError when a
     live process drives the study already."""

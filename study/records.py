@@ -15,6 +15,7 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from study.core import ENDED, Layout, Outcome, label
+from study.driver import stores_made
 from trainables.plugins import is_plugin
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -209,13 +210,15 @@ def parent_run(client: MlflowClient, experiment_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def study_records(layout: Layout) -> tuple[MlflowClient, str | None, str | None]:
+def study_records(layout: Layout) -> tuple[MlflowClient | None, str | None, str | None]:
     """The client, the experiment id and the parent run id of a study, reading only: None
-    where the study has none (yet). A local store that does not exist is not made."""
-    client = MlflowClient(layout.tracking_uri)
+    where the study has none (yet). A local store that does not exist is not made (MLflow's
+    client makes one when it opens it)."""
     store = layout.tracking_uri.removeprefix("sqlite:///")
     if layout.tracking_uri.startswith("sqlite:") and not Path(store).exists():
-        return client, None, None
+        return None, None, None
+    with stores_made(layout):  # a store another driver is making is opened once made
+        client = MlflowClient(layout.tracking_uri)
     experiment_id = find_experiment(client, layout)
     parent_id = experiment_id and parent_run(client, experiment_id)
     return client, experiment_id, parent_id
