@@ -30,7 +30,7 @@ from study.records import (
     record_of,
     run_name,
 )
-from trainables import METRICS
+from trainables import METRICS, resolve
 
 
 class MlflowTracker(tune.Callback):
@@ -91,7 +91,9 @@ class MlflowTracker(tune.Callback):
             "config": json.dumps(config),
         }
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        log_params(self.client, run.info.run_id, config)
+        # Every hyperparameter, defaults included: runs of studies that sample different knobs
+        # compare side by side (weight_decay 0.0 rather than a blank).
+        log_params(self.client, run.info.run_id, resolve(config))
         return TrialRecord(number, run.info.run_id, name, dict(config))
 
     def _find(self, number: int) -> TrialRecord | None:
@@ -100,9 +102,10 @@ class MlflowTracker(tune.Callback):
         if not runs:
             return None
         record = record_of(runs[0])
-        if len(runs[0].data.params) < len(flatten(record.config)):
+        resolved = resolve(record.config)
+        if len(runs[0].data.params) < len(flatten(resolved)):
             # The driver died between making the run and logging its params.
-            log_params(self.client, record.run_id, record.config)
+            log_params(self.client, record.run_id, resolved)
         # The epochs logged so far (the `epochs` tag is written only when the trial ends).
         steps = [m.step for m in self.client.get_metric_history(record.run_id, "val_acc")]
         record.epochs = max(steps, default=0)

@@ -17,6 +17,7 @@ from ray.tune.experiment import Trial
 from study.tracking import MlflowTracker
 from tests.conftest import study_cli
 from tests.exactly_once import check_exactly_once
+from trainables import HYPERPARAMETERS
 
 NAME = "digits-regularization"
 SAMPLES, EPOCHS = 8, 9
@@ -123,5 +124,6 @@ def test_a_run_made_just_before_the_driver_died_gets_its_params_on_resume(tmp_pa
     assert resumed.record(trial).run_id == run_id
     params = client.get_run(run_id).data.params
     expected = {"optuna_trial": "0", "lr": "0.01", "model.name": "mlp", "model.widths": "[64]"}
-    assert params == expected
+    defaults = {k: str(v) for k, v in HYPERPARAMETERS.items() if k != "lr"}  # resolved too
+    assert params == {**defaults, **expected}
     assert len(client.search_runs([experiment_id])) == 2  # the parent and this one

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+import trainables
 from tests.conftest import study_cli
 
 # One worker runs every test of the finished_study fixture, which is made once (pytest-xdist).
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.xdist_group("finished_study")
 
 NAME = "digits-regularization"
 HYPERPARAMETERS = {"lr", "weight_decay", "dropout", "batch_norm"}
+DEFAULTS = trainables.HYPERPARAMETERS  # every hyperparameter and its default
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,8 @@ def test_one_parent_run_with_one_child_per_trial(runs, finished_study):
 def test_children_have_params_named_runs_and_full_histories(runs):
     client, _, _, children = runs
     for child in children:
-        assert set(child.data.params) >= HYPERPARAMETERS
+        assert set(child.data.params) >= HYPERPARAMETERS | set(DEFAULTS)  # defaults too
+        assert child.data.params["l1"] == str(DEFAULTS["l1"])  # not sampled: its default
         assert re.fullmatch(r"t\d{3} lr=\S+ wd=\S+ p=\S+ (bn|no-bn)", child.info.run_name)
         history = client.get_metric_history(child.info.run_id, "val_acc")
         steps = sorted(m.step for m in history)
