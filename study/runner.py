@@ -16,6 +16,7 @@ from study import driver, records, results, sampling, stores
 from study.cluster import connect
 from study.core import Layout, trial_dirname
 from study.errors import UserError, already_exists
+from study.logs import loud_ray, quiet_ray
 from study.preflight import Checked
 from study.progress import Progress
 from study.schedule import build_scheduler
@@ -24,17 +25,6 @@ from study.spec import StudySpec
 from study.tracking import MlflowTracker, StudyStopper
 from study.trial import trainable
 from trainables import Data, fit
-
-
-class _NoTrialList(logging.Filter):
-    """Drops Tune's closing "Trials did not complete: [trainable_...]": Progress has said,
-    trial by trial, which failed and why."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Trials did not complete")
-
-
-_NO_TRIAL_LIST = _NoTrialList()
 
 
 def trial_folder(trial: Any) -> str:
@@ -164,9 +154,10 @@ def finish(
     """Fit, then write the results table (from MLflow, the record of every trial) and close
     the parent run; returns the trials best first."""
     # A failed trial gets one line from Progress, not Ray's traceback on the console: the
-    # traceback stays in the trial's folder (error.txt) and on its MLflow run.
+    # traceback stays in the trial's folder (error.txt) and on its MLflow run. Ray's other
+    # errors are one line each too, their tracebacks in the study's folder.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    logging.getLogger("ray.tune.tune").addFilter(_NO_TRIAL_LIST)
+    quieted = quiet_ray(layout.errors_file)
     status = "FAILED"
     try:
         tuner.fit()
@@ -175,6 +166,7 @@ def finish(
         status = "KILLED"
         raise
     finally:
+        loud_ray(quieted)
         experiment_id = client.get_run(parent_id).info.experiment_id
         table = results.rows(records.trial_runs(client, experiment_id, parent_id), spec.metric)
         results.save(layout, table)

@@ -105,6 +105,12 @@ class Layout:
         return self.study_dir / "report"
 
     @property
+    def errors_file(self) -> Path:
+        """Where the tracebacks of the engines' errors during a study go (one line each on
+        the console names it)."""
+        return self.study_dir / "errors.txt"
+
+    @property
     def driver_lock(self) -> Path:
         return self.study_dir / LOCK_FILE
 

@@ -1,0 +1,53 @@
+"""Ray's console logs during a study: one line each, tracebacks in the study's folder."""
+
+import io
+import logging
+
+import pytest
+
+from study.logs import TRACEBACK_LOGGERS, loud_ray, quiet_ray
+
+
+@pytest.fixture
+def console():
+    """What Ray's loggers print, as a handler on their common parent would."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    parent = logging.getLogger("ray")
+    parent.addHandler(handler)
+    yield out
+    parent.removeHandler(handler)
+
+
+def test_an_error_with_a_traceback_is_one_line_naming_the_file(tmp_path, console):
+    """Ray's failed experiment-state save: one line with the error; the traceback in a file."""
+    errors = tmp_path / "studies" / "s" / "errors.txt"
+    attached = quiet_ray(errors)
+    try:
+        raise FileNotFoundError("[Errno 2] Failed to open local file '.tmp-searcher-state.pkl'")
+    except FileNotFoundError:
+        logging.getLogger(TRACEBACK_LOGGERS[0]).error(
+            "Saving experiment state to storage at '/r' failed with exception: ", exc_info=True
+        )
+    finally:
+        loud_ray(attached)
+    printed = console.getvalue()
+    assert printed.count("\n") == 1 and "Traceback" not in printed
+    assert "Saving experiment state to storage at '/r' failed with exception" in printed
+    assert "FileNotFoundError: [Errno 2] Failed to open local file" in printed
+    assert f"traceback: {errors}" in printed
+    assert "Traceback (most recent call last)" in errors.read_text()
+
+
+def test_tunes_closing_trial_list_is_dropped_and_the_filters_come_off(tmp_path, console):
+    """Progress has said which trials failed; after the study Ray logs as before."""
+    tune = logging.getLogger("ray.tune.tune")
+    attached = quiet_ray(tmp_path / "errors.txt")
+    tune.error("Trials did not complete: [trainable_1]")
+    tune.error("something else")
+    loud_ray(attached)
+    tune.error("Trials did not complete: [trainable_2]")
+    assert console.getvalue().splitlines() == [
+        "something else",
+        "Trials did not complete: [trainable_2]",
+    ]
