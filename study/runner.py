@@ -173,4 +173,4 @@ def finish(
         best = results.ranked(table, spec.metric, spec.mode)
         records.finish_parent(client, parent_id, table, best, layout.results_csv)
         client.set_terminated(parent_id, status)
-    return results.ranked(table, spec.metric, spec.mode)
+    return best

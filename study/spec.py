@@ -352,13 +352,17 @@ class StudySpec(_Strict):
         the model (a flat study.core.TrialConfig)."""
         found = found or Found()
         run = RunSettings(
-            dataset={**self.dataset.model_dump(exclude_none=True), **found.dataset},
+            dataset=self.recorded_dataset(found),
             model={**self.model.model_dump(exclude_none=True), **found.model},
             epochs=self.scheduler.max_epochs,
             seed=self.search.seed,
             threads=max(1, int(self.resources.cpu)),
         )
         return TrialConfig({**self.model_defaults(), **self.fixed}, run).flat()
+
+    def recorded_dataset(self, found: Found) -> dict[str, Any]:
+        """The data set as the study records it: the spec's keys and what preflight found."""
+        return {**self.dataset.model_dump(exclude_none=True), **found.dataset}
 
     def layout(self, root: Path) -> Layout:
         """Every path and URI of the study under `root`."""

@@ -53,6 +53,5 @@ def new_parent(
     parent_id = records.new_parent(
         client, experiment_id, spec.name, params, spec_text(spec), found.as_dict()
     )
-    dataset = {**spec.dataset.model_dump(exclude_none=True), **found.dataset}
-    records.log_dataset(client, parent_id, dataset, data)
+    records.log_dataset(client, parent_id, spec.recorded_dataset(found), data)
     return parent_id
