@@ -2,6 +2,7 @@
 printed and appended to benchmarks/RESULTS.md."""
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -150,35 +151,65 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with its artifact folder under `folder` and its
-    store at `backend` (a database URL; default: an SQLite file in `folder`); yields its URI."""
-    port = free_port()
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", backend or f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "server-artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (its own process group), its artifact folder under
+    `folder` and its store at `backend` (a database URL; default: an SQLite file in `folder`);
+    `kill` and `start` again keep its store and port."""
+
+    def __init__(self, folder: Path, backend: str | None = None) -> None:
+        self.folder, self.port = folder, free_port()
+        self.backend = backend or f"sqlite:///{folder / 'server.db'}"
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start it and wait until it answers."""
+        log = (self.folder / "server.log").open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
+             "--artifacts-destination", str(self.folder / "server-artifacts"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV, start_new_session=True,
+        )  # fmt: skip
+        log.close()
         deadline = time.time() + 120
         while True:
             try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
+                return
             except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((folder / "server.log").read_text()[-3000:]) from None
+                if self.process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError((self.folder / "server.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
-        yield uri
+
+    def kill(self) -> None:
+        """SIGKILL the server and every process it started."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop it as an operator would (SIGTERM), its workers with it."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@contextmanager
+def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
+    """A running MlflowServer (see there) for the block; yields its URI."""
+    with mlflow_service(folder, backend) as server:
+        yield server.uri
+
+
+@contextmanager
+def mlflow_service(folder: Path, backend: str | None = None) -> Iterator[MlflowServer]:
+    """A running MlflowServer for the block, to stop and start again within it."""
+    server = MlflowServer(folder, backend)
+    try:
+        server.start()
+        yield server
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        server.stop()
 
 
 def postgres_bin() -> Path | None:
@@ -188,33 +219,60 @@ def postgres_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-@contextmanager
-def postgres_server(databases: tuple[str, ...]) -> Iterator[str]:
+class Postgres:
     """A real PostgreSQL server on 127.0.0.1 and a free port, its cluster in a new temporary
-    folder, with `databases` made; yields `postgresql://postgres@127.0.0.1:PORT`. The server
-    refuses to run as root: as root, it runs as the `postgres` user Debian's package makes."""
-    programs = postgres_bin()
-    folder = Path(tempfile.mkdtemp(prefix="study-postgres-"))
-    as_owner = []
-    if os.getuid() == 0:
-        shutil.chown(folder, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", free_port()
+    folder: `url` is `postgresql://postgres@127.0.0.1:PORT`; `stop` and `start` keep its data.
+    The server refuses to run as root: as root, it runs as the `postgres` user Debian's
+    package makes."""
 
-    def run(program: str, *args: str) -> None:
-        subprocess.run([*as_owner, str(programs / program), *args], check=True,
+    def __init__(self) -> None:
+        self.programs = postgres_bin()
+        self.folder = Path(tempfile.mkdtemp(prefix="study-postgres-"))
+        self.as_owner = []
+        if os.getuid() == 0:
+            shutil.chown(self.folder, "postgres")
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+        self.data, self.port = self.folder / "data", free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
+        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def run(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_owner, str(self.programs / program), *args], check=True,
                        capture_output=True, text=True)  # fmt: skip
 
-    run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off"
-    run("pg_ctl", "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+        log = str(self.folder / "server.log")
+        self.run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; `immediate` as a crash would (no clean shutdown)."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def create(self, database: str) -> None:
+        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", database)
+
+
+@contextmanager
+def postgres_service(databases: tuple[str, ...]) -> Iterator[Postgres]:
+    """A running Postgres (see there) with `databases` made, for the block."""
+    server = Postgres()
+    server.start()
     try:
         for name in databases:
-            run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name)
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+            server.create(name)
+        yield server
     finally:
-        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(subprocess.CalledProcessError):  # stopped already
+            server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server(databases: tuple[str, ...]) -> Iterator[str]:
+    """A running Postgres with `databases` made, for the block; yields its URL."""
+    with postgres_service(databases) as server:
+        yield server.url
 
 
 def ray_node(*args: str, cwd: Path | None = None, env: dict[str, str] = None) -> subprocess.Popen:

@@ -97,12 +97,18 @@ def diagnose(table: pd.DataFrame, history: pd.DataFrame, limits: Thresholds) -> 
     return pd.DataFrame(rows).set_index("trial", drop=False)
 
 
-def importance(storage_url: str, name: str, params: list[str]) -> tuple[dict[str, float], str]:
-    """fANOVA importance of each sampled param for the study's objective, and what it was
-    computed over. Pruned (early-stopped) trials count at their last reported value, as
-    Optuna's TPE counts them; conditional params that some trials lack are left out."""
+def importance(storage: Any, name: str, params: list[str]) -> tuple[dict[str, float], str]:
+    """fANOVA importance of each sampled param for the study's objective (read from the Optuna
+    `storage`, None when there is none), and what it was computed over. Pruned (early-stopped)
+    trials count at their last reported value, as Optuna's TPE counts them; conditional params
+    that some trials lack are left out."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=storage_url)
+    if storage is None:
+        return {}, "no Optuna storage"
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return {}, "no Optuna study"
     scored = optuna.create_study(directions=study.directions)
     for trial in study.get_trials(deepcopy=False):
         value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None

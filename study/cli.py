@@ -7,7 +7,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich import box
@@ -15,6 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from study.errors import UserError
+
+if TYPE_CHECKING:
+    from study.spec import StudySpec
+
+# MLflow prints its own "View run ... at" and "View experiment at" links (into its GenAI view)
+# for every run that ends on a tracking server; the study's console has its own lines.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 app = typer.Typer(
     add_completion=False,
@@ -38,6 +45,30 @@ def _warn(line: str) -> None:
 def _fail(error: UserError) -> None:
     errors.print(f"error: {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _stopped(error: Exception, spec: "StudySpec", folder: Path) -> None:
+    """A study that stopped on an error of its own, not the user's input: one line, never a
+    traceback (that goes to the study's errors.txt, which the line names); exit code 1."""
+    import traceback
+
+    from study.outages import brief, store_down
+
+    layout = spec.layout(folder)
+    down = store_down(error, layout.tracking_uri)
+    if down is not None:
+        errors.print(f"error: {down.line(spec.name)}", highlight=False, soft_wrap=True)
+    else:
+        layout.errors_file.parent.mkdir(parents=True, exist_ok=True)
+        with layout.errors_file.open("a") as file:
+            file.write("".join(traceback.format_exception(error)) + "\n")
+        errors.print(
+            f"error: the study stopped on {brief(error)} (traceback: {layout.errors_file}); "
+            f"once it is fixed, continue with `study resume {spec.name}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -82,6 +113,8 @@ def run(
         ranked = run_study(spec, folder, checked, console, replace=replace)
     except UserError as error:  # another driver claimed the name since preflight
         _fail(error)
+    except Exception as error:  # noqa: BLE001  (one line for whatever stopped the study)
+        _stopped(error, spec, folder)
     elapsed = time.perf_counter() - started
     _summary(ranked, spec.metric, spec.name, elapsed, list(spec.space.params))
 
@@ -142,6 +175,8 @@ def resume(
         ranked = resume_study(spec, folder, checked, console)
     except UserError as error:
         _fail(error)
+    except Exception as error:  # noqa: BLE001  (one line for whatever stopped the study)
+        _stopped(error, spec, folder)
     _summary(ranked, spec.metric, name, time.perf_counter() - started, list(spec.space.params))
 
 

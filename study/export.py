@@ -55,17 +55,14 @@ def code_version() -> dict[str, Any]:
 def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
     """Where a trial's MLflow run is: the store, the run id, its UI page (on the tracking
     server, or on `study ui`'s port 5000 for a local store) and its Ray trial id."""
-    from mlflow.tracking import MlflowClient
-
-    from study.records import RAY_TRIAL_TAG
+    from study.records import RAY_TRIAL_TAG, reading_client, run_link
 
     found = {"tracking_uri": tracking_uri, "run_id": run_id, "link": None, "ray_trial_id": None}
     try:
-        run = MlflowClient(tracking_uri).get_run(run_id)
+        run = reading_client(tracking_uri).get_run(run_id)
     except Exception:  # noqa: BLE001  (a store that is gone or unreachable: no link)
         return found
-    server = tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
-    found["link"] = f"{server.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    found["link"] = run_link(tracking_uri, run.info.experiment_id, run_id)
     found["ray_trial_id"] = run.data.tags.get(RAY_TRIAL_TAG)
     return found
 

@@ -1,9 +1,11 @@
-"""What Ray logs on the study's console: one line per message, never a traceback (it goes to
-a file in the study's folder, which the line names)."""
+"""What Ray and Optuna log on the study's console: one line per message, never a traceback (it
+goes to a file in the study's folder, which the line names)."""
 
 import logging
 import traceback
 from pathlib import Path
+
+Filterer = logging.Logger | logging.Handler
 
 # Ray's loggers whose errors come with tracebacks during a study: saving the experiment's
 # state to its storage (a copy of the driver's files; one save that meets a file being
@@ -17,6 +19,14 @@ class NoTrialList(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Trials did not complete")
+
+
+class NoReconnectNoise(logging.Filter):
+    """Drops Optuna's warning (with the failed SQL) that it reads trials another way after a
+    database error: a lost connection is said once by study.outages, and retried there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Caught an error from sqlalchemy")
 
 
 class OneLine(logging.Filter):
@@ -41,18 +51,21 @@ class OneLine(logging.Filter):
         return True
 
 
-def quiet_ray(errors_file: Path) -> list[tuple[logging.Logger, logging.Filter]]:
-    """Filter Ray's console logs for a study; returns what was attached, for `loud_ray`."""
-    attached: list[tuple[logging.Logger, logging.Filter]] = [
+def quiet_engines(errors_file: Path) -> list[tuple[Filterer, logging.Filter]]:
+    """Filter Ray's and Optuna's console logs for a study; returns what was attached, for
+    `loud_engines`."""
+    attached: list[tuple[Filterer, logging.Filter]] = [
         (logging.getLogger("ray.tune.tune"), NoTrialList())
     ]
     attached += [(logging.getLogger(name), OneLine(errors_file)) for name in TRACEBACK_LOGGERS]
-    for logger, log_filter in attached:
-        logger.addFilter(log_filter)
+    # Optuna's storage logs on a module's logger; its console handler sits on "optuna"
+    attached += [(handler, NoReconnectNoise()) for handler in logging.getLogger("optuna").handlers]
+    for where, log_filter in attached:
+        where.addFilter(log_filter)
     return attached
 
 
-def loud_ray(attached: list[tuple[logging.Logger, logging.Filter]]) -> None:
-    """Take the filters `quiet_ray` attached off again."""
-    for logger, log_filter in attached:
-        logger.removeFilter(log_filter)
+def loud_engines(attached: list[tuple[Filterer, logging.Filter]]) -> None:
+    """Take the filters `quiet_engines` attached off again."""
+    for where, log_filter in attached:
+        where.removeFilter(log_filter)

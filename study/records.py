@@ -81,6 +81,15 @@ def runs_link(base_url: str, experiment_id: str, view: bool = True) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs?{query}workflowType=machine_learning"
 
 
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI's model-training view (without `workflowType` MLflow 3
+    opens it in its GenAI view): on the tracking server, or on `study ui`'s default port for a
+    local store."""
+    base = tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    page = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{page}?workflowType=machine_learning"
+
+
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}."""
     flat: dict[str, Any] = {}
@@ -210,15 +219,23 @@ def parent_run(client: MlflowClient, experiment_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def reading_client(tracking_uri: str) -> MlflowClient | None:
+    """A client of the store at `tracking_uri`, None for a local store that does not exist
+    (MLflow's client makes one when it opens it)."""
+    store = tracking_uri.removeprefix("sqlite:///")
+    if tracking_uri.startswith("sqlite:") and not Path(store).exists():
+        return None
+    return MlflowClient(tracking_uri)
+
+
 def study_records(layout: Layout) -> tuple[MlflowClient | None, str | None, str | None]:
     """The client, the experiment id and the parent run id of a study, reading only: None
     where the study has none (yet). A local store that does not exist is not made (MLflow's
     client makes one when it opens it)."""
-    store = layout.tracking_uri.removeprefix("sqlite:///")
-    if layout.tracking_uri.startswith("sqlite:") and not Path(store).exists():
-        return None, None, None
     with stores_made(layout):  # a store another driver is making is opened once made
-        client = MlflowClient(layout.tracking_uri)
+        client = reading_client(layout.tracking_uri)
+    if client is None:
+        return None, None, None
     experiment_id = find_experiment(client, layout)
     parent_id = experiment_id and parent_run(client, experiment_id)
     return client, experiment_id, parent_id

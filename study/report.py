@@ -16,7 +16,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from study import analysis, results
+from study import analysis, results, sampling
 from study.core import SCORED, Outcome
 from study.errors import UserError
 from study.records import study_records, trial_runs
@@ -275,7 +275,7 @@ def report(spec: StudySpec, root: Path, limits: analysis.Thresholds) -> dict[str
     ranked = results.ranked(results.rows(records, metric), metric, spec.mode)
     best = ranked[0]["number"] if ranked else None
     diagnosis = analysis.diagnose(table, history, limits)
-    importances, note = analysis.importance(layout.optuna_url, spec.name, params)
+    importances, note = analysis.importance(sampling.reader(layout), spec.name, params)
     at = analysis.milestones(spec.scheduler.rung_epochs(), spec.scheduler.max_epochs)
     board = analysis.leaderboard(history, table, metric, spec.mode, at)
     categorical = [p for p in params if is_categorical(spec, p)]

@@ -149,7 +149,7 @@ def log_retrain(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from study.tracking import flatten, log_params
+    from study.records import flatten, log_params, run_link
 
     where = document["mlflow"]
     client = MlflowClient(where["tracking_uri"])
@@ -190,4 +190,4 @@ def log_retrain(
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
     client.set_terminated(run_id)
-    return where["link"].rsplit("/runs/", 1)[0] + f"/runs/{run_id}" if where.get("link") else run_id
+    return run_link(where["tracking_uri"], experiment_id, run_id)

@@ -12,11 +12,11 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
-from study import driver, records, results, sampling, stores
+from study import driver, outages, records, results, sampling, stores
 from study.cluster import connect
 from study.core import Layout, trial_dirname
 from study.errors import UserError, already_exists
-from study.logs import loud_ray, quiet_ray
+from study.logs import loud_engines, quiet_engines
 from study.preflight import Checked
 from study.progress import Progress
 from study.schedule import build_scheduler
@@ -43,6 +43,15 @@ def with_data(spec: StudySpec, data: Data, train: Callable[..., Any] = fit) -> A
     return tune.with_resources(wrapped, resources)
 
 
+def on_console(console: Console) -> None:
+    """The study's console lines go to `console`: MLflow's own INFO lines stay off it, and a
+    store that stops answering is said there (study.outages)."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    outages.WATCH.say = lambda line: console.print(
+        line, highlight=False, markup=False, soft_wrap=True
+    )
+
+
 def run_study(
     spec: StudySpec,
     root: Any,
@@ -54,7 +63,7 @@ def run_study(
     """Run the study `spec` describes under `root` on the data preflight `checked`; return its
     results, best first. `train` is the training loop each trial runs (trainables.fit);
     `replace` drops an earlier study of the same name first."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    on_console(console)
     layout = spec.layout(root)
     with driver.driving(layout):  # the name is this driver's: no other claims it meanwhile
         if replace:
@@ -125,7 +134,7 @@ def resume_study(
     unfinished trial from its last checkpoint, ASHA's rungs rebuilt from the Optuna storage.
     A driver that died before Ray saved any state leaves nothing to restore: the trials then
     start anew under the same parent run and Optuna study, each still recorded once."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    on_console(console)
     layout = spec.layout(root)
     with driver.driving(layout):
         with driver.root_lock(layout):  # the driver may have died before making the stores
@@ -151,13 +160,13 @@ def resume_study(
 def finish(
     tuner: tune.Tuner, spec: StudySpec, layout: Layout, client: MlflowClient, parent_id: str
 ) -> list[dict[str, Any]]:
-    """Fit, then write the results table (from MLflow, the record of every trial) and close
-    the parent run; returns the trials best first."""
+    """Fit, then write the results table and close the parent run; returns the trials best
+    first."""
     # A failed trial gets one line from Progress, not Ray's traceback on the console: the
     # traceback stays in the trial's folder (error.txt) and on its MLflow run. Ray's other
     # errors are one line each too, their tracebacks in the study's folder.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    quieted = quiet_ray(layout.errors_file)
+    quieted = quiet_engines(layout.errors_file)
     status = "FAILED"
     try:
         tuner.fit()
@@ -166,11 +175,23 @@ def finish(
         status = "KILLED"
         raise
     finally:
-        loud_ray(quieted)
-        experiment_id = client.get_run(parent_id).info.experiment_id
-        table = results.rows(records.trial_runs(client, experiment_id, parent_id), spec.metric)
-        results.save(layout, table)
-        best = results.ranked(table, spec.metric, spec.mode)
-        records.finish_parent(client, parent_id, table, best, layout.results_csv)
-        client.set_terminated(parent_id, status)
+        loud_engines(quieted)
+        # A study stopped by a store that does not answer keeps the records it has: `study
+        # resume` completes them (waiting here could be minutes of MLflow's retries more).
+        if not outages.WATCH.since:
+            best = close(spec, layout, client, parent_id, status)
+    return best
+
+
+def close(
+    spec: StudySpec, layout: Layout, client: MlflowClient, parent_id: str, status: str
+) -> list[dict[str, Any]]:
+    """Write the results table (from MLflow, the record of every trial) and close the parent
+    run as `status`; returns the trials best first."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    table = results.rows(records.trial_runs(client, experiment_id, parent_id), spec.metric)
+    results.save(layout, table)
+    best = results.ranked(table, spec.metric, spec.mode)
+    records.finish_parent(client, parent_id, table, best, layout.results_csv)
+    client.set_terminated(parent_id, status)
     return best

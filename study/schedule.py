@@ -7,6 +7,7 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from study.core import Layout, finite, label, trial_number
+from study.sampling import Storage
 
 
 class KeepNewActors:
@@ -48,7 +49,7 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
     def _replay(self) -> None:
         self.replayed = True
         try:
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage_url)
+            study = optuna.load_study(study_name=self.study_name, storage=Storage(self.storage_url))
         except KeyError:  # a new study
             return
         for trial in study.get_trials(deepcopy=False):

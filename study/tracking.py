@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from study import outages
 from study.core import Outcome, TrialConfig, decide, finite, trial_number
 from study.records import (
     BEST_SO_FAR,
@@ -68,6 +69,14 @@ class MlflowTracker(tune.Callback):
         client = MlflowClient(state["tracking_uri"])
         self.__dict__.update(state, client=client, records={}, resumed=True)
 
+    def setup(self, **info: Any) -> None:
+        # A tracking server that stops answering: MLflow's client retries each request for
+        # minutes; the console hears of it once, and once when it answers again.
+        outages.listen_to_tracking(self.tracking_uri)
+
+    def _answered(self) -> None:
+        outages.WATCH.up(outages.TRACKING)
+
     def record(self, trial: Any) -> TrialRecord:
         """The record of `trial`: known, found in MLflow, or made with a new child run."""
         number = trial_number(trial.config)
@@ -90,11 +99,26 @@ class MlflowTracker(tune.Callback):
             "outcome": Outcome.RUNNING.value,
             "config": json.dumps(config),
         }
+        retries = outages.RETRIES.count
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        if outages.RETRIES.count != retries:  # the server may have made the run before it fell
+            run = self._one_run(number, run)
         # Every hyperparameter, defaults included: runs of studies that sample different knobs
         # compare side by side (weight_decay 0.0 rather than a blank).
         log_params(self.client, run.info.run_id, resolve(config))
+        self._answered()
         return TrialRecord(number, run.info.run_id, name, dict(config))
+
+    def _one_run(self, number: int, made: Any) -> Any:
+        """The trial's first run, any other deleted: a create_run that MLflow's client retried
+        after the server went away may have made the run twice."""
+        query = f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'"
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=query, order_by=["attributes.start_time ASC"]
+        )
+        for extra in runs[1:]:
+            self.client.delete_run(extra.info.run_id)
+        return runs[0] if runs else made
 
     def _find(self, number: int) -> TrialRecord | None:
         query = f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'"
@@ -158,6 +182,7 @@ class MlflowTracker(tune.Callback):
                 params=params if first else [],
                 tags=tags if first else [],
             )
+        self._answered()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.record(trial)
@@ -191,6 +216,7 @@ class MlflowTracker(tune.Callback):
             tags.append(RunTag("error", record.error))
         self.client.log_batch(record.run_id, tags=tags)
         self.client.set_terminated(record.run_id, STATUS[outcome])
+        self._answered()
 
 
 def last_error(trial: Any) -> str:

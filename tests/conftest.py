@@ -1,5 +1,6 @@
 """Shared fixtures: a real MLflow tracking server on 127.0.0.1 and one small finished study."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -29,6 +30,15 @@ def study_cli(*args: str, root: Path, timeout: float = 600) -> subprocess.Comple
         timeout=timeout,
         cwd=root.parent,
     )
+
+
+def files(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (relative path) and the sha256 of its bytes."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.fixture(scope="session", name="mlflow_server")

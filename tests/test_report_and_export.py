@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from benchmarks.common import free_port
 from study.analysis import Thresholds, diagnose, leaderboard
 from study.report import PLOTS
-from tests.conftest import study_cli
+from tests.conftest import files, study_cli
 from trainables.loop import load_state
 
 # One worker runs every test of the finished_study fixture, which is made once (pytest-xdist).
@@ -148,10 +148,20 @@ def test_export_top_k_bundles_carry_config_seed_version_run_and_checkpoint(
         assert bundle["seed"] == bundle["config"]["seed"] == 0
         assert bundle["code_version"]["package"] == "0.1.0"
         assert bundle["mlflow"]["run_id"] == row["run_id"]
+        page = f"/runs/{row['run_id']}?workflowType=machine_learning"  # the model-training view
         assert bundle["mlflow"]["link"].startswith(finished_study["uri"])
-        assert bundle["mlflow"]["link"].endswith(row["run_id"])
+        assert bundle["mlflow"]["link"].endswith(page)
         state = load_state(folder / bundle["checkpoint"])
         assert state["epoch"] == row["epochs"] and "model" in state and "optimizer" in state
+
+
+def test_export_to_a_file_writes_that_file_alone(finished_study, tmp_path):
+    root = finished_study["root"]
+    before = files(root)
+    done = study_cli("export", NAME, "-o", str(tmp_path / "best.yaml"), root=root)
+    assert done.returncode == 0, done.stderr
+    assert files(root) == before
+    assert [path.name for path in tmp_path.iterdir()] == ["best.yaml"]
 
 
 def test_export_formats_rank_by_another_metric(finished_study, tmp_path):
@@ -201,6 +211,9 @@ def test_train_with_seeds_prints_mean_and_std_logs_a_run_and_registers(finished_
     )[0]
     assert run.data.metrics["val_acc_mean"] == pytest.approx(mean, abs=1e-4)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [0, 1]
+    link = f"MLflow run: {finished_study['uri']}/#/experiments/{experiment.experiment_id}/runs/"
+    assert f"{link}{run.info.run_id}?workflowType=machine_learning" in done.stdout
+    assert "View run" not in done.stdout  # MLflow's own links (its GenAI view) are not printed
     versions = client.search_model_versions("name = 'digits-best'")
     assert len(versions) == 1 and versions[0].run_id == run.info.run_id
 

@@ -18,7 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from study.records import log_dataset
-from study.sampling import Storage
+from study.sampling import RETRIED, Storage
 from study.schedule import ResumableASHA
 from study.search import PrunedAwareOptunaSearch
 
@@ -187,6 +187,34 @@ def test_the_rdb_storage_exposes_its_engine(optuna_url):
     name, relied = "optuna.storages.RDBStorage.engine", ("optuna", Storage)
     engine = private(storage, "engine", name, sqlalchemy.engine.Engine, relied)
     expect(engine.name == "sqlite", name, relied)
+
+
+def test_optuna_reaches_the_rdb_storage_through_the_private_methods_we_retry(optuna_url):
+    """Optuna wraps every RDBStorage a study is given in a cache that calls its private
+    `_create_new_trial`, `_set_trial_param`, `_get_trials` and `_get_best_trial_id`: our
+    Storage retries those too while the database server does not answer."""
+    private_ones = [name for name in RETRIED if name.startswith("_")]
+    called = []
+
+    def counted(name):
+        method = getattr(Storage, name)
+
+        def call(self, *args, **kwargs):
+            called.append(name)
+            return method(self, *args, **kwargs)
+
+        return call
+
+    counting = type("Counting", (Storage,), {n: counted(n) for n in private_ones})
+    study = optuna.create_study(storage=counting(optuna_url), study_name="internals")
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    study.tell(trial, 0.5)
+    study.ask()
+    assert study.best_trial.number == 0
+    for name in private_ones:
+        relied = ("optuna", Storage)
+        expect(name in called, f"optuna.storages.RDBStorage.{name} (called by its cache)", relied)
 
 
 # -- MLflow --------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from study.logs import TRACEBACK_LOGGERS, loud_ray, quiet_ray
+from study.logs import TRACEBACK_LOGGERS, loud_engines, quiet_engines
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def console():
 def test_an_error_with_a_traceback_is_one_line_naming_the_file(tmp_path, console):
     """Ray's failed experiment-state save: one line with the error; the traceback in a file."""
     errors = tmp_path / "studies" / "s" / "errors.txt"
-    attached = quiet_ray(errors)
+    attached = quiet_engines(errors)
     try:
         raise FileNotFoundError("[Errno 2] Failed to open local file '.tmp-searcher-state.pkl'")
     except FileNotFoundError:
@@ -30,7 +30,7 @@ def test_an_error_with_a_traceback_is_one_line_naming_the_file(tmp_path, console
             "Saving experiment state to storage at '/r' failed with exception: ", exc_info=True
         )
     finally:
-        loud_ray(attached)
+        loud_engines(attached)
     printed = console.getvalue()
     assert printed.count("\n") == 1 and "Traceback" not in printed
     assert "Saving experiment state to storage at '/r' failed with exception" in printed
@@ -42,12 +42,33 @@ def test_an_error_with_a_traceback_is_one_line_naming_the_file(tmp_path, console
 def test_tunes_closing_trial_list_is_dropped_and_the_filters_come_off(tmp_path, console):
     """Progress has said which trials failed; after the study Ray logs as before."""
     tune = logging.getLogger("ray.tune.tune")
-    attached = quiet_ray(tmp_path / "errors.txt")
+    attached = quiet_engines(tmp_path / "errors.txt")
     tune.error("Trials did not complete: [trainable_1]")
     tune.error("something else")
-    loud_ray(attached)
+    loud_engines(attached)
     tune.error("Trials did not complete: [trainable_2]")
     assert console.getvalue().splitlines() == [
         "something else",
         "Trials did not complete: [trainable_2]",
+    ]
+
+
+def test_optunas_fallback_warning_after_a_lost_connection_is_dropped(tmp_path):
+    """Optuna's storage warns, with the failed SQL, that it reads trials another way: during a
+    study the outage is said once by study.outages instead; other warnings still print."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)  # as Optuna's own console handler on "optuna"
+    logging.getLogger("optuna").addHandler(handler)
+    storage = logging.getLogger("optuna.storages._rdb.storage")
+    try:
+        attached = quiet_engines(tmp_path / "errors.txt")
+        storage.warning("Caught an error from sqlalchemy: (psycopg.OperationalError) [SQL: ...]")
+        storage.warning("a warning worth reading")
+        loud_engines(attached)
+        storage.warning("Caught an error from sqlalchemy: after the study")
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert out.getvalue().splitlines() == [
+        "a warning worth reading",
+        "Caught an error from sqlalchemy: after the study",
     ]
