@@ -3,34 +3,66 @@ trial, hyperparameter importance, and a leaderboard at equal budgets. Plain pand
 the plots and the page are in `study.report`."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.core import SCORED
+from study.core import SCORED, Outcome
 from study.records import TrialRecord
+from trainables.hyperparameters import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "gap")
-GAP = 0.05  # overfitting: final train-val accuracy gap above this ...
-RISE = 0.10  # ... and val_loss this fraction above its minimum
-UNDERFIT = 0.10  # underfitting: final train_acc this far below the study's best train_acc
+
+@dataclass(frozen=True)
+class Fit:
+    """How a task's fit is judged: the training and validation metric compared per trial; how
+    well a trial fits its training split (`quality`) and the study's best value of `reference`
+    it is held against (underfitting)."""
+
+    train: str
+    val: str
+    quality: str
+    reference: str
+    curves: tuple[str, ...]  # what the report reads per epoch
+
+
+FITS = {
+    # underfitting: a train_acc well below the study's best train_acc
+    "classification": Fit("train_acc", "val_acc", "train_acc", "train_acc", CLASSIFICATION_METRICS),
+    # underfitting: fitting its own training rows worse than the best trial predicts unseen
+    # ones (the best train R^2 belongs to whichever trial memorised most)
+    "regression": Fit("train_rmse", "val_rmse", "train_r2", "val_r2", REGRESSION_METRICS),
+}
 
 
 @dataclass
 class Thresholds:
-    """The fit-diagnosis thresholds (see GAP, RISE, UNDERFIT)."""
+    """The fit-diagnosis thresholds. Overfitting: the final gap above `gap` (classification:
+    train_acc - val_acc; regression: the relative error gap (val_rmse - train_rmse) / val_rmse)
+    and val_loss `rise` above its minimum. Underfitting: the final train_acc `underfit` below
+    the study's best train_acc (regression: the final train R^2 below the study's best val
+    R^2)."""
 
-    gap: float = GAP
-    rise: float = RISE
-    underfit: float = UNDERFIT
+    gap: float = 0.05
+    rise: float = 0.10
+    underfit: float = 0.10
+
+    @classmethod
+    def of(cls, task: str, **given: float | None) -> "Thresholds":
+        """The task's defaults, where `given` leaves a threshold None."""
+        defaults = cls(gap=0.10, underfit=0.05) if task == "regression" else cls()
+        return replace(defaults, **{k: v for k, v in given.items() if v is not None})
 
 
-def curves(client: MlflowClient, records: list[TrialRecord], metric: str) -> pd.DataFrame:
-    """One row per trial and epoch: trial number, epoch and every logged curve metric."""
-    keys = list(dict.fromkeys((*CURVES, metric)))
+def curves(
+    client: MlflowClient, records: list[TrialRecord], metric: str, task: str = "classification"
+) -> pd.DataFrame:
+    """One row per trial and epoch: trial number, epoch and every logged curve metric (a
+    trial whose patience restored its best epoch's weights has their metrics one step after
+    its last epoch)."""
+    keys = list(dict.fromkeys((*FITS[task].curves, metric)))
     rows: dict[tuple[int, int], dict[str, Any]] = {}
     for record in records:
         for key in keys:
@@ -61,15 +93,18 @@ def trials(records: list[TrialRecord], params: list[str], metric: str) -> pd.Dat
     ).set_index("trial", drop=False)
 
 
-def diagnose(table: pd.DataFrame, history: pd.DataFrame, limits: Thresholds) -> pd.DataFrame:
-    """The fit of each trial at its last epoch: overfitting (gap above `limits.gap` and val_loss
-    risen `limits.rise` above its minimum), underfitting (train_acc `limits.underfit` below the
-    best final train_acc of the study), good fit; failed and diverged trials keep their outcome.
-    """
+def diagnose(
+    table: pd.DataFrame, history: pd.DataFrame, limits: Thresholds, task: str = "classification"
+) -> pd.DataFrame:
+    """The fit of each trial with the weights it ended with: overfitting (the gap above
+    `limits.gap` and val_loss risen `limits.rise` above its minimum), underfitting (the fit of
+    the training split `limits.underfit` below the study's best), good fit; failed and diverged
+    trials keep their outcome. See Thresholds for what each task compares."""
+    fit = FITS[task]
     last = history.groupby("trial").last()
     lowest = history.groupby("trial")["val_loss"].min()
     scored = table["outcome"].isin(SCORED) & table["trial"].isin(last.index)
-    best_train = last.loc[table.loc[scored, "trial"], "train_acc"].max()
+    best_quality = last.loc[table.loc[scored, "trial"], fit.reference].max()
     rows = []
     for trial, outcome in zip(table["trial"], table["outcome"], strict=True):
         if not scored[trial]:
@@ -77,23 +112,18 @@ def diagnose(table: pd.DataFrame, history: pd.DataFrame, limits: Thresholds) -> 
             continue
         end = last.loc[trial]
         rising = end["val_loss"] > lowest[trial] * (1 + limits.rise)
-        if end["train_acc"] < best_train - limits.underfit:
+        gap = end["gap"] / end["val_rmse"] if task == "regression" else end["gap"]
+        if end[fit.quality] < best_quality - limits.underfit:
             diagnosis = "underfitting"
-        elif end["gap"] > limits.gap and rising:
+        elif gap > limits.gap and rising:
             diagnosis = "overfitting"
         else:
             diagnosis = "good fit"
-        rows.append(
-            {
-                "trial": trial,
-                "diagnosis": diagnosis,
-                "train_acc": end["train_acc"],
-                "val_acc": end["val_acc"],
-                "gap": end["gap"],
-                "val_loss": end["val_loss"],
-                "min_val_loss": lowest[trial],
-            }
-        )
+        row = {"trial": trial, "diagnosis": diagnosis, fit.train: end[fit.train]}
+        row.update({fit.val: end[fit.val], fit.quality: end[fit.quality], "gap": end["gap"]})
+        if task == "regression":
+            row["relative_gap"] = gap
+        rows.append({**row, "val_loss": end["val_loss"], "min_val_loss": lowest[trial]})
     return pd.DataFrame(rows).set_index("trial", drop=False)
 
 
@@ -166,6 +196,26 @@ def leaderboard(
     return frame.sort_values(order, na_position="last").reset_index(drop=True)
 
 
+def patience_line(table: pd.DataFrame, ranked: list[dict[str, Any]]) -> str | None:
+    """What early stopping by patience did, where some trial had it on: how many trials it
+    stopped, where, and the epochs they did not train."""
+    rows = {row["number"]: row for row in ranked}
+    patient = [n for n in table["trial"] if (rows.get(n, {}).get("config") or {}).get("patience")]
+    if not patient:
+        return None
+    stopped = [rows[n] for n in patient if rows[n]["outcome"] == Outcome.PATIENCE_STOPPED]
+    if not stopped:
+        return f"Patience was on in {len(patient)} trials and stopped none of them."
+    at = sorted(int(r["epochs"]) for r in stopped)
+    best = sorted(int(r["metrics"].get("best_epoch", r["epochs"])) for r in stopped)
+    saved = sum(int(r["config"]["epochs"]) - int(r["epochs"]) for r in stopped)
+    return (
+        f"Patience stopped {len(stopped)} of the {len(patient)} trials that had it on, at "
+        f"epochs {at[0]}-{at[-1]} (median {at[len(at) // 2]}; their best epochs "
+        f"{best[0]}-{best[-1]}), {saved} epochs short of their budget."
+    )
+
+
 def categorical_medians(table: pd.DataFrame, param: str, metric: str) -> dict[Any, tuple]:
     """Median metric and count per value of a categorical param, over scored trials."""
     scored = table[table["outcome"].isin(SCORED)].dropna(subset=[metric])
@@ -182,8 +232,10 @@ def summary(
     importance_note: str,
     categorical: list[str],
     metric: str,
+    task: str = "classification",
 ) -> list[str]:
-    """A few sentences: the best config, which knobs mattered, and how the best trial fits."""
+    """A few sentences: the best config, which knobs mattered, what early stopping by
+    patience did, and how the best trial fits."""
     counts = table["outcome"].value_counts()
     lines = [
         f"Study {name}: {len(table)} trials ("
@@ -207,12 +259,20 @@ def summary(
         if len(medians) > 1:
             parts = ", ".join(f"{v}: {m:.4f} (n={n})" for v, (m, n) in medians.items())
             lines.append(f"Median {metric} by {param}: {parts}.")
+    if said := patience_line(table, ranked):
+        lines.append(said)
     number = best["number"]
-    fit = diagnosis.loc[number]
+    fit, keys = diagnosis.loc[number], FITS[task]
     if "gap" in fit and not pd.isna(fit.get("gap")):
+        quality = (
+            f", train_r2 {fit['train_r2']:.4f}, relative gap {fit['relative_gap']:+.4f}"
+            if task == "regression"
+            else ""
+        )
         lines.append(
-            f"The best trial: {fit['diagnosis']} (train_acc {fit['train_acc']:.4f}, gap "
-            f"{fit['gap']:+.4f}, val_loss {fit['val_loss']:.4f}, lowest {fit['min_val_loss']:.4f})."
+            f"The best trial: {fit['diagnosis']} ({keys.train} {fit[keys.train]:.4f}{quality}, "
+            f"gap {fit['gap']:+.4f}, val_loss {fit['val_loss']:.4f}, lowest "
+            f"{fit['min_val_loss']:.4f})."
         )
     kinds = diagnosis["diagnosis"].value_counts()
     fits = ", ".join(f"{n} {d}" for d, n in kinds.items())

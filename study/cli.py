@@ -99,6 +99,7 @@ def run(
         spec = load_spec(spec_file, overrides)
         folder = resolve_root(spec, root)
         checked = preflight(spec, folder, replace=replace, warn=_warn)
+        spec = checked.spec  # its metric and mode as the data's task completes them
     except UserError as error:
         _fail(error)
     from study.runner import run_study
@@ -165,6 +166,7 @@ def resume(
         folder = root_folder(root)
         spec = saved_spec(folder, name, address)
         checked = prepare_resume(spec, folder)
+        spec = checked.spec
     except UserError as error:
         _fail(error)
     from study.runner import resume_study
@@ -204,19 +206,26 @@ def report(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     root: RootOption = None,
     gap: Annotated[
-        float, typer.Option(help="Overfitting: final train-val accuracy gap above this ...")
-    ] = 0.05,
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="Overfitting: the final train-val gap above this (accuracy; regression: "
+            "(val_rmse - train_rmse) / val_rmse) ... [default: 0.05; regression 0.10]"
+        ),
+    ] = None,
     rise: Annotated[
-        float, typer.Option(help="... and val_loss this fraction above its minimum.")
-    ] = 0.10,
+        Optional[float],  # noqa: UP045
+        typer.Option(help="... and val_loss this fraction above its minimum [default: 0.10]."),
+    ] = None,
     underfit: Annotated[
-        float,
-        typer.Option(help="Underfitting: final train_acc this far below the study's best."),
-    ] = 0.10,
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="Underfitting: final train_acc this far below the study's best train_acc "
+            "(regression: train R^2 below the best val R^2) [default: 0.10; regression 0.05]."
+        ),
+    ] = None,
 ) -> None:
     """Which regularization works here: plots, fit diagnosis, importance, equal-budget
     leaderboard and a summary, as PNGs + one HTML page, also logged on the parent run."""
-    from study.analysis import Thresholds
     from study.preflight import saved_spec
     from study.spec import root_folder
 
@@ -225,7 +234,7 @@ def report(
         spec = saved_spec(folder, name)
         from study.report import report as write
 
-        made = write(spec, folder, Thresholds(gap, rise, underfit))
+        made = write(spec, folder, gap=gap, rise=rise, underfit=underfit)
     except UserError as error:
         _fail(error)
     for line in made["summary"]:

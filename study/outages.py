@@ -94,7 +94,7 @@ class Watch:
         if field not in self.since:
             self.since[field] = (time.monotonic(), where)
             self.say(
-                f"store down     {field} {where} does not answer ({brief(error)}); the study "
+                f"{'store down':<16} {field} {where} does not answer ({brief(error)}); the study "
                 f"waits for it, {waits}"
             )
 
@@ -103,7 +103,7 @@ class Watch:
         if field in self.since:
             since, where = self.since.pop(field)
             seconds = time.monotonic() - since
-            self.say(f"store back     {field} {where} answers again after {seconds:.0f} s")
+            self.say(f"{'store back':<16} {field} {where} answers again after {seconds:.0f} s")
 
     def waited(self, field: str) -> float:
         """Seconds the store has been down (0 when it is not)."""

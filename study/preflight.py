@@ -22,9 +22,11 @@ from trainables.plugins import PluginError, brief, describe, is_plugin
 
 @dataclass(frozen=True)
 class Checked:
-    """What preflight hands the runner: the data set (in memory, or a streamed set's index)
-    and what it found of the data and the model."""
+    """What preflight hands the runner: the spec as the data's task completes it (its metric
+    and mode), the data set (in memory, or a streamed set's index) and what it found of the
+    data and the model."""
 
+    spec: StudySpec
     data: Data
     found: Found
 
@@ -150,6 +152,7 @@ def load_data(spec: StudySpec) -> tuple[Any, dict[str, Any]]:
     except DataError as error:
         raise UserError(str(error)) from None
     found["shape"] = list(data.input_shape)
+    found["task"] = data.task
     if dataset.name == "image_folder" or is_plugin(dataset.name):
         found["placement"] = data.placement
         if data.mean is not None:  # computed from its training split: part of the record
@@ -197,10 +200,17 @@ def check_model(spec: StudySpec, data: Data, found: Found) -> tuple[dict[str, An
         ) from None
     expected = (2, data.num_classes)
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if data.task == "regression" and data.num_classes == 1 and got == (2,):
+        got = expected  # one target: (N,) outputs are taken as (N, 1)
     if got != expected:
+        what = (
+            f"outputs of shape {expected} ({data.num_classes} target values per example)"
+            if data.task == "regression"
+            else f"logits of shape {expected} ({data.num_classes} classes)"
+        )
         raise UserError(
-            f"model.name: {name} gave {got} for 2 examples, expected logits of shape "
-            f"{expected} ({data.num_classes} classes); make its last layer output num_classes"
+            f"model.name: {name} gave {got} for 2 examples, expected {what}; make its last "
+            "layer output num_classes"
         )
     return config, model
 
@@ -309,10 +319,16 @@ def preflight(
     if not replace:
         check_new(spec, root)
     data, dataset = load_data(spec)
+    if data.task_note:
+        warn(f"note: {data.task_note}")
+    try:
+        spec = spec.for_task(data.task)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     config, model = check_model(spec, data, Found(dataset))
     for line in ignored_knobs(spec, data, config):
         warn(f"warning: {line}")
-    return Checked(data, Found(dataset, model))
+    return Checked(spec, data, Found(dataset, model))
 
 
 def prepare_resume(spec: StudySpec, root: Path) -> Checked:
@@ -320,4 +336,4 @@ def prepare_resume(spec: StudySpec, root: Path) -> Checked:
     study that did not record it)."""
     data, dataset = load_data(spec)
     found = saved_found(spec.layout(root)) or Found(dataset)
-    return Checked(data, found)
+    return Checked(spec.for_task(data.task), data, found)

@@ -11,7 +11,13 @@ from rich.text import Text
 from study.core import Outcome
 from study.tracking import MlflowTracker, last_error
 
-COLOURS = {"completed": "green", "early_stopped": "yellow", "failed": "red", "diverged": "red"}
+COLOURS = {
+    "completed": "green",
+    "patience_stopped": "cyan",
+    "early_stopped": "yellow",
+    "failed": "red",
+    "diverged": "red",
+}
 
 
 class Progress(tune.Callback):
@@ -72,7 +78,7 @@ class Progress(tune.Callback):
         else:
             shown = f"{self.metric}={value:.4f}"
         self.console.print(
-            f"[{colour}]{record.outcome:<13}[/] {escape(record.name):<40} "
+            f"[{colour}]{record.outcome:<16}[/] {escape(record.name):<40} "
             f"epochs={record.epochs:<3} {escape(shown)}",
             highlight=False,
             soft_wrap=True,
@@ -85,7 +91,7 @@ class Progress(tune.Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         name, error = escape(self.tracker.record(trial).name), escape(last_error(trial))
         self.console.print(
-            f"[yellow]{'retrying':<13}[/] {name:<40} after {error}",
+            f"[yellow]{'retrying':<16}[/] {name:<40} after {error}",
             highlight=False,
             soft_wrap=True,
         )

@@ -25,6 +25,7 @@ RAY_TRIAL_TAG = "ray.trial_id"
 # The MLflow run status of each outcome.
 STATUS = {
     Outcome.COMPLETED: "FINISHED",
+    Outcome.PATIENCE_STOPPED: "FINISHED",
     Outcome.EARLY_STOPPED: "KILLED",
     Outcome.FAILED: "FAILED",
     Outcome.DIVERGED: "FAILED",
@@ -66,6 +67,7 @@ def set_view(client: MlflowClient, experiment_id: str, metric: str, params: list
         f"metrics.`{metric}`",
         f"metrics.`{BEST_SO_FAR}`",
         "tags.`early_stopped_epoch`",
+        *(["metrics.`best_epoch`", "metrics.`stopped_epoch`"] if "patience" in params else []),
         "metrics.`gap`",
         *(f"params.`{p}`" for p in params),
     ]

@@ -17,13 +17,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from study import analysis, results, sampling
-from study.core import SCORED, Outcome
+from study.core import FINISHED, SCORED
 from study.errors import UserError
+from study.preflight import saved_found
 from study.records import study_records, trial_runs
 from study.spec import StudySpec
 
 COLORS = {
     "completed": "#1b9e77",
+    "patience_stopped": "#66a61e",
     "early_stopped": "#7570b3",
     "failed": "#d95f02",
     "diverged": "#e7298a",
@@ -67,10 +69,13 @@ def outcome_legend(axis: Axes, outcomes: list[str], best: str | None) -> None:
     axis.legend(handles=handles, fontsize=8, loc="lower right")
 
 
-def plot_curves(history: pd.DataFrame, table: pd.DataFrame, best: int | None, path: Path) -> Path:
-    """train_acc and val_acc per epoch of every trial, coloured by outcome, best in black."""
+def plot_curves(
+    history: pd.DataFrame, table: pd.DataFrame, best: int | None, path: Path, fit: analysis.Fit
+) -> Path:
+    """train_acc and val_acc (regression: train_rmse and val_rmse) per epoch of every trial,
+    coloured by outcome, best in black."""
     made, axes = figure(12, 4.5, 1, 2, sharey=True)
-    for axis, key in zip(axes, ("train_acc", "val_acc"), strict=True):
+    for axis, key in zip(axes, (fit.train, fit.val), strict=True):
         for trial, curve in history.groupby("trial"):
             outcome = table.loc[trial, "outcome"]
             axis.plot(curve["epoch"], curve[key], color=COLORS[outcome], alpha=0.55, linewidth=1)
@@ -84,8 +89,12 @@ def plot_curves(history: pd.DataFrame, table: pd.DataFrame, best: int | None, pa
     return save(made, path)
 
 
-def plot_diagnosis(diagnosis: pd.DataFrame, best: int | None, path: Path) -> Path:
-    """Counts per diagnosis, and final train_acc vs val_acc coloured by diagnosis."""
+def plot_diagnosis(
+    diagnosis: pd.DataFrame, best: int | None, path: Path, fit: analysis.Fit
+) -> Path:
+    """Counts per diagnosis, and final train_acc vs val_acc (regression: train_rmse vs
+    val_rmse) coloured by diagnosis."""
+    train, val = fit.train, fit.val
     made, (bars, scatter) = figure(12, 4.5, 1, 2)
     counts = diagnosis["diagnosis"].value_counts()
     colors = [FIT_COLORS.get(d, COLORS.get(d, "#999999")) for d in counts.index]
@@ -93,19 +102,22 @@ def plot_diagnosis(diagnosis: pd.DataFrame, best: int | None, path: Path) -> Pat
     bars.set(title="fit diagnosis at each trial's last epoch", ylabel="trials")
     for x, n in enumerate(counts.values):
         bars.annotate(str(n), (x, n), ha="center", va="bottom")
-    judged = diagnosis.dropna(subset=["train_acc"]) if "train_acc" in diagnosis else diagnosis
+    judged = diagnosis.dropna(subset=[train]) if train in diagnosis else diagnosis
     for kind, group in judged.groupby("diagnosis"):
-        scatter.scatter(group["train_acc"], group["val_acc"], color=FIT_COLORS[kind], label=kind)
+        scatter.scatter(group[train], group[val], color=FIT_COLORS[kind], label=kind)
     if best is not None and best in judged.index:
         row = judged.loc[best]
-        scatter.scatter(row["train_acc"], row["val_acc"], s=160, facecolors="none",
+        scatter.scatter(row[train], row[val], s=160, facecolors="none",
                         edgecolors="black", linewidths=2, label="best trial")  # fmt: skip
     if len(judged):
-        low = min(judged["train_acc"].min(), judged["val_acc"].min())
-        scatter.plot([low, 1], [low, 1], color="gray", linestyle="--", linewidth=1,
-                     label="val_acc = train_acc")  # fmt: skip
-    scatter.set(title="final accuracy: below the diagonal = train-val gap",
-                xlabel="train_acc", ylabel="val_acc")  # fmt: skip
+        low, high = judged[[train, val]].min().min(), judged[[train, val]].max().max()
+        top = 1 if train == "train_acc" else high
+        scatter.plot([low, top], [low, top], color="gray", linestyle="--", linewidth=1,
+                     label=f"{val} = {train}")  # fmt: skip
+    side = "below" if train == "train_acc" else "above"
+    title = "final accuracy" if train == "train_acc" else "final error"
+    scatter.set(title=f"{title}: {side} the diagonal = train-val gap",
+                xlabel=train, ylabel=val)  # fmt: skip
     scatter.grid(alpha=0.3)
     scatter.legend(fontsize=8)
     return save(made, path)
@@ -182,9 +194,9 @@ def axis_values(spec: StudySpec, param: str, column: pd.Series) -> tuple[np.ndar
 
 
 def plot_parallel(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path) -> Path:
-    """Parallel coordinates of the completed trials: one axis per sampled param and the
-    metric, lines coloured by the metric."""
-    done = table[table["outcome"] == Outcome.COMPLETED].dropna(subset=[metric])
+    """Parallel coordinates of the trials that ended by their own rules (completed, stopped
+    by their patience): one axis per sampled param and the metric, lines coloured by it."""
+    done = table[table["outcome"].isin(FINISHED)].dropna(subset=[metric])
     params = [p for p in spec.space.params if done[p].notna().all()] if len(done) else []
     made, axis = figure(2.2 * (len(params) + 1) + 2, 5)
     if len(done) == 0:
@@ -259,9 +271,11 @@ def page(name: str, summary: list[str], images: dict[str, Path], tables: dict[st
     return "\n".join(parts)
 
 
-def report(spec: StudySpec, root: Path, limits: analysis.Thresholds) -> dict[str, Any]:
+def report(spec: StudySpec, root: Path, **limits: float | None) -> dict[str, Any]:
     """Write the report of the finished study `spec` under <root>/studies/NAME/report, log it
-    on the parent run, and return its summary lines, folder and parts."""
+    on the parent run, and return its summary lines, folder and parts. `limits` are the fit
+    diagnosis's thresholds (gap, rise, underfit; None: the task's default, analysis.Thresholds).
+    """
     layout = spec.layout(root)
     client, experiment_id, parent_id = study_records(layout)
     if not parent_id:
@@ -270,25 +284,27 @@ def report(spec: StudySpec, root: Path, limits: analysis.Thresholds) -> dict[str
     if not records:
         raise UserError(f"NAME: study {spec.name!r} has no trials yet; run or resume it")
     params, metric = list(spec.space.params), spec.metric
-    history = analysis.curves(client, records, metric)
+    task = spec.task(saved_found(layout)) or "classification"
+    fit = analysis.FITS[task]
+    history = analysis.curves(client, records, metric, task)
     table = analysis.trials(records, params, metric)
     ranked = results.ranked(results.rows(records, metric), metric, spec.mode)
     best = ranked[0]["number"] if ranked else None
-    diagnosis = analysis.diagnose(table, history, limits)
+    diagnosis = analysis.diagnose(table, history, analysis.Thresholds.of(task, **limits), task)
     importances, note = analysis.importance(sampling.reader(layout), spec.name, params)
     at = analysis.milestones(spec.scheduler.rung_epochs(), spec.scheduler.max_epochs)
     board = analysis.leaderboard(history, table, metric, spec.mode, at)
     categorical = [p for p in params if is_categorical(spec, p)]
     lines = analysis.summary(
-        spec.name, table, diagnosis, ranked, importances, note, categorical, metric
+        spec.name, table, diagnosis, ranked, importances, note, categorical, metric, task
     )
 
     folder = layout.report_dir
     folder.mkdir(parents=True, exist_ok=True)
     png = {name: folder / f"{name}.png" for name in PLOTS}
     images = {
-        "Learning curves": plot_curves(history, table, best, png["learning_curves"]),
-        "Fit diagnosis": plot_diagnosis(diagnosis, best, png["fit_diagnosis"]),
+        "Learning curves": plot_curves(history, table, best, png["learning_curves"], fit),
+        "Fit diagnosis": plot_diagnosis(diagnosis, best, png["fit_diagnosis"], fit),
         "Hyperparameter importance": plot_importance(importances, note, png["importance"]),
         "Marginal effects": plot_marginals(spec, table, metric, png["marginal_effects"]),
         "Parallel coordinates": plot_parallel(spec, table, metric, png["parallel_coordinates"]),

@@ -22,7 +22,7 @@ def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:
             "outcome": r.outcome,
             "epochs": r.epochs,
             metric: r.last.get(metric),
-            "metrics": {k: v for k, v in r.last.items() if not k.startswith("best_")},
+            "metrics": {k: v for k, v in r.last.items() if k != "best_so_far"},  # a curve
             "error": r.error,
             "config": r.config,
         }

@@ -87,26 +87,29 @@ def train(
     if test and "test" not in data.sizes():
         raise UserError("config.dataset.test_fraction: no test split kept; set it above 0")
 
-    metric = document.get("metric", "val_acc")
+    regression = data.task == "regression"
+    metric = document.get("metric", "val_rmse" if regression else "val_acc")
+    shown = EPOCH_LINE[data.task]
+    tested = "test_rmse" if regression else "test_acc"
     kept: dict[str, Any] = {}
 
-    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         if not kept:  # live references: the first seed's weights as its training ends
             kept["model"] = state["model"]
         if seeds == 1:
-            console.print(
-                f"epoch {int(metrics['epoch']):>3}  train_loss {metrics['train_loss']:.4f}  "
-                f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
-                f"val_acc {metrics['val_acc']:.4f}  gap {metrics['gap']:+.4f}",
-                highlight=False,
-            )
+            values = "  ".join(f"{k} {metrics[k]:.4f}" for k in shown)
+            line = f"epoch {int(metrics['epoch']):>3}  {values}  gap {metrics['gap']:+.4f}"
+            if "patience_stopped" in metrics:
+                kept_epoch = metrics["best_epoch"] if "final" in metrics else metrics["epoch"]
+                line += f"  (patience ran out: ends with epoch {int(kept_epoch)}'s weights)"
+            console.print(line, highlight=False)
 
     runs = []
     for seed in range(trial.run.seed, trial.run.seed + seeds):
         last = fit(trial.seeded(seed).flat(), data, report, test=test)
         runs.append(last)
         if seeds > 1:
-            extra = f"  test_acc {last['test_acc']:.4f}" if test else ""
+            extra = f"  {tested} {last[tested]:.4f}" if test else ""
             console.print(f"seed {seed}  {metric} {last[metric]:.4f}{extra}", highlight=False)
     first = runs[0][metric]
     line = f"{metric} {first:.4f}"
@@ -114,17 +117,25 @@ def train(
         line += f" (the trial reported {document['value']:.4f}, "
         line += f"difference {first - document['value']:+.4f})"
     console.print(line, highlight=False)
-    keys = [metric, *(["test_acc"] if test else [])]
+    keys = [metric, *([tested] if test else [])]
     stats = {k: spread([r[k] for r in runs]) for k in keys}
     if seeds > 1:
         for key, (mean, std) in stats.items():
             console.print(f"{key} over {seeds} seeds: mean {mean:.4f}  std {std:.4f}")
     elif test:
-        console.print(f"test_acc {runs[0]['test_acc']:.4f}  test_loss {runs[0]['test_loss']:.4f}")
+        scores = [k for k in runs[0] if k.startswith("test_")]
+        console.print("  ".join(f"{k} {runs[0][k]:.4f}" for k in scores), highlight=False)
     if log and where.get("tracking_uri"):
         link = log_retrain(document, trial, runs, stats, kept, data, register)
         console.print(f"MLflow run: {link}", soft_wrap=True, highlight=False)
     return runs
+
+
+# What `study train` prints for each epoch, besides the gap.
+EPOCH_LINE = {
+    "classification": ("train_loss", "train_acc", "val_loss", "val_acc"),
+    "regression": ("train_loss", "train_rmse", "val_loss", "val_rmse", "val_r2"),
+}
 
 
 def spread(values: list[float]) -> tuple[float, float]:

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.core import Layout, Outcome, decide, finite
+from study.core import FINISHED, Layout, Outcome, decide, finite
 from study.sampling import DefineByRun, Storage, sampler
 
 # The Optuna state of a trial that did not run to its end.
@@ -111,7 +111,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._report(trial_id, result)
         outcome = decide(result, metric=self.metric, last_epoch=self.max_epochs).outcome
         trial.set_user_attr("outcome", outcome.value)
-        if outcome == Outcome.COMPLETED:
+        if outcome in FINISHED:  # told with the value of the weights it ended with
             super().on_trial_complete(trial_id, result, error)
         else:
             self._tell(trial_id, STATES[outcome])

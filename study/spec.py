@@ -21,6 +21,8 @@ import search_spaces
 from study.core import Found, Layout, RunSettings, TrialConfig
 from study.errors import UserError
 from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS, TORCHVISION_SETS
+from trainables.catalog import TASKS
+from trainables.hyperparameters import TASK_LOSSES, TASK_METRICS, direction
 from trainables.plugins import is_plugin
 
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
@@ -63,9 +65,14 @@ class DatasetSpec(_Strict):
     download: bool = False
     path: str | None = None  # csv: the file
     target: str | None = None  # csv: the label column
-    n_samples: int | None = Field(None, ge=10)  # circles, moons
+    n_samples: int | None = Field(None, ge=10)  # circles, moons, noise
     noise: float | None = Field(None, ge=0)
     factor: float | None = Field(None, gt=0, lt=1)  # circles
+    n_features: int | None = Field(None, ge=1)  # noise
+    distribution: Literal["normal", "uniform"] | None = None  # noise: features and targets
+    # classification or regression; None: the built-in's, or what the targets are (a CSV's
+    # numeric column with many values, a loader's float targets: regression)
+    task: Literal["classification", "regression"] | None = None
     image_size: int | None = Field(None, ge=4)  # image_folder: each image resized to this square
     skip_bad_files: bool | None = None  # image_folder: leave out files Pillow cannot read
     args: dict[str, Any] | None = None  # a loader plug-in's keyword arguments
@@ -99,12 +106,19 @@ class DatasetSpec(_Strict):
             raise ValueError(
                 "image_folder needs root and image_size; set dataset.root and dataset.image_size"
             )
+        if self.task and self.name in TASKS and self.task != TASKS[self.name]:
+            raise ValueError(f"task: {self.name} is a {TASKS[self.name]} data set; remove task")
         if self.placement == "stream" and self.name != "image_folder" and not is_plugin(self.name):
             raise ValueError(
                 f"placement: {self.name} is read into memory; stream is for image_folder and "
                 "loader plug-ins"
             )
         return self
+
+    @property
+    def known_task(self) -> str | None:
+        """The task when it is known before the data is read: a built-in's, or the spec's."""
+        return TASKS.get(self.name) or self.task
 
     @property
     def modality(self) -> str | None:
@@ -243,8 +257,10 @@ class StudySpec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     space: search_spaces.Space = Field(default_factory=lambda: search_spaces.load("regularization"))
     fixed: dict[str, Any] = Field(default_factory=dict)
-    metric: str = "val_acc"
-    mode: Literal["max", "min"] = "max"
+    # None: val_acc for classification, val_rmse for regression; mode: the metric's own
+    # direction (max for accuracy and R^2, min for losses and errors)
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -263,8 +279,8 @@ class StudySpec(_Strict):
 
     @field_validator("metric")
     @classmethod
-    def _known_metric(cls, metric: str) -> str:
-        return one_of(metric, METRICS, "metric")
+    def _known_metric(cls, metric: str | None) -> str | None:
+        return metric and one_of(metric, METRICS, "metric")
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
@@ -292,6 +308,12 @@ class StudySpec(_Strict):
                 f"model.name: {self.model.name} needs images and {self.dataset.name} is a "
                 "table; use mlp"
             )
+        if self.dataset.known_task:
+            if problem := task_problem(self, self.dataset.known_task):
+                raise ValueError(problem)
+            _resolve(self, "metric", self.metric or DEFAULT_METRIC[self.dataset.known_task])
+        if self.metric and self.mode is None:
+            _resolve(self, "mode", direction(self.metric))
         if self.fixed.get("cutmix_alpha") and self.dataset.modality == "tabular":
             raise ValueError(
                 f"fixed.cutmix_alpha: cutmix pastes image boxes and {self.dataset.name} is a "
@@ -308,16 +330,30 @@ class StudySpec(_Strict):
                 )
         return self
 
+    def for_task(self, task: str) -> "StudySpec":
+        """The spec of a study whose data turned out to be for `task` (a CSV or a loader that
+        left it open): the metric and mode it defaults to; ValueError naming the field where
+        the spec does not fit the task."""
+        if problem := task_problem(self, task):
+            raise ValueError(problem)
+        metric = self.metric or DEFAULT_METRIC[task]
+        return self.model_copy(update={"metric": metric, "mode": self.mode or direction(metric)})
+
+    def task(self, found: Found | None = None) -> str | None:
+        """classification or regression: known from the spec, else from what preflight found."""
+        return self.dataset.known_task or (found.dataset.get("task") if found else None)
+
     def context(self, found: Found | None = None) -> dict[str, Any]:
         """What a `when:` condition may test besides sampled values: the data set's modality
         and channels (a plug-in's from what preflight `found`), the model's name, and every
         fixed (or default) hyperparameter."""
         modality, channels = self.dataset.kind(found.shape if found else None)
-        hyperparameters = {**HYPERPARAMETERS, **self.model_defaults(), **self.fixed}
+        hyperparameters = {**HYPERPARAMETERS, **self.defaults(found), **self.fixed}
         return {
             **hyperparameters,
             "modality": modality,
             "channels": channels,
+            "task": self.task(found),
             "model": self.model.name,
             "dataset": self.dataset.name,
         }
@@ -337,9 +373,11 @@ class StudySpec(_Strict):
                 )
         return grid
 
-    def model_defaults(self) -> dict[str, Any]:
-        """The model's own defaults of hyperparameters the study neither samples nor fixes."""
-        defaults = MODEL_DEFAULTS.get(self.model.name, {})
+    def defaults(self, found: Found | None = None) -> dict[str, Any]:
+        """The model's and the task's own defaults of hyperparameters the study neither samples
+        nor fixes (a regression study trains with mse)."""
+        losses = {"loss": TASK_LOSSES["regression"][0]} if self.task(found) == "regression" else {}
+        defaults = {**MODEL_DEFAULTS.get(self.model.name, {}), **losses}
         return {k: v for k, v in defaults.items() if k not in self.space.params}
 
     def plugins(self) -> list[str]:
@@ -358,7 +396,7 @@ class StudySpec(_Strict):
             seed=self.search.seed,
             threads=max(1, int(self.resources.cpu)),
         )
-        return TrialConfig({**self.model_defaults(), **self.fixed}, run).flat()
+        return TrialConfig({**self.defaults(found), **self.fixed}, run).flat()
 
     def recorded_dataset(self, found: Found) -> dict[str, Any]:
         """The data set as the study records it: the spec's keys and what preflight found."""
@@ -367,6 +405,51 @@ class StudySpec(_Strict):
     def layout(self, root: Path) -> Layout:
         """Every path and URI of the study under `root`."""
         return Layout.of(self, root)
+
+
+DEFAULT_METRIC = {"classification": "val_acc", "regression": "val_rmse"}
+# Knobs that only make sense for classes.
+CLASS_KNOBS = ("label_smoothing", "cutmix_alpha")
+
+
+def task_problem(spec: StudySpec, task: str) -> str | None:
+    """Why `spec` cannot run on data for `task` (one line naming the field), None when it can:
+    a metric, monitored metric or loss of the other task, or a knob only classes have."""
+    other = "regression" if task == "classification" else "classification"
+    data = f"{spec.dataset.name} is a {task} data set"
+    if spec.metric and spec.metric not in (*TASK_METRICS[task], "lr", "epoch_time"):
+        return (
+            f"metric: {spec.metric} is a {other} metric and {data}; use one of "
+            f"{', '.join(TASK_METRICS[task])}"
+        )
+    for name, values in sampled_and_fixed(spec):
+        if name == "loss" and (wrong := [v for v in values if v not in TASK_LOSSES[task]]):
+            return (
+                f"{where(spec, name)}: loss {wrong[0]} is for {other} and {data}; use "
+                f"{' or '.join(TASK_LOSSES[task])}"
+            )
+        if name == "monitor" and (wrong := [v for v in values if v not in TASK_METRICS[task]]):
+            return (
+                f"{where(spec, name)}: {wrong[0]} is a {other} metric and {data}; monitor one "
+                f"of {', '.join(m for m in TASK_METRICS[task] if m.startswith('val_'))}"
+            )
+        if task == "regression" and name in CLASS_KNOBS and any(values):
+            return f"{where(spec, name)}: {name} is for classes and {data}; remove it"
+    return None
+
+
+def sampled_and_fixed(spec: StudySpec) -> list[tuple[str, list[Any]]]:
+    """Each hyperparameter the study sets: the values its space may sample, or the fixed one."""
+    pairs = [(name, [value]) for name, value in spec.fixed.items()]
+    for name, param in spec.space.params.items():
+        values = list(param.choices) if param.type == "categorical" else [param.low, param.high]
+        pairs.append((name, values))
+    return pairs
+
+
+def where(spec: StudySpec, name: str) -> str:
+    """The spec field that sets hyperparameter `name`."""
+    return f"space.params.{name}" if name in spec.space.params else f"fixed.{name}"
 
 
 def value_problem(name: str, value: Any) -> str | None:

@@ -33,6 +33,10 @@ from study.records import (
 )
 from trainables import METRICS, resolve
 
+# Per epoch: the loop's metrics and its flags (diverged; patience_stopped with the best and the
+# stopped epoch, on the epoch whose patience ran out).
+LOGGED = (*METRICS, "diverged", "patience_stopped", "best_epoch", "stopped_epoch")
+
 
 class MlflowTracker(tune.Callback):
     """Records each Ray trial as a child run nested under the study's parent run.
@@ -130,8 +134,9 @@ class MlflowTracker(tune.Callback):
         if len(runs[0].data.params) < len(flatten(resolved)):
             # The driver died between making the run and logging its params.
             log_params(self.client, record.run_id, resolved)
-        # The epochs logged so far (the `epochs` tag is written only when the trial ends).
-        steps = [m.step for m in self.client.get_metric_history(record.run_id, "val_acc")]
+        # The epochs logged so far (the `epochs` tag is written only when the trial ends);
+        # epoch_time is logged for every epoch trained and for no restored step.
+        steps = [m.step for m in self.client.get_metric_history(record.run_id, "epoch_time")]
         record.epochs = max(steps, default=0)
         record.best = record.last.get(BEST_SO_FAR, math.nan)
         return record
@@ -152,9 +157,7 @@ class MlflowTracker(tune.Callback):
         for epoch_metrics in epochs:
             epoch = int(epoch_metrics["epoch"])
             record.epochs = epoch
-            record.last = {
-                k: float(epoch_metrics[k]) for k in (*METRICS, "diverged") if k in epoch_metrics
-            }
+            record.last = {k: float(epoch_metrics[k]) for k in LOGGED if k in epoch_metrics}
             value = record.last.get(self.metric, math.nan)
             if finite(value) and not better(record.best, value, self.mode):
                 record.best = value
@@ -162,6 +165,14 @@ class MlflowTracker(tune.Callback):
             metrics += [Metric(k, v, when, epoch) for k, v in record.last.items()]
             if finite(record.best):
                 metrics.append(Metric(BEST_SO_FAR, record.best, when, epoch))
+        if result.get("restored"):
+            # Patience brought the best epoch's weights back: their metrics are the run's
+            # last values, one step after the last epoch trained (as MLflow's own Keras
+            # autologging logs restored weights), and its score.
+            restored = {k: float(result[k]) for k in METRICS if k in result and k != "epoch_time"}
+            flags = ("patience_stopped", "best_epoch", "stopped_epoch")
+            record.last = {**restored, **{k: record.last[k] for k in flags if k in record.last}}
+            metrics += [Metric(k, v, when, record.epochs + 1) for k, v in restored.items()]
         params = []
         if "num_params" in result and not record.sized:  # the trial built its model
             params, record.sized = [Param("num_params", str(int(result["num_params"])))], True

@@ -45,20 +45,27 @@ def trainable(
     history: list[dict[str, float]] = []
     last_report = time.monotonic()
 
-    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         nonlocal last_report
-        history.append({**metrics, "wall_time": time.time()})
+        final = metrics.get("final")  # patience restored the best epoch's weights
+        epoch_metrics = {k: v for k, v in metrics.items() if k != "final"}
+        history.append({**epoch_metrics, "wall_time": time.time()})
         epoch = metrics["epoch"]
         # A non-finite metric goes out at once too: the study ends such a trial as diverged.
         keep = (
             epoch in checkpoint_epochs
             or epoch == last_epoch
             or "diverged" in metrics
-            or not all(finite(value) for value in metrics.values())
+            or "patience_stopped" in metrics
+            or not all(finite(value) for value in epoch_metrics.values())
         )
         if not keep and time.monotonic() - last_report < REPORT_EVERY_S:
             return
-        result = {**metrics, **where, "history": list(history)}
+        # The epochs go out as `history`; the result itself is what the trial ends with (the
+        # restored weights' metrics, `restored`, when patience brought the best epoch back).
+        result = {**epoch_metrics, **where, "history": list(history)}
+        if final:
+            result.update(final, restored=1.0)
         history.clear()
         if keep:
             with tempfile.TemporaryDirectory() as folder:

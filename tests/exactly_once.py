@@ -36,14 +36,21 @@ def check_exactly_once(
         assert run.info.status in ("FINISHED", "KILLED"), (trial.number, run.info.status)
         outcome = run.data.tags["outcome"]
         assert trial.user_attrs["outcome"] == outcome
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        metric = "val_acc" if "val_acc" in run.data.metrics else "val_rmse"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert sorted(steps) == list(range(1, len(steps) + 1)), (trial.number, steps)
-        assert len(steps) == int(run.data.tags["epochs"])
-        assert set(trial.intermediate_values) == set(steps)
+        epochs = int(run.data.tags["epochs"])
+        restored = outcome == "patience_stopped" and run.data.params.get("restore_best") == "True"
+        restored = restored and run.data.metrics["best_epoch"] < epochs
+        assert len(steps) == epochs + restored  # restored weights: one step after the last
+        assert set(trial.intermediate_values) == set(range(1, epochs + 1))
         if outcome == "completed":
-            assert len(steps) == max_epochs and run.info.status == "FINISHED"
+            assert epochs == max_epochs and run.info.status == "FINISHED"
+        elif outcome == "patience_stopped":
+            assert epochs <= max_epochs and run.info.status == "FINISHED"
+            assert trial.state.name == "COMPLETE" and trial.value == run.data.metrics[metric]
         else:
-            assert outcome == "early_stopped" and len(steps) < max_epochs, outcome
+            assert outcome == "early_stopped" and epochs < max_epochs, outcome
         assert {k: str(v) for k, v in trial.params.items()} == {
             k: run.data.params[k] for k in trial.params
         }

@@ -55,6 +55,32 @@ CASES = {
         "download: true",
     ),
     "bad --set syntax": (["search.num_samples"], "--set 'search.num_samples'", "key.sub=value"),
+    "classification metric on regression data": (
+        ["dataset.name=diabetes"],  # the default study file says metric: val_acc
+        "metric: val_acc is a classification metric and diabetes is a regression data set",
+        "val_rmse",
+    ),
+    "regression loss on classes": (
+        ["fixed.loss=mse"],
+        "fixed.loss: loss mse is for regression and digits is a classification data set",
+        "use cross_entropy",
+    ),
+    "label smoothing on regression data": (
+        ["dataset.name=diabetes", "metric=val_rmse", "fixed.label_smoothing=0.1"],
+        "fixed.label_smoothing: label_smoothing is for classes",
+        "remove it",
+    ),
+    "monitoring a regression metric on classes": (
+        ["fixed.patience=3", "fixed.monitor=val_rmse"],
+        "fixed.monitor: val_rmse is a regression metric",
+        "monitor one of val_loss, val_acc",
+    ),
+    "negative patience": (["fixed.patience=-1"], "fixed.patience: -1 is too small", "integer"),
+    "task against a built-in": (
+        ["dataset.name=diabetes", "dataset.task=classification"],
+        "dataset.task: diabetes is a regression data set",
+        "remove task",
+    ),
     "bad optuna storage": (
         ["search.storage=nosuchdb://x"],
         "search.storage: cannot open the Optuna storage nosuchdb://x",
@@ -356,3 +382,29 @@ def _spelled(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@pytest.mark.parametrize(
+    "rows, task, said",
+    [
+        ([f"{i},{'nan' if i == 5 else i % 7}" for i in range(40)], "regression",
+         "column 'y' has missing values"),
+        ([f"{i},{'inf' if i == 5 else i % 7}" for i in range(40)], "regression",
+         "targets hold NaN or infinite values"),
+        ([f"{i},3.5" for i in range(40)], "regression", "training target is constant"),
+    ],
+    ids=["nan target", "infinite target", "constant target"],
+)  # fmt: skip
+def test_csv_targets_no_network_can_regress_are_refused_before_anything_runs(
+    rows, task, said, tmp_path
+):
+    table = tmp_path / "t.csv"
+    table.write_text("x,y\n" + "\n".join(rows) + "\n")
+    root = tmp_path / "runs"
+    overrides = [f"dataset.path={table}", "dataset.target=y", f"dataset.task={task}",
+                 "dataset.name=csv", "metric=val_rmse"]  # fmt: skip
+    code, stderr, _ = run_cli(["run"] + [a for o in overrides for a in ("--set", o)], root)
+    assert code == 2, stderr
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("error: dataset.") and said in line, line
+    assert not root.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["throughput", "overhead", "tracking", "search", "scale", "placement"]
+BENCHMARKS = ["throughput", "overhead", "tracking", "search", "scale", "placement", "patience"]
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

@@ -14,6 +14,7 @@ from trainables import build, fit, load_dataset
 from trainables.augment import mix
 from trainables.hyperparameters import resolve
 from trainables.loop import loss_fn
+from trainables.plugins import load_callable
 
 # A small conv net that reads no knob at all and keeps every training batch it is given.
 SOURCE = """
@@ -48,6 +49,7 @@ def plugin(tmp_path_factory):
 
 
 def module_of(model):
+    load_callable(model["name"], model["code_dir"])  # found as a study finds it, in any order
     return importlib.import_module(model["name"].split(":")[0])
 
 

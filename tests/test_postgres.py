@@ -137,8 +137,8 @@ def test_stores_that_blink_are_waited_for_and_said_in_one_line_each(tmp_path):
         assert "Traceback" not in console, console
         assert "View run" not in console  # MLflow's own links (into its GenAI view), per trial
         for field in ("search.storage", "tracking.uri"):
-            down = [line for line in lines if line.startswith(f"store down     {field}")]
-            back = [line for line in lines if line.startswith(f"store back     {field}")]
+            down = [line for line in lines if line.startswith(f"store down       {field}")]
+            back = [line for line in lines if line.startswith(f"store back       {field}")]
             assert len(down) == 1 and len(back) == 1, console
         assert "postgresql://postgres@127.0.0.1" in console  # the store is named
         check_exactly_once(root, name, samples, epochs, tracking.uri, storage_url)
@@ -181,7 +181,7 @@ def test_a_storage_down_past_the_limit_stops_the_study_in_one_line_and_resume_en
         assert line.startswith(f"error: search.storage: {storage_url} did not answer for ")
         assert line.endswith(f"continue with `study resume {name}`")
         assert "Traceback" not in out + err
-        assert f"store down     search.storage {storage_url}" in out + err
+        assert f"store down       search.storage {storage_url}" in out + err
 
         postgres.start()
         resumed = study_cli("resume", name, root=root)

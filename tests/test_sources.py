@@ -138,7 +138,8 @@ def test_a_loader_plugin_gives_arrays_or_datasets_in_memory_or_streamed(tmp_path
 
 BAD_LOADERS = {
     "lengths differ": ("return x, y[:-1], x, y", "train split has 100 examples and 99 labels"),
-    "float labels": ("return x, y * 1.0, x, y", "labels must be integers"),
+    # (float targets are a regression set's: tests/test_regression.py)
+    "labels not one per example": ("return x, y[:, None], x, y", "labels must be integers"),
     "negative label": ("return x, y - 1, x, y", "label -1 is negative"),
     "empty split": ("return x, y, x[:0], y[:0]", "val split is empty"),
     "images without channels": ("return x[:, 0], y, x[:, 0], y", "images must be (N, C, H, W)"),

@@ -58,7 +58,7 @@ def test_non_finite_metrics_end_as_diverged_and_a_failure_is_one_line(tmp_path, 
     )
     root = tmp_path / "runs"
     out = io.StringIO()
-    checked = Checked(load_dataset({"name": "digits"}), Found())
+    checked = Checked(spec, load_dataset({"name": "digits"}), Found())
     try:
         ranked = run_study(spec, root, checked, Console(file=out, width=200), train=scripted_loop)
     finally:

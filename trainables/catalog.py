@@ -13,8 +13,14 @@ KINDS = {
     "cifar100": ("image", 3),
     "svhn": ("image", 3),
     "csv": ("tabular", 0),
+    "diabetes": ("tabular", 0),
+    "noise": ("tabular", 0),
 }
 DATASETS = tuple(KINDS)
+
+# The task of each built-in whose task is fixed (csv's follows its target column).
+TASKS = {name: "classification" for name in KINDS if name != "csv"}
+TASKS.update(diabetes="regression", noise="regression")
 
 # The sets torchvision reads, with their official test splits.
 TORCHVISION_SETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")

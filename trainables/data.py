@@ -15,27 +15,34 @@ import torch
 # The names a spec may use, kept importable from here too.
 from trainables.catalog import DATASETS as DATASETS
 from trainables.catalog import KINDS as KINDS
-from trainables.catalog import NORMALIZATION
+from trainables.catalog import NORMALIZATION, TASKS
 from trainables.catalog import TORCHVISION_SETS as TORCHVISION_SETS
 from trainables.feed import MemoryFeed
-from trainables.interface import DataError, Placement
+from trainables.interface import DataError, Placement, Task
 from trainables.transform import as_floats, normalize
 
 
 @dataclass
 class Dataset:
-    """A classification data set in memory: features, integer labels, optional test split."""
+    """A data set in memory: features, targets, optional test split. Classification targets
+    are integer labels; regression targets are floats (N, outputs), standardised with the
+    training split's `target_mean` and `target_std` (the loop reports metrics in the
+    target's own units)."""
 
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
-    num_classes: int
+    num_classes: int  # classes; for regression the number of outputs
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
     mean: tuple[float, ...] | None = None  # per channel, images only
     std: tuple[float, ...] | None = None
+    task: Task = "classification"
+    target_mean: tuple[float, ...] | None = None  # regression: per output, training split
+    target_std: tuple[float, ...] | None = None
+    task_note: str = ""  # why the task was chosen, where the data left it open (a CSV)
 
     @property
     def placement(self) -> Placement:
@@ -116,11 +123,15 @@ class Dataset:
         return replace(self, **moved, mean=None, std=None)
 
 
-def split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a stratified, seeded split: (the rest, the `fraction` held out)."""
+def split(
+    y: np.ndarray, fraction: float, seed: int, stratified: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded split, stratified by class unless `stratified` is off (regression):
+    (the rest, the `fraction` held out)."""
     from sklearn.model_selection import train_test_split
 
-    return train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=y)
+    by = y if stratified else None
+    return train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=by)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,6 +236,47 @@ def _svhn_class():
     return SVHNFiles
 
 
+def _diabetes(spec: dict[str, Any], seed: int):
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True, scaled=False)  # the target in its own units
+    return x.astype(np.float32), y.astype(np.float32), None, None
+
+
+def _noise(spec: dict[str, Any], seed: int):
+    """Features and targets drawn independently (the tutorials' over-fitting examples): any
+    pattern a network finds in them is noise."""
+    rng = np.random.default_rng(seed)
+    shape = (spec.get("n_samples") or 1000, spec.get("n_features") or 20)
+    if spec.get("distribution", "normal") == "uniform":
+        x, y = rng.random(shape), rng.random(shape[0])
+    else:
+        x, y = rng.standard_normal(shape), rng.standard_normal(shape[0])
+    return x.astype(np.float32), y.astype(np.float32), None, None
+
+
+# A numeric CSV target with more distinct values than this is a quantity, not classes.
+MAX_CLASSES = 20
+
+
+def csv_task(column: Any, asked: str | None) -> tuple[Task, str]:
+    """The task of a CSV's target column, and why when the spec left it open: text or few
+    whole numbers are classes, other numbers a quantity to regress."""
+    import pandas as pd
+
+    if asked:
+        return asked, ""
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return "classification", ""
+    distinct = column.nunique()
+    whole = bool((column == column.round()).all())
+    if whole and distinct <= MAX_CLASSES:
+        why = f"{distinct} distinct whole numbers"
+        return "classification", f"{why}; treated as classes (set dataset.task: regression)"
+    why = f"{distinct} distinct {'whole numbers' if whole else 'numbers'}"
+    return "regression", f"{why}; treated as a quantity (set dataset.task: classification)"
+
+
 def _csv(spec: dict[str, Any], seed: int):
     import pandas as pd
 
@@ -244,8 +296,18 @@ def _csv(spec: dict[str, Any], seed: int):
     if missing or frame[target].isna().any():
         column = missing[0] if missing else target
         raise DataError(f"dataset.path: column {column!r} has missing values; fill or drop them")
-    labels, _ = pd.factorize(frame[target], sort=True)
-    return features.to_numpy(np.float32), labels, None, None
+    task, why = csv_task(frame[target], spec.get("task"))
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(frame[target]):
+            raise DataError(
+                f"dataset.task: regression needs a numeric target and column {target!r} of "
+                f"{path} holds text; set dataset.task: classification"
+            )
+        labels = frame[target].to_numpy(np.float32)
+    else:
+        labels, _ = pd.factorize(frame[target], sort=True)
+    note = f"dataset.task: column {target!r} has {why}" if why else ""
+    return features.to_numpy(np.float32), labels, None, None, note
 
 
 LOADERS = {
@@ -258,24 +320,31 @@ LOADERS = {
     "cifar100": _torchvision,
     "svhn": _torchvision,
     "csv": _csv,
+    "diabetes": _diabetes,
+    "noise": _noise,
 }
 
 
 def load_builtin(spec: dict[str, Any], seed: int = 0) -> Dataset:
     """A built-in data set (DATASETS) in memory, split with `seed`: sets without an official
     test split keep `test_fraction` of the data apart first; the validation split
-    (`val_fraction`) comes from what is left, `train_size` caps the training split."""
+    (`val_fraction`) comes from what is left, `train_size` caps the training split. Splits are
+    stratified by class, plain for regression."""
     name = spec["name"]
-    x, y, x_test, y_test = LOADERS[name](spec, seed)
+    x, y, x_test, y_test, *note = LOADERS[name](spec, seed)
+    task = TASKS.get(name) or ("regression" if np.issubdtype(y.dtype, np.floating) else
+                               "classification")  # fmt: skip
+    stratified = task == "classification"
     test_fraction = spec.get("test_fraction", 0.0)
     if x_test is None and test_fraction > 0:
-        rest, held = split(y, test_fraction, seed)
+        rest, held = split(y, test_fraction, seed, stratified)
         x, y, x_test, y_test = x[rest], y[rest], x[held], y[held]
-    train, val = split(y, spec.get("val_fraction", 0.2), seed)
-    return assemble(
+    train, val = split(y, spec.get("val_fraction", 0.2), seed, stratified)
+    data = assemble(
         name, (x[train], y[train]), (x[val], y[val]), x_test, y_test, spec, seed,
-        NORMALIZATION.get(name, (None, None)),
+        NORMALIZATION.get(name, (None, None)), task,
     )  # fmt: skip
+    return replace(data, task_note=note[0]) if note and note[0] else data
 
 
 def assemble(
@@ -287,12 +356,14 @@ def assemble(
     spec: dict[str, Any],
     seed: int,
     mean_std: tuple[Any, Any] = (None, None),
+    task: Task = "classification",
 ) -> Dataset:
     """A Dataset of split arrays: the training split capped at `train_size`, tabular features
-    standardised with the training split's statistics."""
+    standardised with the training split's statistics, and regression targets too."""
     (x_train, y_train), (x_val, y_val) = train, val
-    labels = [y_train, y_val] + ([] if y_test is None else [y_test])
-    num_classes = int(max(part.max() for part in labels)) + 1
+    if task == "classification":  # every class of every split, before the cap
+        labels = [y_train, y_val] + ([] if y_test is None else [y_test])
+        num_classes = int(max(part.max() for part in labels)) + 1
     if spec.get("train_size"):
         keep = np.random.default_rng(seed).permutation(len(y_train))[: spec["train_size"]]
         x_train, y_train = x_train[keep], y_train[keep]
@@ -301,6 +372,8 @@ def assemble(
         x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
         x_test = None if x_test is None else (x_test - mean) / std
     tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    if task == "regression":
+        return regression(name, (x_train, y_train), (x_val, y_val), x_test, y_test, mean_std)
     label = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.long)  # noqa: E731
     return Dataset(
         name,
@@ -312,4 +385,46 @@ def assemble(
         tensor(x_test),
         label(y_test),
         *mean_std,
+    )
+
+
+def regression(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    mean_std: tuple[Any, Any],
+) -> Dataset:
+    """A regression Dataset: targets (N, outputs) as float32, standardised with the training
+    split's mean and std per output; refused where they are not finite or do not vary."""
+    as_2d = lambda y: None if y is None else np.asarray(y, np.float64).reshape(len(y), -1)  # noqa: E731
+    targets = {"train": as_2d(train[1]), "val": as_2d(val[1]), "test": as_2d(y_test)}
+    for split_name, y in targets.items():
+        if y is not None and not np.isfinite(y).all():
+            raise DataError(
+                f"dataset.name: {name}'s {split_name} targets hold NaN or infinite values; "
+                "fill or drop those rows"
+            )
+    center, scale = targets["train"].mean(0), targets["train"].std(0)
+    if (scale == 0).any():
+        raise DataError(
+            f"dataset.name: {name}'s training target is constant ({center.tolist()}); nothing "
+            "to learn: pick a target that varies"
+        )
+    tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
+    scaled = {k: None if y is None else (y - center) / scale for k, y in targets.items()}
+    return Dataset(
+        name,
+        tensor(train[0]),
+        tensor(scaled["train"]),
+        tensor(val[0]),
+        tensor(scaled["val"]),
+        targets["train"].shape[1],
+        tensor(x_test),
+        tensor(scaled["test"]),
+        *mean_std,
+        task="regression",
+        target_mean=tuple(center.tolist()),
+        target_std=tuple(scale.tolist()),
     )

@@ -86,6 +86,19 @@ TABLE: dict[str, tuple[Any, Domain]] = {
     # with a Beta(alpha, alpha) share, labels mixed alike; 0 = off, both > 0 = one per batch
     "mixup_alpha": (0.0, NON_NEGATIVE),
     "cutmix_alpha": (0.0, NON_NEGATIVE),
+    # -- the loss: cross-entropy for classes; for regression mse (the default a regression
+    # study gets), mae or huber (its delta one standard deviation of the target) -------------
+    "loss": ("cross_entropy", Domain(choices=("cross_entropy", "mse", "mae", "huber"))),
+    # -- early stopping by patience: stop when `monitor` has not improved by more than
+    # `min_delta` for `patience` epochs (0: off), and end with the best epoch's weights when
+    # `restore_best` ----------------------------------------------------------------------------
+    "patience": (0, Domain(low=0, integer=True)),
+    "min_delta": (0.0, NON_NEGATIVE),
+    "monitor": (
+        "val_loss",
+        Domain(choices=("val_loss", "val_acc", "val_rmse", "val_mae", "val_r2")),
+    ),
+    "restore_best": (True, BOOLEAN),
     # -- architecture --------------------------------------------------------------------------
     "activation": ("relu", Domain(choices=("relu", "leaky_relu", "sigmoid", "tanh", "softplus"))),
     # default (PyTorch's own) or a scheme for every linear and conv weight, biases zero
@@ -125,8 +138,21 @@ NETWORK_KNOBS = ("use_dropout", "dropout", "dropout2d", "batch_norm", "activatio
 # Values a categorical hyperparameter may take.
 CHOICES = {name: domain.choices for name, domain in DOMAINS.items() if domain.choices}
 
-# What the loop reports each epoch; a study's `metric` must be one of these.
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "gap", "lr", "epoch_time")
+# What the loop reports each epoch, by task; a study's `metric` must be one of its task's.
+CLASSIFICATION_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "gap")
+REGRESSION_METRICS = ("train_loss", "train_rmse", "train_mae", "train_r2", "val_loss", "val_rmse",
+                      "val_mae", "val_r2", "gap")  # fmt: skip
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+METRICS = (*dict.fromkeys((*CLASSIFICATION_METRICS, *REGRESSION_METRICS)), "lr", "epoch_time")
+MAXIMIZED = ("train_acc", "val_acc", "train_r2", "val_r2")  # the rest are better lower
+
+# The losses each task may train with, its default first.
+TASK_LOSSES = {"classification": ("cross_entropy",), "regression": ("mse", "mae", "huber")}
+
+
+def direction(metric: str) -> str:
+    """max for accuracies and R^2, min for losses, errors and the gap."""
+    return "max" if metric in MAXIMIZED else "min"
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     import torch
 
 Placement = Literal["memory", "stream"]
-Batch = tuple["torch.Tensor", "torch.Tensor"]  # examples and their labels
+Task = Literal["classification", "regression"]
+Batch = tuple["torch.Tensor", "torch.Tensor"]  # examples and their labels (or targets)
 
 
 class DataError(ValueError):
@@ -56,7 +57,7 @@ class Feed(Protocol):
 
 @runtime_checkable
 class Data(Protocol):
-    """A classification data set split for training, in memory or streamed. Read-only: its
+    """A data set split for training, in memory or streamed. Read-only: its
     members are properties, which a dataclass field satisfies too."""
 
     @property
@@ -65,8 +66,29 @@ class Data(Protocol):
         ...
 
     @property
+    def task(self) -> Task:
+        """classification (integer labels) or regression (float targets)."""
+        ...
+
+    @property
     def num_classes(self) -> int:
-        """Classes, numbered from 0."""
+        """Classes, numbered from 0; for regression, the target's width (outputs)."""
+        ...
+
+    @property
+    def target_mean(self) -> tuple[float, ...] | None:
+        """Regression: the training targets' mean per output (the network is trained on
+        targets standardised with it and `target_std`); None for classes."""
+        ...
+
+    @property
+    def target_std(self) -> tuple[float, ...] | None:
+        """Regression: the training targets' standard deviation per output."""
+        ...
+
+    @property
+    def task_note(self) -> str:
+        """Why the task was chosen where the data left it open (a CSV's numeric column)."""
         ...
 
     @property

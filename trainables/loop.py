@@ -22,6 +22,7 @@ from trainables.hyperparameters import resolve
 from trainables.interface import Data, Feed
 from trainables.models import build_model, num_params
 from trainables.optim import build_optimizer, build_schedule, l1_penalty
+from trainables.patience import Patience
 
 # report(metrics, state): metrics of one epoch, and the state a checkpoint needs. The state
 # holds live references to the model's tensors: save or copy it before returning.
@@ -58,10 +59,28 @@ class Setup:
 def build(config: dict[str, Any], data: Data) -> Setup:
     """Model, optimizer and schedule for `config` on `data` (seeded, on the CPU)."""
     hp = resolve(config)
+    if data.task == "regression" and "loss" not in config:
+        hp["loss"] = "mse"  # a regression run's default loss
     torch.manual_seed(hp["seed"])
     model = build_model(data.input_shape, data.num_classes, hp["model"], hp)
     optimizer = build_optimizer(model, hp)
     return Setup(hp, model, optimizer, build_schedule(optimizer, hp))
+
+
+# Regression losses on standardised targets, elementwise; huber's delta is then one standard
+# deviation of the target.
+REGRESSION_LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+# The power of the target's scale that takes each loss back to the target's own units.
+UNITS = {"mse": 2, "mae": 1, "huber": 2}
+
+
+def criterion(hp: dict[str, Any], task: str) -> Callable[..., torch.Tensor]:
+    """The training loss of `task`: label-smoothed cross-entropy, or hp["loss"] for regression
+    (mse, mae or huber on the standardised targets)."""
+    if task == "regression":
+        return REGRESSION_LOSSES[hp["loss"]]
+    smoothing = hp["label_smoothing"]
+    return lambda out, target: F.cross_entropy(out, target, label_smoothing=smoothing)
 
 
 def loss_fn(
@@ -70,14 +89,15 @@ def loss_fn(
     target: torch.Tensor,
     partner: torch.Tensor | None = None,
     share: float = 1.0,
+    task: str = "classification",
 ) -> torch.Tensor:
-    """Cross-entropy (label-smoothed by `label_smoothing`) plus the L1 penalty when `l1` > 0.
-    A mixed batch (mixup, cutmix) scores each example `share` against its own label and the
-    rest against its `partner`'s."""
-    smoothing = setup.hp["label_smoothing"]
-    loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
+    """The task's loss (cross-entropy label-smoothed by `label_smoothing`, or the regression
+    loss) plus the L1 penalty when `l1` > 0. A mixed batch (mixup, cutmix) scores each example
+    `share` against its own target and the rest against its `partner`'s."""
+    score = criterion(setup.hp, task)
+    loss = score(logits, target)
     if partner is not None:
-        other = F.cross_entropy(logits, target[partner], label_smoothing=smoothing)
+        other = score(logits, target[partner])
         loss = share * loss + (1 - share) * other
     if setup.hp["l1"] > 0:
         loss = loss + setup.hp["l1"] * l1_penalty(setup.model)
@@ -98,6 +118,38 @@ def evaluate(model: nn.Module, feed: Feed, split: str, device: torch.device) -> 
     return loss.item() / count, correct.item() / count
 
 
+@torch.no_grad()
+def evaluate_regression(run: "Run", split: str) -> dict[str, float]:
+    """Loss, RMSE, MAE and R^2 of the model in eval mode over a split, in the target's own
+    units (R^2 averaged over the outputs, as scikit-learn's r2_score)."""
+    model, feed, hp = run.setup.model, run.feed, run.setup.hp
+    model.eval()
+    mean, std = run.target_mean, run.target_std
+    sums = {k: torch.zeros_like(std) for k in ("loss", "sse", "sae", "y", "yy")}
+    count = 0
+    for x, target in feed.split(split):
+        out = model(feed.normalize(x)).float().reshape(target.shape)
+        elementwise = REGRESSION_LOSSES[hp["loss"]](out, target, reduction="none")
+        sums["loss"] += (elementwise * std ** UNITS[hp["loss"]]).sum(0)
+        error = (out - target) * std  # in the target's units
+        truth = target * std + mean
+        sums["sse"] += (error**2).sum(0)
+        sums["sae"] += error.abs().sum(0)
+        sums["y"] += truth.sum(0)
+        sums["yy"] += (truth**2).sum(0)
+        count += len(target)
+    total = {k: v.double().cpu() for k, v in sums.items()}
+    spread = total["yy"] - total["y"] ** 2 / count  # the split's own sum of squares
+    r2 = (1 - total["sse"] / spread.clamp_min(1e-12)).mean()
+    outputs = len(std)
+    return {
+        "loss": total["loss"].sum().item() / (count * outputs),
+        "rmse": (total["sse"].sum().item() / (count * outputs)) ** 0.5,
+        "mae": total["sae"].sum().item() / (count * outputs),
+        "r2": r2.item(),
+    }
+
+
 @dataclass
 class Run:
     """One training run under way: what `fit` sets up once and every epoch uses."""
@@ -112,6 +164,10 @@ class Run:
     amp: bool  # bf16 autocast
     channels_last: bool
     divergence: float  # a batch loss at or above this (or not finite) has diverged
+    task: str = "classification"
+    target_mean: torch.Tensor | None = None  # regression: to take outputs to the target's units
+    target_std: torch.Tensor | None = None
+    patience: Patience | None = None  # early stopping by patience, when on
 
 
 def start(config: dict[str, Any], data: Data) -> Run:
@@ -133,6 +189,8 @@ def start(config: dict[str, Any], data: Data) -> Run:
     channels_last = gpu and data.is_image and hp["model"]["name"] in ("cnn", "torchvision")
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    regression = data.task == "regression"
+    on_device = lambda values: torch.tensor(values, device=dev) if regression else None  # noqa: E731
     return Run(
         setup=setup,
         feed=feed,
@@ -143,7 +201,12 @@ def start(config: dict[str, Any], data: Data) -> Run:
         mixed=mixing(hp),
         amp=gpu and torch.cuda.is_bf16_supported(),
         channels_last=channels_last,
-        divergence=DIVERGENCE * math.log(data.num_classes),
+        # chance level: ln C for classes; predicting the mean (loss ~1 on standardised targets)
+        divergence=DIVERGENCE * (1.0 if regression else math.log(data.num_classes)),
+        task=data.task,
+        target_mean=on_device(data.target_mean),
+        target_std=on_device(data.target_std),
+        patience=Patience.of(hp),
     )
 
 
@@ -160,6 +223,8 @@ def restore(run: Run, state: dict[str, Any]) -> int:
     torch.set_rng_state(state["torch"])  # dropout draws from the global generators
     if state.get("cuda") is not None and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"])
+    if run.patience and state.get("patience"):
+        run.patience.load_state(state)
     return state["epoch"] + 1
 
 
@@ -179,7 +244,7 @@ def train_epoch(run: Run, epoch: int) -> float:
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.amp):
-            loss = loss_fn(setup, run.forward(x), target, partner, share)
+            loss = loss_fn(setup, run.forward(x), target, partner, share, run.task)
         setup.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if hp["grad_clip"] > 0:
@@ -191,19 +256,27 @@ def train_epoch(run: Run, epoch: int) -> float:
     return torch.stack(losses).nan_to_num(math.inf).max().item()
 
 
+def evaluate_split(run: Run, split: str) -> dict[str, float]:
+    """The task's metrics over one split, named `<split>_<metric>`."""
+    if run.task == "regression":
+        scores = evaluate_regression(run, split)
+    else:
+        loss, acc = evaluate(run.setup.model, run.feed, split, run.device)
+        scores = {"loss": loss, "acc": acc}
+    return {f"{split}_{name}": value for name, value in scores.items()}
+
+
 def evaluate_epoch(run: Run) -> dict[str, float]:
-    """Loss and accuracy on the training and validation splits, in eval mode (so that the
-    gap compares like with like), and the gap."""
+    """The task's metrics on the training and validation splits, in eval mode (so that the gap
+    compares like with like), and the gap: positive when the network fits the training split
+    better (train_acc - val_acc; for regression val_rmse - train_rmse)."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.amp):
-        train_loss, train_acc = evaluate(run.setup.model, run.feed, "train", run.device)
-        val_loss, val_acc = evaluate(run.setup.model, run.feed, "val", run.device)
-    return {
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "gap": train_acc - val_acc,
-    }
+        metrics = {**evaluate_split(run, "train"), **evaluate_split(run, "val")}
+    if run.task == "regression":
+        metrics["gap"] = metrics["val_rmse"] - metrics["train_rmse"]
+    else:
+        metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
+    return metrics
 
 
 def snapshot(run: Run, epoch: int) -> dict[str, Any]:
@@ -218,7 +291,23 @@ def snapshot(run: Run, epoch: int) -> dict[str, Any]:
         "augment": run.augment_gen.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
+        **(run.patience.state() if run.patience else {}),
     }
+
+
+def stop_by_patience(run: Run, epoch: int, metrics: dict[str, float]) -> dict[str, Any] | None:
+    """Whether patience ends the run after `epoch`: None to go on, else what the stop adds to
+    the epoch's metrics: the flag, the best and stopped epochs and, when the best epoch's
+    weights are restored, the metrics of those weights (`final`, the run's score)."""
+    patience = run.patience
+    if patience is None or not patience.update(epoch, metrics, run.setup.model):
+        return None
+    stop = {"patience_stopped": 1.0, "best_epoch": patience.best_epoch, "stopped_epoch": epoch}
+    if patience.restore and patience.best_epoch < epoch:
+        run.setup.model.load_state_dict(patience.best_model)
+        best = {k: v for k, v in patience.best_metrics.items() if k not in ("epoch", "epoch_time")}
+        stop["final"] = best
+    return stop
 
 
 def fit(
@@ -234,15 +323,19 @@ def fit(
     of the schedule), `seed`, `threads` and optionally `stop_epoch` (end earlier, as an
     early-stopped trial did). `state`, a dict a previous `report` was given, resumes training
     where it was. An epoch in which a batch loss is not finite or above DIVERGENCE times
-    chance level ends training with `diverged: 1` in its metrics.
-    Returns the metrics of the last epoch, with test_loss and test_acc when `test` is set.
+    chance level ends training with `diverged: 1` in its metrics. With `patience` on, the epoch
+    that runs out of it ends training with `patience_stopped: 1` (see `stop_by_patience`).
+    Returns the metrics of the weights training ends with (the best epoch's when patience
+    restored them), with the test split's (`test_*`) when `test` is set.
     """
     run = start(config, data)
     hp = run.setup.hp
     first_epoch = restore(run, state) if state else 1
     last_epoch = min(hp["epochs"], hp.get("stop_epoch") or hp["epochs"])
+    if run.patience and run.patience.wait >= run.patience.patience:
+        last_epoch = first_epoch - 1  # resumed from the epoch whose patience ran out: done
     size = num_params(run.setup.model)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
         lr = run.setup.optimizer.param_groups[0]["lr"]
@@ -256,13 +349,14 @@ def fit(
         }
         if not peak < run.divergence:
             metrics["diverged"] = 1.0
+        stop = None if "diverged" in metrics else stop_by_patience(run, epoch, metrics)
+        metrics.update(stop or {})
         report(metrics, snapshot(run, epoch))
-        if "diverged" in metrics:
+        if "diverged" in metrics or stop:
             break
+    final = {k: v for k, v in {**metrics, **metrics.get("final", {})}.items() if k != "final"}
     if test:
         if not run.feed.has("test"):
             raise ValueError("dataset.test_fraction: no test split kept; set it above 0")
-        metrics["test_loss"], metrics["test_acc"] = evaluate(
-            run.setup.model, run.feed, "test", run.device
-        )
-    return metrics
+        final.update(evaluate_split(run, "test"))
+    return final

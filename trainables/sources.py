@@ -18,7 +18,7 @@ import torch
 
 from trainables.data import Dataset, assemble, split
 from trainables.feed import StreamFeed
-from trainables.interface import DataError, Placement
+from trainables.interface import DataError, Placement, Task
 from trainables.plugins import PluginError, brief, code_dir, load_callable
 from trainables.transform import as_floats, normalize
 
@@ -167,6 +167,11 @@ class Streamed:
     # The splits a loader plug-in returned to the driver, so preflight does not call it twice;
     # never pickled: a trial calls the loader itself.
     opened: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
+    # Streamed sets are classification sets: regression targets are read into memory.
+    task: Task = "classification"
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
+    task_note: str = ""
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "opened": None}
@@ -281,7 +286,14 @@ def _array(value: Any, what: str, name: str) -> np.ndarray:
         raise DataError(f"dataset.name: {name}'s {what} is not an array ({error})") from None
 
 
-def check_arrays(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+def plugin_task(spec: dict[str, Any], y: np.ndarray) -> Task:
+    """A loader's task: `dataset.task` when set, else regression for float targets."""
+    if spec.get("task"):
+        return spec["task"]
+    return "regression" if np.issubdtype(y.dtype, np.floating) else "classification"
+
+
+def check_arrays(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]], task: Task) -> None:
     """One line naming dataset.name for arrays no trial could train on."""
     for split_name, (x, y) in parts.items():
         where = f"dataset.name: {name}'s {split_name} split"
@@ -289,12 +301,19 @@ def check_arrays(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> 
             raise DataError(f"{where} is empty; give it examples")
         if len(x) != len(y):
             raise DataError(f"{where} has {len(x)} examples and {len(y)} labels; make them equal")
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        if task == "regression":
+            if y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.number):
+                raise DataError(
+                    f"{where}: regression targets must be numbers, (N,) or (N, outputs) (got "
+                    f"{y.dtype} of shape {y.shape})"
+                )
+        elif y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(
                 f"{where}: labels must be integers in [0, classes), one per example (got "
-                f"{y.dtype} of shape {y.shape}); give class numbers"
+                f"{y.dtype} of shape {y.shape}); give class numbers, or set dataset.task: "
+                "regression for a quantity"
             )
-        if y.min() < 0:
+        elif y.min() < 0:
             raise DataError(f"{where}: label {int(y.min())} is negative; number classes from 0")
         if x.ndim == 3:
             raise DataError(
@@ -313,12 +332,16 @@ def check_arrays(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> 
 
 
 def _as_arrays(part: Any, what: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A torch Dataset of (x, y) pairs read whole into arrays."""
+    """A torch Dataset of (x, y) pairs read whole into arrays (labels as ints, other targets
+    as they are)."""
     xs, ys = [], []
     for x, y in part:
         xs.append(_array(x, what, name))
-        ys.append(int(y))
-    return np.stack(xs), np.array(ys)
+        ys.append(_array(y, "target", name))
+    targets = np.stack(ys)
+    if np.issubdtype(targets.dtype, np.integer) and targets.ndim == 1:
+        targets = targets.astype(np.int64)
+    return np.stack(xs), targets
 
 
 def load_plugin(spec: dict[str, Any], seed: int) -> Dataset | Streamed:
@@ -335,6 +358,12 @@ def load_plugin(spec: dict[str, Any], seed: int) -> Dataset | Streamed:
         first = _array(out[0][0][0], "train example", name)
         nbytes = sum(len(part) for part in out) * first.nbytes
         if placement(spec, nbytes) == "stream":
+            target = _array(out[0][0][1], "target", name)
+            if plugin_task(spec, target) == "regression":
+                raise DataError(
+                    f"dataset.placement: {name}'s targets are a quantity to regress, and "
+                    "regression sets are read into memory; set dataset.placement: memory"
+                )
             counts = {names[i]: len(part) for i, part in enumerate(out)}
             labels = [int(part[i][1]) for part in out for i in range(min(len(part), 256))]
             classes = spec.get("num_classes") or max(labels) + 1
@@ -354,14 +383,15 @@ def load_plugin(spec: dict[str, Any], seed: int) -> Dataset | Streamed:
         )
     arrays = [_array(v, "split", name) for v in out]
     parts = {names[i // 2]: (arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)}
-    check_arrays(name, parts)
+    task = plugin_task(spec, parts["train"][1])
+    check_arrays(name, parts, task)
     x_train = parts["train"][0]
     images = x_train.ndim == 4 and x_train.dtype == np.uint8
     stats = channel_stats(x_train) if images else (None, None)
     if x_train.ndim == 2:
         parts = {k: (x.astype(np.float32), y) for k, (x, y) in parts.items()}
     test = parts.get("test", (None, None))
-    return assemble(name, parts["train"], parts["val"], *test, spec, seed, stats)
+    return assemble(name, parts["train"], parts["val"], *test, spec, seed, stats, task)
 
 
 def load(spec: dict[str, Any], seed: int) -> Dataset | Streamed:

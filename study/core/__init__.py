@@ -4,10 +4,20 @@ trial runs (config), how a trial ended (outcome). Imports no Ray, Optuna, MLflow
 from study.core.config import RUN_KEYS, RunSettings, TrialConfig, label, trial_number
 from study.core.found import Found
 from study.core.layout import STATE_FILE, Layout, store_uri, trial_dirname
-from study.core.outcome import ENDED, SCORED, Decision, Outcome, decide, finite, scored
+from study.core.outcome import (
+    ENDED,
+    FINISHED,
+    SCORED,
+    Decision,
+    Outcome,
+    decide,
+    finite,
+    scored,
+)
 
 __all__ = [
     "ENDED",
+    "FINISHED",
     "RUN_KEYS",
     "SCORED",
     "STATE_FILE",

@@ -16,6 +16,7 @@ class Outcome(str, Enum):
     RUNNING = "running"
     COMPLETED = "completed"  # ran its epochs
     EARLY_STOPPED = "early_stopped"  # cut by ASHA at a rung
+    PATIENCE_STOPPED = "patience_stopped"  # ended by its own early stopping (patience)
     FAILED = "failed"  # raised an error (after Ray's retries)
     DIVERGED = "diverged"  # its loss blew up, or the study metric was NaN or infinite
 
@@ -23,8 +24,16 @@ class Outcome(str, Enum):
         return self.value
 
 
-ENDED = (Outcome.COMPLETED, Outcome.EARLY_STOPPED, Outcome.FAILED, Outcome.DIVERGED)
-SCORED = (Outcome.COMPLETED, Outcome.EARLY_STOPPED)  # ranked by their study metric
+ENDED = (
+    Outcome.COMPLETED,
+    Outcome.PATIENCE_STOPPED,
+    Outcome.EARLY_STOPPED,
+    Outcome.FAILED,
+    Outcome.DIVERGED,
+)
+# Ranked by their study metric: a patience-stopped trial by the weights it ended with.
+SCORED = (Outcome.COMPLETED, Outcome.PATIENCE_STOPPED, Outcome.EARLY_STOPPED)
+FINISHED = (Outcome.COMPLETED, Outcome.PATIENCE_STOPPED)  # ended by their own rules: COMPLETE
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ def decide(
     value = last.get(metric, 0.0)  # a result without the metric is judged on its epochs
     if not finite(value):
         return Decision(Outcome.DIVERGED, f"{metric} was {value} in epoch {epoch}")
+    if last.get("patience_stopped"):  # its patience ran out before anything cut it
+        return Decision(Outcome.PATIENCE_STOPPED)
     if epoch >= last_epoch:
         return Decision(Outcome.COMPLETED)
     return Decision(Outcome.EARLY_STOPPED)

@@ -149,9 +149,21 @@ def test_decide_judges_a_stopped_retrain_by_its_own_last_epoch():
     )
 
 
+def test_decide_tells_a_trial_its_own_patience_stopped_from_one_asha_cut():
+    """Both end before max_epochs: the patience flag of the last result tells them apart,
+    unless the trial diverged first."""
+    stopped = {"epoch": 7, "val_loss": 0.3, "patience_stopped": 1.0}
+    assert decide(stopped, metric="val_loss", last_epoch=27).outcome == Outcome.PATIENCE_STOPPED
+    cut = {"epoch": 7, "val_loss": 0.3}
+    assert decide(cut, metric="val_loss", last_epoch=27).outcome == Outcome.EARLY_STOPPED
+    blown = {**stopped, "val_loss": math.inf}
+    assert decide(blown, metric="val_loss", last_epoch=27).outcome == Outcome.DIVERGED
+
+
 def test_scored_outcomes_rank_only_with_a_finite_value():
-    """Completed and early-stopped trials rank; failed or NaN ones never."""
-    assert set(SCORED) == {Outcome.COMPLETED, Outcome.EARLY_STOPPED}
+    """Completed, patience-stopped and early-stopped trials rank; failed or NaN ones never."""
+    assert set(SCORED) == {Outcome.COMPLETED, Outcome.PATIENCE_STOPPED, Outcome.EARLY_STOPPED}
+    assert scored("patience_stopped", 0.3)
     assert scored("completed", 0.5) and scored("early_stopped", 0.1)
     assert not scored("completed", math.nan) and not scored("failed", 0.5)
     assert not scored("diverged", 0.5) and not scored("completed", None)

@@ -43,9 +43,9 @@ def test_a_call_that_fails_on_a_lost_connection_is_tried_again_and_said_twice(sa
     assert outages.retry(outages.OPTUNA, "db://here", call, patience=5) == "answer"
     assert len(tries) == 3
     assert len(said) == 2
-    assert said[0].startswith("store down     search.storage db://here does not answer")
+    assert said[0].startswith("store down       search.storage db://here does not answer")
     assert "ConnectionRefusedError: refused" in said[0]
-    assert said[1].startswith("store back     search.storage db://here answers again after")
+    assert said[1].startswith("store back       search.storage db://here answers again after")
 
 
 def test_other_errors_are_raised_at_once_and_say_nothing(said):
@@ -84,7 +84,7 @@ def test_a_storage_that_never_answers_stops_with_the_store_and_how_to_go_on(said
     assert line.startswith("search.storage: postgresql://postgres:***@127.0.0.1:")
     assert "did not answer for" in line and "study resume my-study" in line
     assert "secret" not in line and all("secret" not in s for s in said)
-    assert len(said) == 1 and said[0].startswith("store down     search.storage")
+    assert len(said) == 1 and said[0].startswith("store down       search.storage")
 
 
 def test_the_store_behind_what_tune_raised_is_found():
@@ -137,8 +137,8 @@ def test_mlflow_retrying_a_request_is_said_once_and_not_printed(said):
         "Connection pool is full, discarding connection: 127.0.0.1"
     ]
     assert len(said) == 1 and said[0].startswith(
-        "store down     tracking.uri http://127.0.0.1:5999"
+        "store down       tracking.uri http://127.0.0.1:5999"
     )
     assert "Connection refused" in said[0]
     outages.WATCH.up(outages.TRACKING)
-    assert said[1].startswith("store back     tracking.uri http://127.0.0.1:5999 answers again")
+    assert said[1].startswith("store back       tracking.uri http://127.0.0.1:5999 answers again")
