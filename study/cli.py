@@ -309,13 +309,21 @@ def train(
     log: Annotated[
         bool, typer.Option(help="Log the retraining as a run in the study's MLflow experiment.")
     ] = True,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            "--refit",
+            help="A cross-validated config: train one model on all of its folds' data, for "
+            "the epochs the folds trained, and score it with --test.",
+        ),
+    ] = False,
 ) -> None:
     """Retrain one exported config with the same loop, without Ray; print every epoch, or
     each seed's result and their mean and std with --seeds."""
     from study.retrain import train as retrain
 
     try:
-        retrain(config, console, test=test, seeds=seeds, register=register, log=log)
+        retrain(config, console, test=test, seeds=seeds, register=register, log=log, refit=refit)
     except UserError as error:
         _fail(error)
 

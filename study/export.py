@@ -17,6 +17,7 @@ from study.errors import UserError, missing_study
 from study.preflight import saved_spec
 from study.spec import StudySpec
 from trainables import METRICS
+from trainables.hyperparameters import direction
 
 FORMATS = ("bundle", "yaml", "json", "csv")
 
@@ -82,6 +83,11 @@ def document(
         "metric": metric,
         "mode": mode,
         "value": row["metrics"][metric],
+        **(
+            {"best_epoch": int(row["metrics"]["best_epoch"])}
+            if "best_epoch" in row["metrics"]
+            else {}
+        ),
         "seed": trial.run.seed,
         "code_version": version,
         "mlflow": mlflow_run(uri, row["run_id"]),
@@ -96,7 +102,7 @@ def ranked_rows(root: Path, name: str, top: int, metric: str | None, mode: str |
     if metric not in METRICS:
         raise UserError(f"--metric: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     if mode is None:  # the study's for its metric; otherwise losses and the gap go down
-        mode = spec.mode if metric == spec.metric else "max" if "acc" in metric else "min"
+        mode = spec.mode if metric == spec.metric else direction(metric)
     best = results.ranked(table, metric, mode)[:top]
     if not best:
         raise UserError(f"NAME: study {name!r} has no trial with a {metric} value to export")

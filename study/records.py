@@ -58,13 +58,16 @@ def better(old: float, new: float, mode: str) -> bool:
     return old > new if mode == "max" else old < new
 
 
-def set_view(client: MlflowClient, experiment_id: str, metric: str, params: list[str]) -> None:
+def set_view(
+    client: MlflowClient, experiment_id: str, metric: str, params: list[str], folds: bool = False
+) -> None:
     """Store the study's runs-table view on the experiment, as MLflow's UI shares views: the
-    outcome, the metric, its best so far, the early-stopped epoch and the sampled params as
-    columns. `runs_link` opens it."""
+    outcome, the metric (with `folds`, its mean over the folds and their spread), its best so
+    far, the early-stopped epoch and the sampled params as columns. `runs_link` opens it."""
     columns = [
         "tags.`outcome`",
         f"metrics.`{metric}`",
+        *([f"metrics.`{metric}_std`"] if folds else []),
         f"metrics.`{BEST_SO_FAR}`",
         "tags.`early_stopped_epoch`",
         *(["metrics.`best_epoch`", "metrics.`stopped_epoch`"] if "patience" in params else []),

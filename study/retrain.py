@@ -1,5 +1,6 @@
 """`study train`: the same training loop as a trial, on one exported config, without Ray."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,14 @@ def train(
     seeds: int = 1,
     register: str | None = None,
     log: bool = True,
+    refit: bool = False,
 ) -> list[dict[str, float]]:
     """Retrain the config in `path` with `seeds` training seeds (the config's first, so that
     one reproduces the trial; the data split stays the config's), print each epoch (one line
     per seed when several) and mean and std, log it all as one MLflow run in the study's
     experiment when the file names it, and register the first seed's model as `register`.
-    Returns the last epoch's metrics per seed (with test_loss and test_acc when `test`)."""
+    `refit`: a cross-validated config trains one model on all its folds' data instead (see
+    `refitted`). Returns the last epoch's metrics per seed (with test_* when `test`)."""
     document, trial = read_config(path)
     for line in plugin_changes(trial):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
@@ -86,6 +89,14 @@ def train(
         raise UserError(str(error)) from None
     if test and "test" not in data.sizes():
         raise UserError("config.dataset.test_fraction: no test split kept; set it above 0")
+    folds = data.sizes().get("folds")
+    if refit:
+        data, trial = refitted(document, trial, data, console)
+    elif register and folds:
+        raise UserError(
+            f"--register: the config trains {folds} models, one per fold; add --refit to "
+            "register one trained on all of the data"
+        )
 
     regression = data.task == "regression"
     metric = document.get("metric", "val_rmse" if regression else "val_acc")
@@ -95,7 +106,7 @@ def train(
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         if not kept:  # live references: the first seed's weights as its training ends
-            kept["model"] = state["model"]
+            kept["model"] = state.get("model")  # (a cross-validated run has one per fold)
         if seeds == 1:
             values = "  ".join(f"{k} {metrics[k]:.4f}" for k in shown)
             line = f"epoch {int(metrics['epoch']):>3}  {values}  gap {metrics['gap']:+.4f}"
@@ -113,7 +124,7 @@ def train(
             console.print(f"seed {seed}  {metric} {last[metric]:.4f}{extra}", highlight=False)
     first = runs[0][metric]
     line = f"{metric} {first:.4f}"
-    if "value" in document:
+    if "value" in document and not refit:
         line += f" (the trial reported {document['value']:.4f}, "
         line += f"difference {first - document['value']:+.4f})"
     console.print(line, highlight=False)
@@ -129,6 +140,31 @@ def train(
         link = log_retrain(document, trial, runs, stats, kept, data, register)
         console.print(f"MLflow run: {link}", soft_wrap=True, highlight=False)
     return runs
+
+
+def refitted(
+    document: dict[str, Any], trial: TrialConfig, data: Any, console: Console
+) -> tuple[Any, TrialConfig]:
+    """The data and config of a refit: one model on every example the folds shared (the test
+    split still apart), for as many epochs as the folds' models trained (their best epoch's,
+    when patience restored it), with the same schedule; no patience, since no validation
+    split is left (the val_* columns are then the training data's own)."""
+    if "folds" not in data.sizes():
+        raise UserError(
+            "--refit: the config is not cross-validated (no dataset.cv_folds); train it as it is"
+        )
+    restored = trial.hyperparameters.get("restore_best", True) and document.get("best_epoch")
+    epochs = restored or trial.run.last_epoch
+    console.print(
+        f"refit: one model on all {data.whole.sizes()['train']} examples of the "
+        f"{data.sizes()['folds']} folds for {epochs} epochs (the folds' models ended with epoch "
+        f"{epochs}'s weights); val_* below are the training data's own, the test split scores it",
+        highlight=False,
+        soft_wrap=True,
+    )
+    refit = TrialConfig({**trial.hyperparameters, "patience": 0}, trial.run)
+    refit = TrialConfig(refit.hyperparameters, replace(trial.run, stop_epoch=epochs))
+    return data.whole, refit
 
 
 # What `study train` prints for each epoch, besides the gap.

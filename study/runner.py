@@ -93,7 +93,7 @@ def tune_study(
     when earlier drivers may have made trials (Optuna trials and MLflow runs are then looked
     up before new ones are made)."""
     sampled = list(spec.space.params)
-    records.set_view(client, experiment_id, spec.metric, sampled)
+    records.set_view(client, experiment_id, spec.metric, sampled, bool(spec.dataset.cv_folds))
     tracker = MlflowTracker(
         client.tracking_uri, experiment_id, parent_id, sampled, spec.metric, spec.mode, resumed
     )

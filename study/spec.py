@@ -73,6 +73,10 @@ class DatasetSpec(_Strict):
     # classification or regression; None: the built-in's, or what the targets are (a CSV's
     # numeric column with many values, a loader's float targets: regression)
     task: Literal["classification", "regression"] | None = None
+    # k-fold cross-validation: the data apart from the test split cut into this many folds
+    # (stratified for classes, seeded by search.seed); a trial trains one model per fold side
+    # by side and reports their mean. None: the hold-out split of val_fraction.
+    cv_folds: int | None = None
     image_size: int | None = Field(None, ge=4)  # image_folder: each image resized to this square
     skip_bad_files: bool | None = None  # image_folder: leave out files Pillow cannot read
     args: dict[str, Any] | None = None  # a loader plug-in's keyword arguments
@@ -106,6 +110,18 @@ class DatasetSpec(_Strict):
             raise ValueError(
                 "image_folder needs root and image_size; set dataset.root and dataset.image_size"
             )
+        if self.cv_folds is not None:
+            if self.cv_folds < 2:
+                raise ValueError(
+                    f"cv_folds: {self.cv_folds} is no number of folds (1 is the hold-out split); "
+                    "use 2 or more, or leave cv_folds out"
+                )
+            if self.name == "image_folder" or is_plugin(self.name):
+                raise ValueError(
+                    f"cv_folds: {self.name}'s validation split is its own (a loader's, or a "
+                    "folder's) and cross-validation is for the built-in data sets; leave "
+                    "cv_folds out"
+                )
         if self.task and self.name in TASKS and self.task != TASKS[self.name]:
             raise ValueError(f"task: {self.name} is a {TASKS[self.name]} data set; remove task")
         if self.placement == "stream" and self.name != "image_folder" and not is_plugin(self.name):

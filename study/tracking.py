@@ -38,6 +38,13 @@ from trainables import METRICS, resolve
 LOGGED = (*METRICS, "diverged", "patience_stopped", "best_epoch", "stopped_epoch")
 
 
+def logged(name: str) -> bool:
+    """Whether the run logs `name` each epoch: the loop's metrics and flags, and with k-fold
+    cross-validation each metric's spread across the folds and each fold's own value."""
+    metric = name.removesuffix("_std").partition("_")[2] if name.startswith("fold") else name
+    return name in LOGGED or name.removesuffix("_std") in METRICS or metric in METRICS
+
+
 class MlflowTracker(tune.Callback):
     """Records each Ray trial as a child run nested under the study's parent run.
 
@@ -157,7 +164,7 @@ class MlflowTracker(tune.Callback):
         for epoch_metrics in epochs:
             epoch = int(epoch_metrics["epoch"])
             record.epochs = epoch
-            record.last = {k: float(epoch_metrics[k]) for k in LOGGED if k in epoch_metrics}
+            record.last = {k: float(v) for k, v in epoch_metrics.items() if logged(k)}
             value = record.last.get(self.metric, math.nan)
             if finite(value) and not better(record.best, value, self.mode):
                 record.best = value
@@ -169,7 +176,9 @@ class MlflowTracker(tune.Callback):
             # Patience brought the best epoch's weights back: their metrics are the run's
             # last values, one step after the last epoch trained (as MLflow's own Keras
             # autologging logs restored weights), and its score.
-            restored = {k: float(result[k]) for k in METRICS if k in result and k != "epoch_time"}
+            restored = {k: float(v) for k, v in result.items() if logged(k) and k != "epoch_time"}
+            for flag in ("patience_stopped", "best_epoch", "stopped_epoch", "diverged"):
+                restored.pop(flag, None)
             flags = ("patience_stopped", "best_epoch", "stopped_epoch")
             record.last = {**restored, **{k: record.last[k] for k in flags if k in record.last}}
             metrics += [Metric(k, v, when, record.epochs + 1) for k, v in restored.items()]

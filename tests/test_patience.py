@@ -36,14 +36,14 @@ def run(config: dict, data, state=None) -> tuple[list[dict], list[dict], dict]:
 def test_patience_counts_epochs_without_an_improvement_larger_than_min_delta():
     model = nn.Linear(2, 1)
     patience = Patience(patience=2, min_delta=0.1, monitor="val_loss", restore=False)
-    assert not patience.update(1, {"val_loss": 1.0}, model)  # the first value is the best
-    assert not patience.update(2, {"val_loss": 0.95}, model)  # better, but by less than 0.1
-    assert patience.update(3, {"val_loss": 0.91}, model)  # two epochs without: out
+    assert not patience.update(1, {"val_loss": 1.0}, [model])  # the first value is the best
+    assert not patience.update(2, {"val_loss": 0.95}, [model])  # better, but by less than 0.1
+    assert patience.update(3, {"val_loss": 0.91}, [model])  # two epochs without: out
     assert (patience.best, patience.best_epoch, patience.wait) == (1.0, 1, 2)
     rising = Patience(patience=1, min_delta=0.0, monitor="val_acc", restore=False)
-    rising.update(1, {"val_acc": 0.5}, model)
-    assert not rising.update(2, {"val_acc": 0.6}, model) and rising.best_epoch == 2  # max
-    assert rising.update(3, {"val_acc": float("nan")}, model)  # NaN never improves
+    rising.update(1, {"val_acc": 0.5}, [model])
+    assert not rising.update(2, {"val_acc": 0.6}, [model]) and rising.best_epoch == 2  # max
+    assert rising.update(3, {"val_acc": float("nan")}, [model])  # NaN never improves
 
 
 def test_a_run_stops_when_patience_runs_out_and_ends_with_the_best_weights(digits):

@@ -91,6 +91,10 @@ class Dataset:
         """The whole set on `device`, batched by index (`workers` is for streamed sets)."""
         return MemoryFeed(self, device, raw, seed)
 
+    def parts(self) -> list["Dataset"]:
+        """What a run trains on side by side: the one hold-out split."""
+        return [self]
+
     def to(self, device: torch.device | str) -> "Dataset":
         """The same data on `device`, examples as floats (images in [0, 1])."""
 
@@ -121,6 +125,82 @@ class Dataset:
             k: None if getattr(self, k) is None else self.normalize(getattr(self, k)) for k in parts
         }
         return replace(self, **moved, mean=None, std=None)
+
+
+@dataclass
+class Folds:
+    """A data set cut into k folds for cross-validation (`dataset.cv_folds`): `parts` holds one
+    Dataset per fold (that fold held out for validation, the rest for training, each
+    standardised on its own training part), all with the same test split. A run trains a model
+    per fold side by side; everything else it asks of the data, the first fold answers."""
+
+    parts_: list[Dataset]
+    whole: Dataset  # every example apart from the test split, for `study train --refit`
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("parts_", "whole"):
+            raise AttributeError(name)
+        return getattr(self.parts_[0], name)  # name, task, shapes, statistics, examples, ...
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray pickles the data for its object store
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def parts(self) -> list[Dataset]:
+        """One Dataset per fold."""
+        return list(self.parts_)
+
+    def sizes(self) -> dict[str, int]:
+        """Examples per split of one fold, and the number of folds."""
+        return {**self.parts_[0].sizes(), "folds": len(self.parts_)}
+
+    def digest(self) -> str:
+        """A content hash of every example and of the folds."""
+        import hashlib
+
+        folds = "".join(part.digest() for part in self.parts_)
+        return hashlib.sha256(folds.encode()).hexdigest()[:16]
+
+
+def cross_validation(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    test: tuple[np.ndarray | None, np.ndarray | None],
+    spec: dict[str, Any],
+    seed: int,
+    mean_std: tuple[Any, Any],
+    task: Task,
+) -> Folds:
+    """`spec["cv_folds"]` folds of (x, y), stratified by class for classification and seeded
+    by `seed`: the same folds for every trial of a study."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    folds = spec["cv_folds"]
+    if task == "classification":
+        smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
+        if folds > smallest:
+            raise DataError(
+                f"dataset.cv_folds: {folds} folds, but {name}'s smallest class has {smallest} "
+                f"examples, too few to put one in each fold; use at most {smallest}"
+            )
+        cut = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y)
+    else:
+        if folds > len(y):
+            raise DataError(f"dataset.cv_folds: {folds} folds of {len(y)} examples; use fewer")
+        cut = KFold(n_splits=folds, shuffle=True, random_state=seed).split(x)
+    parts = [
+        assemble(name, (x[fit], y[fit]), (x[held], y[held]), *test, spec, seed, mean_std, task)
+        for fit, held in cut
+    ]
+    if task == "classification":  # every fold knows every class
+        classes = max(part.num_classes for part in parts)
+        parts = [replace(part, num_classes=classes) for part in parts]
+    # all of it for a refit: no split left to validate on, so the training data stands in
+    whole = assemble(name, (x, y), (x, y), *test, spec, seed, mean_std, task)
+    return Folds(parts, whole)
 
 
 def split(
@@ -325,11 +405,12 @@ LOADERS = {
 }
 
 
-def load_builtin(spec: dict[str, Any], seed: int = 0) -> Dataset:
+def load_builtin(spec: dict[str, Any], seed: int = 0) -> "Dataset | Folds":
     """A built-in data set (DATASETS) in memory, split with `seed`: sets without an official
     test split keep `test_fraction` of the data apart first; the validation split
-    (`val_fraction`) comes from what is left, `train_size` caps the training split. Splits are
-    stratified by class, plain for regression."""
+    (`val_fraction`) comes from what is left, or with `cv_folds` the rest is cut into that many
+    folds (Folds); `train_size` caps the training split. Splits are stratified by class, plain
+    for regression."""
     name = spec["name"]
     x, y, x_test, y_test, *note = LOADERS[name](spec, seed)
     task = TASKS.get(name) or ("regression" if np.issubdtype(y.dtype, np.floating) else
@@ -339,11 +420,16 @@ def load_builtin(spec: dict[str, Any], seed: int = 0) -> Dataset:
     if x_test is None and test_fraction > 0:
         rest, held = split(y, test_fraction, seed, stratified)
         x, y, x_test, y_test = x[rest], y[rest], x[held], y[held]
+    stats = NORMALIZATION.get(name, (None, None))
+    if spec.get("cv_folds"):
+        folds = cross_validation(name, x, y, (x_test, y_test), spec, seed, stats, task)
+        if note and note[0]:
+            folds.parts_[0] = replace(folds.parts_[0], task_note=note[0])
+        return folds
     train, val = split(y, spec.get("val_fraction", 0.2), seed, stratified)
     data = assemble(
-        name, (x[train], y[train]), (x[val], y[val]), x_test, y_test, spec, seed,
-        NORMALIZATION.get(name, (None, None)), task,
-    )  # fmt: skip
+        name, (x[train], y[train]), (x[val], y[val]), x_test, y_test, spec, seed, stats, task
+    )
     return replace(data, task_note=note[0]) if note and note[0] else data
 
 

@@ -129,6 +129,11 @@ class Data(Protocol):
         normalised), on the CPU."""
         ...
 
+    def parts(self) -> list["Data"]:
+        """What one run trains on side by side, each its own model: the set itself, or for
+        k-fold cross-validation one set per fold (its training and validation splits)."""
+        ...
+
     def feed(self, device: "torch.device", *, raw: bool, seed: int, workers: int) -> Feed:
         """The batches one trial trains on, on `device`: `raw` keeps images in [0, 1] for
         augmentation (normalised per batch by `Feed.normalize`), `seed` orders the epochs and

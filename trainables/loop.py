@@ -167,7 +167,6 @@ class Run:
     task: str = "classification"
     target_mean: torch.Tensor | None = None  # regression: to take outputs to the target's units
     target_std: torch.Tensor | None = None
-    patience: Patience | None = None  # early stopping by patience, when on
 
 
 def start(config: dict[str, Any], data: Data) -> Run:
@@ -206,7 +205,6 @@ def start(config: dict[str, Any], data: Data) -> Run:
         task=data.task,
         target_mean=on_device(data.target_mean),
         target_std=on_device(data.target_std),
-        patience=Patience.of(hp),
     )
 
 
@@ -223,8 +221,6 @@ def restore(run: Run, state: dict[str, Any]) -> int:
     torch.set_rng_state(state["torch"])  # dropout draws from the global generators
     if state.get("cuda") is not None and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"])
-    if run.patience and state.get("patience"):
-        run.patience.load_state(state)
     return state["epoch"] + 1
 
 
@@ -291,20 +287,59 @@ def snapshot(run: Run, epoch: int) -> dict[str, Any]:
         "augment": run.augment_gen.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state() if run.device.type == "cuda" else None,
-        **(run.patience.state() if run.patience else {}),
     }
 
 
-def stop_by_patience(run: Run, epoch: int, metrics: dict[str, float]) -> dict[str, Any] | None:
-    """Whether patience ends the run after `epoch`: None to go on, else what the stop adds to
-    the epoch's metrics: the flag, the best and stopped epochs and, when the best epoch's
-    weights are restored, the metrics of those weights (`final`, the run's score)."""
-    patience = run.patience
-    if patience is None or not patience.update(epoch, metrics, run.setup.model):
+# -- k-fold cross-validation: the folds' models trained side by side -------------------------
+
+
+def combined(scores: list[dict[str, float]]) -> dict[str, float]:
+    """One epoch's metrics of every fold as one: each metric's mean over the folds (what the
+    study ranks, ASHA cuts and patience watches), its `_std` across them and each fold's own
+    value (`fold1_val_acc`, ...). One fold (a hold-out split): its metrics as they are."""
+    if len(scores) == 1:
+        return scores[0]
+    means = {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+    spread = {
+        f"{k}_std": (sum((s[k] - means[k]) ** 2 for s in scores) / (len(scores) - 1)) ** 0.5
+        for k in scores[0]
+    }
+    folds = {f"fold{i}_{k}": v for i, s in enumerate(scores, 1) for k, v in s.items()}
+    return {**means, **spread, **folds}
+
+
+def checkpoint(runs: list[Run], patience: Patience | None, epoch: int) -> dict[str, Any]:
+    """The state of every fold after `epoch`, with the patience counter and best weights."""
+    saved = snapshot(runs[0], epoch) if len(runs) == 1 else {
+        "epoch": epoch, "folds": [snapshot(run, epoch) for run in runs]
+    }  # fmt: skip
+    return {**saved, **(patience.state() if patience else {})}
+
+
+def resume(runs: list[Run], patience: Patience | None, state: dict[str, Any]) -> int:
+    """Continue every fold from a `checkpoint`; returns the epoch to train next."""
+    folds = state["folds"] if len(runs) > 1 else [state]
+    for run, saved in zip(runs, folds, strict=True):
+        restore(run, saved)
+    if patience and state.get("patience"):
+        patience.load_state(state)
+    return state["epoch"] + 1
+
+
+def stop_by_patience(
+    runs: list[Run], patience: Patience | None, epoch: int, metrics: dict[str, float]
+) -> dict[str, Any] | None:
+    """Whether patience ends the run after `epoch` (watching the folds' mean): None to go on,
+    else what the stop adds to the epoch's metrics: the flag, the best and stopped epochs and,
+    when the best epoch's weights are restored (in every fold), the metrics of those weights
+    (`final`, the run's score)."""
+    models = [run.setup.model for run in runs]
+    if patience is None or not patience.update(epoch, metrics, models):
         return None
     stop = {"patience_stopped": 1.0, "best_epoch": patience.best_epoch, "stopped_epoch": epoch}
     if patience.restore and patience.best_epoch < epoch:
-        run.setup.model.load_state_dict(patience.best_model)
+        for model, weights in zip(models, patience.best_models, strict=True):
+            model.load_state_dict(weights)
         best = {k: v for k, v in patience.best_metrics.items() if k not in ("epoch", "epoch_time")}
         stop["final"] = best
     return stop
@@ -322,41 +357,44 @@ def fit(
     `config` holds the hyperparameters (defaults fill the rest), `model`, `epochs` (the length
     of the schedule), `seed`, `threads` and optionally `stop_epoch` (end earlier, as an
     early-stopped trial did). `state`, a dict a previous `report` was given, resumes training
-    where it was. An epoch in which a batch loss is not finite or above DIVERGENCE times
-    chance level ends training with `diverged: 1` in its metrics. With `patience` on, the epoch
-    that runs out of it ends training with `patience_stopped: 1` (see `stop_by_patience`).
+    where it was. A cross-validated set (`data.parts()`: one per fold) trains a model per fold
+    side by side, epoch by epoch, and reports their mean (see `combined`). An epoch in which a
+    batch loss is not finite or above DIVERGENCE times chance level ends training with
+    `diverged: 1` in its metrics. With `patience` on, the epoch that runs out of it ends
+    training with `patience_stopped: 1` (see `stop_by_patience`).
     Returns the metrics of the weights training ends with (the best epoch's when patience
     restored them), with the test split's (`test_*`) when `test` is set.
     """
-    run = start(config, data)
-    hp = run.setup.hp
-    first_epoch = restore(run, state) if state else 1
+    runs = [start(config, part) for part in data.parts()]
+    hp = runs[0].setup.hp
+    patience = Patience.of(hp)
+    first_epoch = resume(runs, patience, state) if state else 1
     last_epoch = min(hp["epochs"], hp.get("stop_epoch") or hp["epochs"])
-    if run.patience and run.patience.wait >= run.patience.patience:
+    if patience and patience.wait >= patience.patience:
         last_epoch = first_epoch - 1  # resumed from the epoch whose patience ran out: done
-    size = num_params(run.setup.model)
+    size = num_params(runs[0].setup.model)
     metrics: dict[str, Any] = {}
     for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
-        lr = run.setup.optimizer.param_groups[0]["lr"]
-        peak = train_epoch(run, epoch)
+        lr = runs[0].setup.optimizer.param_groups[0]["lr"]
+        peaks = [train_epoch(run, epoch) for run in runs]
         metrics = {
             "epoch": epoch,
-            **evaluate_epoch(run),
+            **combined([evaluate_epoch(run) for run in runs]),
             "lr": lr,
             "epoch_time": time.perf_counter() - started,
             "num_params": size,
         }
-        if not peak < run.divergence:
+        if not all(peak < run.divergence for peak, run in zip(peaks, runs, strict=True)):
             metrics["diverged"] = 1.0
-        stop = None if "diverged" in metrics else stop_by_patience(run, epoch, metrics)
+        stop = None if "diverged" in metrics else stop_by_patience(runs, patience, epoch, metrics)
         metrics.update(stop or {})
-        report(metrics, snapshot(run, epoch))
+        report(metrics, checkpoint(runs, patience, epoch))
         if "diverged" in metrics or stop:
             break
     final = {k: v for k, v in {**metrics, **metrics.get("final", {})}.items() if k != "final"}
     if test:
-        if not run.feed.has("test"):
+        if not runs[0].feed.has("test"):
             raise ValueError("dataset.test_fraction: no test split kept; set it above 0")
-        final.update(evaluate_split(run, "test"))
+        final.update(combined([evaluate_split(run, "test") for run in runs]))
     return final

@@ -26,7 +26,7 @@ class Patience:
     best_epoch: int = 0
     wait: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
-    best_model: dict[str, torch.Tensor] | None = None
+    best_models: list[dict[str, torch.Tensor]] | None = None  # one per fold
 
     @classmethod
     def of(cls, hp: dict[str, Any]) -> "Patience | None":
@@ -45,13 +45,17 @@ class Patience:
             return value > self.best + self.min_delta
         return value < self.best - self.min_delta
 
-    def update(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> bool:
-        """Take epoch `epoch`'s metrics; True when patience has run out."""
+    def update(self, epoch: int, metrics: dict[str, float], models: list[nn.Module]) -> bool:
+        """Take epoch `epoch`'s metrics (of the `models` trained side by side, one per fold);
+        True when patience has run out."""
         if self.improved(metrics[self.monitor]):
             self.best, self.best_epoch, self.wait = metrics[self.monitor], epoch, 0
             self.best_metrics = dict(metrics)
             if self.restore:
-                self.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                self.best_models = [
+                    {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    for model in models
+                ]
         else:
             self.wait += 1
         return self.wait >= self.patience
@@ -59,9 +63,9 @@ class Patience:
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps, so that a resumed trial stops where it would have."""
         counters = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
-        return {"patience": {**counters, "metrics": self.best_metrics}, "best": self.best_model}
+        return {"patience": {**counters, "metrics": self.best_metrics}, "best": self.best_models}
 
     def load_state(self, state: dict[str, Any]) -> None:
         saved = state["patience"]
         self.best, self.best_epoch, self.wait = saved["best"], saved["best_epoch"], saved["wait"]
-        self.best_metrics, self.best_model = dict(saved["metrics"]), state["best"]
+        self.best_metrics, self.best_models = dict(saved["metrics"]), state["best"]

@@ -198,6 +198,10 @@ class Streamed:
         parts = self.opened if self.opened is not None else call_loader(self.spec)
         return dict(zip(("train", "val", "test"), parts, strict=False))
 
+    def parts(self) -> list["Streamed"]:
+        """What a run trains on side by side: the one hold-out split."""
+        return [self]
+
     def feed(self, device: torch.device, *, raw: bool, seed: int, workers: int) -> StreamFeed:
         """DataLoaders of `workers` processes reading the splits in the trial, batches on
         `device` (always raw: each batch is normalised by `StreamFeed.normalize`)."""
