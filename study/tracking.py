@@ -31,6 +31,7 @@ from study.records import (
     record_of,
     run_name,
 )
+from study.trial import GPU_PEAK, GPU_TAG
 from trainables import METRICS, resolve
 
 # Per epoch: the loop's metrics and its flags (diverged; patience_stopped with the best and the
@@ -182,6 +183,8 @@ class MlflowTracker(tune.Callback):
             flags = ("patience_stopped", "best_epoch", "stopped_epoch")
             record.last = {**restored, **{k: record.last[k] for k in flags if k in record.last}}
             metrics += [Metric(k, v, when, record.epochs + 1) for k, v in restored.items()]
+        if GPU_PEAK in result:  # a GPU trial's peak memory so far, at the result's last epoch
+            metrics.append(Metric(GPU_PEAK, float(result[GPU_PEAK]), when, record.epochs))
         params = []
         if "num_params" in result and not record.sized:  # the trial built its model
             params, record.sized = [Param("num_params", str(int(result["num_params"])))], True
@@ -193,6 +196,7 @@ class MlflowTracker(tune.Callback):
                 RunTag("node_ip", str(result.get("node_ip", ""))),
                 RunTag("hostname", str(result.get("hostname", ""))),
                 RunTag("device", str(result.get("device", ""))),
+                *([RunTag(GPU_TAG, str(result[GPU_TAG]))] if GPU_TAG in result else []),
             ]
         for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
             first = not start

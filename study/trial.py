@@ -24,6 +24,27 @@ from trainables.loop import device, load_state
 # checkpoint, last and diverged epochs are always reported at once, so ASHA decides as before.
 REPORT_EVERY_S = 1.0
 
+# What a trial on a GPU adds to its results, for its MLflow run (study.tracking): the GPU's
+# model, and the most memory the trial's tensors took on it so far (in MiB).
+GPU_TAG = "gpu"
+GPU_PEAK = "gpu_peak_memory_mib"
+
+
+def device_tags(dev: torch.device) -> dict[str, str]:
+    """The device a trial trains on and, on a GPU, the GPU's model."""
+    tags = {"device": str(dev)}
+    if dev.type == "cuda":
+        tags[GPU_TAG] = torch.cuda.get_device_name(dev)
+    return tags
+
+
+def gpu_memory(dev: torch.device) -> dict[str, float]:
+    """The peak memory this process allocated on its GPU since the trial started, in MiB
+    (torch.cuda.max_memory_allocated); nothing on the CPU."""
+    if dev.type != "cuda":
+        return {}
+    return {GPU_PEAK: torch.cuda.max_memory_allocated(dev) / 2**20}
+
 
 def trainable(
     config: dict[str, Any],
@@ -41,7 +62,10 @@ def trainable(
         with checkpoint.as_directory() as folder:
             state = load_state(Path(folder) / STATE_FILE)
     last_epoch = TrialConfig.parse(config).run.last_epoch
-    where = {"device": str(device()), "node_id": ray.get_runtime_context().get_node_id()}
+    dev = device()
+    if dev.type == "cuda":  # the actor may have run another trial before (Tune reuses actors)
+        torch.cuda.reset_peak_memory_stats(dev)
+    where = {**device_tags(dev), "node_id": ray.get_runtime_context().get_node_id()}
     history: list[dict[str, float]] = []
     last_report = time.monotonic()
 
@@ -63,7 +87,7 @@ def trainable(
             return
         # The epochs go out as `history`; the result itself is what the trial ends with (the
         # restored weights' metrics, `restored`, when patience brought the best epoch back).
-        result = {**epoch_metrics, **where, "history": list(history)}
+        result = {**epoch_metrics, **where, **gpu_memory(dev), "history": list(history)}
         if final:
             result.update(final, restored=1.0)
         history.clear()

@@ -41,6 +41,19 @@ def files(folder: Path) -> dict[str, str]:
     }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` are skipped where torch sees no CUDA GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for item in marked:
+        item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 @pytest.fixture(scope="session", name="mlflow_server")
 def mlflow_server_fixture(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` with its own SQLite store and artifact folder."""

@@ -4,51 +4,14 @@ formats, and a user's CSV."""
 
 import pickle
 import re
-import struct
 
 import numpy as np
 import pytest
 import torch
 
 from study.cli import app
+from tests.data_files import fake_cifar10, fake_mnist
 from trainables import DataError, fit, load_dataset
-
-
-def write_idx(folder, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """MNIST's IDX format: big-endian magic and sizes, then uint8 pixels or labels."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n, rows, cols = images.shape
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", 2051, n, rows, cols) + images.astype(np.uint8).tobytes()
-    )
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes()
-    )
-
-
-def fake_mnist(root, folder: str, n_train: int = 120, n_test: int = 40) -> None:
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, label in enumerate(labels):  # a bright bar whose row encodes the class
-            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
-        write_idx(root / folder / "raw", prefix, images, labels)
-
-
-def fake_cifar10(root, per_batch: int = 20) -> None:
-    """CIFAR-10's python format: pickled dicts of uint8 rows (3072 = 3 x 32 x 32) and labels."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": labels}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])

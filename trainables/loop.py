@@ -210,16 +210,22 @@ def start(config: dict[str, Any], data: Data) -> Run:
 
 def restore(run: Run, state: dict[str, Any]) -> int:
     """Continue from a state a `report` was given: weights, optimizer, schedule, the feed's
-    order and every random generator. Returns the epoch to train next."""
+    order and every random generator (a state saved on another kind of device, GPU or CPU,
+    resumes too). Returns the epoch to train next."""
     setup = run.setup
     setup.model.load_state_dict(state["model"])
     setup.optimizer.load_state_dict(state["optimizer"])
     if setup.schedule and state.get("schedule"):
         setup.schedule.load_state_dict(state["schedule"])
     run.feed.load_state(state)
-    run.augment_gen.set_state(state["augment"])
+    saved_on = "cuda" if state.get("cuda") is not None else "cpu"
+    if saved_on == run.device.type:
+        run.augment_gen.set_state(state["augment"])
+    else:  # a CUDA generator's state (Philox) does not fit a CPU one (Mersenne Twister), nor
+        # the reverse: the draws go on from the seed and the epoch instead
+        run.augment_gen.manual_seed(run.setup.hp["seed"] * 1_000_003 + state["epoch"])
     torch.set_rng_state(state["torch"])  # dropout draws from the global generators
-    if state.get("cuda") is not None and run.device.type == "cuda":
+    if saved_on == "cuda" and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"])
     return state["epoch"] + 1
 
