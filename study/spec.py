@@ -268,17 +268,19 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
+        # A name not of ours may be a plug-in's own knob: preflight, which imports the
+        # plug-ins, checks it against their keyword arguments (check_own_knobs).
         for where, names in (("space.params", self.space.params), ("fixed", self.fixed)):
             for name in names:
-                if name not in HYPERPARAMETERS:
+                if name not in HYPERPARAMETERS and not self.plugins():
                     raise ValueError(f"{where}.{name}: {_unknown(name, HYPERPARAMETERS)}")
         for name in set(self.space.params) & set(self.fixed):
             raise ValueError(f"fixed.{name}: also in the space; remove it from one of them")
         for name, value in self.fixed.items():
-            if problem := value_problem(name, value):
+            if name in DOMAINS and (problem := value_problem(name, value)):
                 raise ValueError(f"fixed.{name}: {problem}")
         for name, param in self.space.params.items():
-            if problem := param_problem(name, param):
+            if name in DOMAINS and (problem := param_problem(name, param)):
                 raise ValueError(f"space.params.{name}: {problem}")
         for name, param in self.space.params.items():
             for other in param.when or {}:
@@ -393,6 +395,13 @@ def param_problem(name: str, param: Any) -> str | None:
         if problem := value_problem(name, getattr(param, bound)):
             return f"{bound} {problem}"
     return None
+
+
+def own_knobs(spec: StudySpec) -> list[tuple[str, str]]:
+    """(where, name) of each name the study samples or fixes that is not one of ours."""
+    pairs = [("space.params", name) for name in spec.space.params]
+    pairs += [("fixed", name) for name in spec.fixed]
+    return [(where, name) for where, name in pairs if name not in HYPERPARAMETERS]
 
 
 def _unknown(name: str, known: Any) -> str:
