@@ -1,8 +1,10 @@
 """ASHA over epochs, able to pick up the rung records of a study that is being resumed; FIFO
 when early stopping is off. Both leave the order of starting trials to Tune (see KeepNewActors)."""
 
+import math
 from typing import Any
 
+import numpy as np
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -33,17 +35,43 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
     trial of the same Optuna study reached at each milestone. A fresh study has none; a resumed
     one gets back the cutoffs it had, which Ray does not checkpoint.
 
+    With several brackets (Hyperband's hedge: bracket s starts judging at the s-th rung, the
+    last may judge none), a trial's bracket is drawn with Ray's odds from the study's seed and
+    the trial's number rather than from NumPy's global state, so a study picks the same
+    brackets every time and a resumed one knows which bracket each earlier trial was in.
+
     Args:
         storage_url: The Optuna storage of the study.
         study_name: The Optuna study's name.
+        seed: The study's seed (draws each trial's bracket).
+        extrapolate: Judge a trial at a rung by where its curve points at `max_t`.
         **kwargs: Passed to `ray.tune.schedulers.ASHAScheduler`.
     """
 
-    def __init__(self, *, storage_url: str, study_name: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        storage_url: str,
+        study_name: str,
+        seed: int = 0,
+        extrapolate: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.storage_url = storage_url
         self.study_name = study_name
+        self.seed = seed
+        self.extrapolate = extrapolate
         self.replayed = False
+        self.curves: dict[str, dict[int, float]] = {}  # trial id -> epoch -> metric
+
+    def bracket_of(self, number: int) -> int:
+        """The bracket of trial `number`: Ray's odds (e^-(rungs fewer than the first
+        bracket's)), drawn from the seed and the number alone."""
+        sizes = np.array([len(bracket._rungs) for bracket in self._brackets])
+        odds = np.exp(sizes - sizes.max())
+        draw = np.random.default_rng([self.seed % 2**32, number])
+        return int(draw.choice(len(odds), p=odds / odds.sum()))
 
     def _replay(self) -> None:
         self.replayed = True
@@ -52,28 +80,61 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
         except KeyError:  # a new study
             return
         for trial in study.get_trials(deepcopy=False):
-            self.record(label(trial.number + 1), trial.intermediate_values)
+            self.record(label(trial.number + 1), trial.intermediate_values, trial.number + 1)
 
-    def record(self, key: str, values: dict[int, float]) -> None:
-        """Put `values` (epoch -> metric) into every rung whose milestone they reached."""
-        for bracket in self._brackets:
+    def record(self, key: str, values: dict[int, float], number: int | None = None) -> None:
+        """Put `values` (epoch -> metric) into every rung whose milestone they reached, in the
+        bracket of trial `number` (every bracket when None)."""
+        brackets = self._brackets if number is None else [self._brackets[self.bracket_of(number)]]
+        for bracket in brackets:
             for milestone, recorded in bracket._rungs:
                 reached = [epoch for epoch in values if epoch >= milestone]
                 if reached and key not in recorded:
-                    recorded[key] = self._metric_op * values[min(reached)]
+                    epoch = min(reached)
+                    recorded[key] = self.judged(values, epoch)
+
+    def judged(self, values: dict[int, float], epoch: int) -> float:
+        """What a rung compares of a curve at `epoch` (larger is better): its value, or with
+        `extrapolate` the line through its values at epoch/reduction_factor and epoch, in
+        log-epochs, carried to max_t (never below the value itself)."""
+        value = self._metric_op * values[epoch]
+        earlier = [e for e in values if epoch / self._reduction_factor <= e < epoch]
+        if not self.extrapolate or not earlier:
+            return value
+        start = min(earlier)
+        slope = (value - self._metric_op * values[start]) / math.log(epoch / start)
+        return value + max(0.0, slope) * math.log(self._max_t / epoch)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if self.extrapolate and self._time_attr in result and self._metric in result:
+            result = self._judge_curve(trial, result, self.curves.setdefault(trial.trial_id, {}))
+        return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A non-finite value (a diverged trial) would move the rungs' cutoffs: an infinity
         # in a rung raises its cutoff past every finite value.
+        curve = self.curves.pop(trial.trial_id, {})
         if finite(result.get(self._metric, 0.0)):
+            if self.extrapolate and self._time_attr in result and self._metric in result:
+                result = self._judge_curve(trial, result, curve)
             super().on_trial_complete(tune_controller, trial, result)
+
+    def _judge_curve(self, trial: Any, result: dict, curve: dict[int, float]) -> dict:
+        """The result with its metric replaced by what the rungs judge of the trial's curve."""
+        for metrics in [*(result.get("history") or []), result]:
+            if self._metric in metrics and self._time_attr in metrics:
+                curve[int(metrics[self._time_attr])] = metrics[self._metric]
+        judged = self.judged(curve, int(result[self._time_attr]))
+        return {**result, self._metric: self._metric_op * judged}  # ASHA multiplies it back
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         if not self.replayed:
             self._replay()
         super().on_trial_add(tune_controller, trial)
+        number = trial_number(trial.config)
+        self._trial_info[trial.trial_id] = self._brackets[self.bracket_of(number)]
         # A resumed trial owns the records it made before, so it is not judged twice.
-        earlier = label(trial_number(trial.config))
+        earlier = label(number)
         for bracket in self._brackets:
             for _, recorded in bracket._rungs:
                 if earlier in recorded:
@@ -87,8 +148,10 @@ def build_scheduler(spec: Any, layout: Layout) -> FIFOScheduler:
     return ResumableASHA(
         storage_url=layout.optuna_url,
         study_name=layout.name,
+        seed=spec.search.seed,
         time_attr="epoch",
         max_t=spec.scheduler.max_epochs,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
+        brackets=spec.scheduler.brackets,
     )

@@ -191,6 +191,9 @@ class SchedulerSpec(_Strict):
     max_epochs: int = Field(27, ge=1)
     grace_period: int = Field(3, ge=1)
     reduction_factor: float = Field(3, gt=1)
+    # Hyperband's hedge of the first rung: bracket s judges from the s-th rung on (the last,
+    # with no rung left, runs its trials to the end); a trial's bracket is drawn with Ray's odds
+    brackets: int = Field(1, ge=1)
 
     def rung_epochs(self) -> list[int]:
         """The epochs at which ASHA judges trials (a checkpoint is worth keeping there)."""
@@ -208,6 +211,12 @@ class SchedulerSpec(_Strict):
             raise ValueError(
                 f"grace_period ({self.grace_period}) > max_epochs ({self.max_epochs}); "
                 "make grace_period <= max_epochs"
+            )
+        rungs = len(self.rung_epochs())
+        if self.name == "asha" and self.brackets > rungs + 1:
+            raise ValueError(
+                f"brackets ({self.brackets}) > rungs + 1 ({rungs + 1}): a bracket past the last "
+                f"rung judges nothing; make brackets at most {rungs + 1}"
             )
         return self
 
