@@ -418,7 +418,8 @@ def main() -> None:
                 Synthetic(epochs) if args.quick else Surrogate(args.data, instance)
             )
             best[instance] = reference(benchmarks[instance], 200 if args.quick else 10_000, epochs)
-            for seed in range(seeds):
+        for seed in range(seeds):  # seed by seed: a partial run covers every instance
+            for instance in instances:
                 for name in names:
                     file = out / METHODS[name].key / f"{instance}-{seed}.json"
                     if file.exists() and not args.quick:
