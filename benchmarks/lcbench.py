@@ -44,7 +44,7 @@ from benchmarks.search import Epochs, searcher
 from study.cluster import connect
 from study.core import TrialConfig
 from study.runner import trial_folder, with_data
-from study.schedule import ResumableASHA, build_scheduler
+from study.schedule import build_scheduler
 from study.spec import SchedulerSpec, StudySpec
 
 DEVELOPMENT = ("167149", "167168", "168330", "189862", "146212")
@@ -146,13 +146,17 @@ class Method:
     sampler: str  # tpe or random
     scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
     searcher: str = "ours"  # ours, stock (Ray's OptunaSearch) or optuna (no Ray: Hyperband)
-    extrapolate: bool = False
 
     @property
     def key(self) -> str:
         """A file name that changes whenever the settings do."""
-        parts = [self.sampler, self.searcher, *(f"{k}{v}" for k, v in self.scheduler.items())]
+        settings = {k: v for k, v in self.scheduler.items() if k != "extrapolate"}
+        parts = [self.sampler, self.searcher, *(f"{k}{v}" for k, v in settings.items())]
         return "-".join(map(str, parts + (["extrapolate"] if self.extrapolate else [])))
+
+    @property
+    def extrapolate(self) -> bool:
+        return bool(self.scheduler.get("extrapolate"))
 
 
 def default_scheduler() -> dict[str, Any]:
@@ -177,7 +181,11 @@ METHODS = {
     "ours-g9": Method("tpe", asha(grace_period=9)),
     "ours-g1-b5": Method("tpe", asha(grace_period=1, brackets=5)),
     "ours-g3-b4": Method("tpe", asha(grace_period=3, brackets=4)),
-    "ours-g3-extrapolate": Method("tpe", asha(grace_period=3), extrapolate=True),
+    "ours-g3-extrapolate": Method("tpe", asha(grace_period=3, extrapolate=True)),
+    "ours-g3-rf4-extrapolate": Method(
+        "tpe", asha(grace_period=3, reduction_factor=4, extrapolate=True)
+    ),
+    "ours-g2-extrapolate": Method("tpe", asha(grace_period=2, extrapolate=True)),
     "optuna-hyperband": Method("tpe", asha(grace_period=1), "optuna"),
     "default": Method("tpe", default_scheduler()),
     "stock-default": Method("tpe", default_scheduler(), "stock"),
@@ -194,6 +202,8 @@ LABELS = {
     "ours-g1-b5": "TPE + ASHA (grace 1, 5 brackets), ours",
     "ours-g3-b4": "TPE + ASHA (grace 3, 4 brackets), ours",
     "ours-g3-extrapolate": "TPE + ASHA (grace 3), rungs on extrapolated values",
+    "ours-g3-rf4-extrapolate": "TPE + ASHA (grace 3, factor 4), rungs on extrapolated values",
+    "ours-g2-extrapolate": "TPE + ASHA (grace 2), rungs on extrapolated values",
     "optuna-hyperband": "Optuna alone: TPE + HyperbandPruner (min 1, factor 3)",
     "default": "the study's default (study/spec.py)",
     "stock-default": "the default's ASHA, stock OptunaSearch",
@@ -224,20 +234,6 @@ def study_spec(method: Method, instance: str, seed: int, trials: int, epochs: in
 def tuned(spec: StudySpec, method: Method, curves: Any, root: Path) -> list[float]:
     """val_acc of every epoch a study spent, in the order the driver got them, through the
     searcher, scheduler and Tuner wiring of `study run` (no MLflow: it changes nothing here)."""
-    layout = spec.layout(root)
-    scheduler = build_scheduler(spec, layout)
-    if method.extrapolate:
-        scheduler = ResumableASHA(
-            storage_url=layout.optuna_url,
-            study_name=layout.name,
-            seed=spec.search.seed,
-            extrapolate=True,
-            time_attr="epoch",
-            max_t=spec.scheduler.max_epochs,
-            grace_period=spec.scheduler.grace_period,
-            reduction_factor=spec.scheduler.reduction_factor,
-            brackets=spec.scheduler.brackets,
-        )
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
         with_data(spec, curves, train=replay),
@@ -247,7 +243,7 @@ def tuned(spec: StudySpec, method: Method, curves: Any, root: Path) -> list[floa
             search_alg=ConcurrencyLimiter(
                 searcher(spec, root, method.searcher), max_concurrent=spec.search.max_concurrent
             ),
-            scheduler=scheduler,
+            scheduler=build_scheduler(spec, spec.layout(root)),
             num_samples=spec.search.num_samples,
             reuse_actors=True,
             trial_dirname_creator=trial_folder,

@@ -16,6 +16,7 @@ in `study run`, without MLflow (it does not change what is searched).
     python -m benchmarks.search
 """
 
+import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -83,9 +84,11 @@ def search(
     root: Path,
     data,
     brackets: int = 1,
+    extrapolate: bool = False,
 ) -> list[float]:
     """The val_acc of every epoch one method's study spent, in the order they came."""
     sampler, scheduler, kind = METHODS[method]
+    asha = {"brackets": brackets, "extrapolate": extrapolate}
     spec = StudySpec.model_validate(
         {
             "name": f"bench-search-{seed}-{list(METHODS).index(method)}",
@@ -100,7 +103,7 @@ def search(
                 "max_epochs": epochs,
                 "grace_period": grace,
                 "reduction_factor": 3,
-                **({"brackets": brackets} if scheduler == "asha" else {}),
+                **(asha if scheduler == "asha" else {}),
             },
         }
     )
@@ -146,6 +149,12 @@ def main() -> None:
             default=SchedulerSpec().brackets,
             help="ASHA's brackets (default: the study's default)",
         )
+        parser.add_argument(
+            "--extrapolate",
+            action=argparse.BooleanOptionalAction,
+            default=SchedulerSpec().extrapolate,
+            help="ASHA's rungs on extrapolated values (default: the study's default)",
+        )
 
     args = arguments(
         "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
@@ -167,7 +176,17 @@ def main() -> None:
                     connect(spec)
                 with timer() as elapsed:
                     runs[method].append(
-                        search(method, seed, trials, epochs, grace, root, data, args.brackets)
+                        search(
+                            method,
+                            seed,
+                            trials,
+                            epochs,
+                            grace,
+                            root,
+                            data,
+                            args.brackets,
+                            args.extrapolate,
+                        )
                     )
                 seconds[method] += elapsed[0]
     best = [max(max(runs[m][seed]) for m in METHODS) for seed in range(seeds)]
@@ -197,7 +216,8 @@ def main() -> None:
     met = "met" if ours <= tpe / 3 and ours <= stock else "NOT met"
     notes = (
         f"Digits, default space, {trials} trials of up to {epochs} epochs, 2 at a time, ASHA's "
-        f"rungs from epoch {grace} (reduction factor 3, {args.brackets} bracket(s)), seeds "
+        f"rungs from epoch {grace} (reduction factor 3, {args.brackets} bracket(s)"
+        f"{', on extrapolated values' if args.extrapolate else ''}), seeds "
         f"0-{seeds - 1} (the seed drives the sampler and the training). Epochs to the target: "
         f"mean over seeds of the epochs spent until one is within {WITHIN * 100:.1f} points of "
         f"the best val_acc any method reached with that seed (all a method spent when it never "

@@ -154,4 +154,5 @@ def build_scheduler(spec: Any, layout: Layout) -> FIFOScheduler:
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
         brackets=spec.scheduler.brackets,
+        extrapolate=spec.scheduler.extrapolate,
     )

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from study.schedule import ResumableASHA
+from study.schedule import ResumableASHA, build_scheduler
 from study.spec import StudySpec
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -323,3 +323,14 @@ def test_extrapolated_value_is_the_line_through_the_last_rung_span(make_schedule
                           extrapolate=True)  # fmt: skip
     falling_loss = loss.judged({1: 2.0, 3: 1.0}, 3)  # larger is better: the loss negated
     assert falling_loss == pytest.approx(-1.0 + (1.0 / math.log(3)) * math.log(9))
+
+
+def test_the_spec_gives_the_scheduler_its_brackets_rule_and_seed(tmp_path):
+    """scheduler.brackets and scheduler.extrapolate reach ResumableASHA; search.seed draws."""
+    spec = StudySpec.model_validate(
+        {"scheduler": {"brackets": 2, "extrapolate": True}, "search": {"seed": 7}}
+    )
+    scheduler = build_scheduler(spec, spec.layout(tmp_path))
+    assert len(scheduler._brackets) == 2 and scheduler.extrapolate and scheduler.seed == 7
+    default = build_scheduler(StudySpec(), StudySpec().layout(tmp_path))
+    assert len(default._brackets) == 1 and not default.extrapolate
