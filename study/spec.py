@@ -218,8 +218,8 @@ class SchedulerSpec(_Strict):
         rungs = len(self.rung_epochs())
         if self.name == "asha" and self.brackets > rungs + 1:
             raise ValueError(
-                f"brackets ({self.brackets}) > rungs + 1 ({rungs + 1}): a bracket past the last "
-                f"rung judges nothing; make brackets at most {rungs + 1}"
+                f"brackets: {self.brackets}, but {rungs} rungs make at most {rungs + 1} brackets "
+                f"(one more would judge nothing); make brackets at most {rungs + 1}"
             )
         return self
 
