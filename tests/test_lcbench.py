@@ -91,6 +91,6 @@ def test_the_study_wiring_runs_on_synthetic_curves():
             for line in done.stdout.splitlines() if line.startswith("| ")}  # fmt: skip
     spent = {name: int(row[-1].strip(" |")) for name, row in rows.items() if name != "method"}
     assert spent["TPE alone, no early stopping"] == 4 * 4
-    assert 0 < spent["the study's default (study/spec.py)"] <= 4 * 4
+    assert 0 < spent["TPE + ASHA, the study's default (grace 3, factor 3), ours"] <= 4 * 4
     assert "Target 1" in done.stdout
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results  # --quick records nothing
