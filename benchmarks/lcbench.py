@@ -150,13 +150,8 @@ class Method:
     @property
     def key(self) -> str:
         """A file name that changes whenever the settings do."""
-        settings = {k: v for k, v in self.scheduler.items() if k != "extrapolate"}
-        parts = [self.sampler, self.searcher, *(f"{k}{v}" for k, v in settings.items())]
-        return "-".join(map(str, parts + (["extrapolate"] if self.extrapolate else [])))
-
-    @property
-    def extrapolate(self) -> bool:
-        return bool(self.scheduler.get("extrapolate"))
+        parts = [self.sampler, self.searcher, *(f"{k}{v}" for k, v in self.scheduler.items())]
+        return "-".join(map(str, parts))
 
 
 def default_scheduler() -> dict[str, Any]:
@@ -175,11 +170,6 @@ METHODS = {
     "tpe": Method("tpe"),
     "random-asha": Method("random", asha(grace_period=1)),
     "ours-g3-b4": Method("tpe", asha(grace_period=3, brackets=4)),
-    "ours-g3-extrapolate": Method("tpe", asha(grace_period=3, extrapolate=True)),
-    "ours-g3-rf4-extrapolate": Method(
-        "tpe", asha(grace_period=3, reduction_factor=4, extrapolate=True)
-    ),
-    "ours-g2-extrapolate": Method("tpe", asha(grace_period=2, extrapolate=True)),
     "optuna-hyperband": Method("tpe", asha(grace_period=1), "optuna"),
     "default": Method("tpe", default_scheduler()),
     "stock-default": Method("tpe", default_scheduler(), "stock"),
@@ -189,9 +179,6 @@ LABELS = {
     "tpe": "TPE alone, no early stopping",
     "random-asha": "random + ASHA (grace 1)",
     "ours-g3-b4": "TPE + ASHA (grace 3, 4 brackets), ours",
-    "ours-g3-extrapolate": "TPE + ASHA (grace 3), rungs on extrapolated values",
-    "ours-g3-rf4-extrapolate": "TPE + ASHA (grace 3, factor 4), rungs on extrapolated values",
-    "ours-g2-extrapolate": "TPE + ASHA (grace 2), rungs on extrapolated values",
     "optuna-hyperband": "Optuna alone: TPE + HyperbandPruner (min 1, factor 3)",
     "default": "TPE + ASHA, the study's default (grace 3, factor 3), ours",
     "stock-default": "TPE + ASHA, the default's settings, stock OptunaSearch",

@@ -16,7 +16,6 @@ in `study run`, without MLflow (it does not change what is searched).
     python -m benchmarks.search
 """
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -84,11 +83,10 @@ def search(
     root: Path,
     data,
     brackets: int = 1,
-    extrapolate: bool = False,
 ) -> list[float]:
     """The val_acc of every epoch one method's study spent, in the order they came."""
     sampler, scheduler, kind = METHODS[method]
-    asha = {"brackets": brackets, "extrapolate": extrapolate}
+    asha = {"brackets": brackets}
     spec = StudySpec.model_validate(
         {
             "name": f"bench-search-{seed}-{list(METHODS).index(method)}",
@@ -149,12 +147,6 @@ def main() -> None:
             default=SchedulerSpec().brackets,
             help="ASHA's brackets (default: the study's default)",
         )
-        parser.add_argument(
-            "--extrapolate",
-            action=argparse.BooleanOptionalAction,
-            default=SchedulerSpec().extrapolate,
-            help="ASHA's rungs on extrapolated values (default: the study's default)",
-        )
 
     args = arguments(
         "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
@@ -185,7 +177,6 @@ def main() -> None:
                             root,
                             data,
                             args.brackets,
-                            args.extrapolate,
                         )
                     )
                 seconds[method] += elapsed[0]
@@ -216,8 +207,7 @@ def main() -> None:
     met = "met" if ours <= tpe / 3 and ours <= stock else "NOT met"
     notes = (
         f"Digits, default space, {trials} trials of up to {epochs} epochs, 2 at a time, ASHA's "
-        f"rungs from epoch {grace} (reduction factor 3, {args.brackets} bracket(s)"
-        f"{', on extrapolated values' if args.extrapolate else ''}), seeds "
+        f"rungs from epoch {grace} (reduction factor 3, {args.brackets} bracket(s)), seeds "
         f"0-{seeds - 1} (the seed drives the sampler and the training). Epochs to the target: "
         f"mean over seeds of the epochs spent until one is within {WITHIN * 100:.1f} points of "
         f"the best val_acc any method reached with that seed (all a method spent when it never "

@@ -1,7 +1,6 @@
 """ASHA over epochs, able to pick up the rung records of a study that is being resumed; FIFO
 when early stopping is off. Both leave the order of starting trials to Tune (see KeepNewActors)."""
 
-import math
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,6 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
         storage_url: The Optuna storage of the study.
         study_name: The Optuna study's name.
         seed: The study's seed (draws each trial's bracket).
-        extrapolate: Judge a trial at a rung by where its curve points at `max_t`.
         **kwargs: Passed to `ray.tune.schedulers.ASHAScheduler`.
     """
 
@@ -54,16 +52,13 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
         storage_url: str,
         study_name: str,
         seed: int = 0,
-        extrapolate: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.storage_url = storage_url
         self.study_name = study_name
         self.seed = seed
-        self.extrapolate = extrapolate
         self.replayed = False
-        self.curves: dict[str, dict[int, float]] = {}  # trial id -> epoch -> metric
 
     def bracket_of(self, number: int) -> int:
         """The bracket of trial `number`: Ray's odds (e^-(rungs fewer than the first
@@ -90,42 +85,13 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
             for milestone, recorded in bracket._rungs:
                 reached = [epoch for epoch in values if epoch >= milestone]
                 if reached and key not in recorded:
-                    epoch = min(reached)
-                    recorded[key] = self.judged(values, epoch)
-
-    def judged(self, values: dict[int, float], epoch: int) -> float:
-        """What a rung compares of a curve at `epoch` (larger is better): its value, or with
-        `extrapolate` the line through its values at epoch/reduction_factor and epoch, in
-        log-epochs, carried to max_t (never below the value itself)."""
-        value = self._metric_op * values[epoch]
-        earlier = [e for e in values if epoch / self._reduction_factor <= e < epoch]
-        if not self.extrapolate or not earlier:
-            return value
-        start = min(earlier)
-        slope = (value - self._metric_op * values[start]) / math.log(epoch / start)
-        return value + max(0.0, slope) * math.log(self._max_t / epoch)
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if self.extrapolate and self._time_attr in result and self._metric in result:
-            result = self._judge_curve(trial, result, self.curves.setdefault(trial.trial_id, {}))
-        return super().on_trial_result(tune_controller, trial, result)
+                    recorded[key] = self._metric_op * values[min(reached)]
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A non-finite value (a diverged trial) would move the rungs' cutoffs: an infinity
         # in a rung raises its cutoff past every finite value.
-        curve = self.curves.pop(trial.trial_id, {})
         if finite(result.get(self._metric, 0.0)):
-            if self.extrapolate and self._time_attr in result and self._metric in result:
-                result = self._judge_curve(trial, result, curve)
             super().on_trial_complete(tune_controller, trial, result)
-
-    def _judge_curve(self, trial: Any, result: dict, curve: dict[int, float]) -> dict:
-        """The result with its metric replaced by what the rungs judge of the trial's curve."""
-        for metrics in [*(result.get("history") or []), result]:
-            if self._metric in metrics and self._time_attr in metrics:
-                curve[int(metrics[self._time_attr])] = metrics[self._metric]
-        judged = self.judged(curve, int(result[self._time_attr]))
-        return {**result, self._metric: self._metric_op * judged}  # ASHA multiplies it back
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         if not self.replayed:
@@ -154,5 +120,4 @@ def build_scheduler(spec: Any, layout: Layout) -> FIFOScheduler:
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
         brackets=spec.scheduler.brackets,
-        extrapolate=spec.scheduler.extrapolate,
     )

@@ -194,9 +194,6 @@ class SchedulerSpec(_Strict):
     # Hyperband's hedge of the first rung: bracket s judges from the s-th rung on (the last,
     # with no rung left, runs its trials to the end); a trial's bracket is drawn with Ray's odds
     brackets: int = Field(1, ge=1)
-    # Judge a trial at a rung by where its curve heads: its line in log-epochs since the last
-    # rung span (epoch / reduction_factor), carried to max_epochs (never below its value)
-    extrapolate: bool = False
 
     def rung_epochs(self) -> list[int]:
         """The epochs at which ASHA judges trials (a checkpoint is worth keeping there)."""

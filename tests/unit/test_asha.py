@@ -28,13 +28,11 @@ def make_scheduler(optuna_url):
         factor=3,
         brackets=1,
         seed=0,
-        extrapolate=False,
     ):
         scheduler = ResumableASHA(
             storage_url=optuna_url,
             study_name=STUDY,
             seed=seed,
-            extrapolate=extrapolate,
             time_attr="epoch",
             max_t=max_epochs,
             grace_period=grace_period,
@@ -293,44 +291,10 @@ def test_brackets_past_the_last_rung_are_refused(spec_with):
         spec_with(max_epochs=52, grace_period=1, brackets=6)
 
 
-# -- rungs on extrapolated values ----------------------------------------------------------------
-
-
-def test_extrapolated_a_rising_curve_beats_a_flat_one_that_leads_now(make_scheduler):
-    """At epoch 3 a curve still rising is judged where its line in log-epochs reaches at
-    max_t, so it passes a flat one that is ahead now; by value alone it would be cut."""
-    flat, rising = {1: 0.80, 2: 0.80, 3: 0.80}, {1: 0.50, 2: 0.65, 3: 0.75}
-    for extrapolate, fate in ((False, STOP), (True, CONTINUE)):
-        scheduler = make_scheduler(grace_period=3, max_epochs=27, extrapolate=extrapolate)
-        leader, riser = ray_trial("leader", 0), ray_trial("riser", 1)
-        for trial in (leader, riser):
-            scheduler.on_trial_add(None, trial)
-        for epoch in (1, 2, 3):
-            judge(scheduler, leader, epoch, flat[epoch])
-        decisions = [judge(scheduler, riser, epoch, rising[epoch]) for epoch in (1, 2, 3)]
-        assert decisions[-1] == fate
-
-
-def test_extrapolated_value_is_the_line_through_the_last_rung_span(make_scheduler):
-    """judged = v(t) + max(0, slope) * ln(max_t / t), the slope between epoch t / factor and t
-    in log-epochs; a falling curve is judged at its value; without earlier epochs, the value."""
-    scheduler = make_scheduler(grace_period=3, max_epochs=27, extrapolate=True)
-    rising = scheduler.judged({1: 0.5, 2: 0.6, 3: 0.7}, 3)
-    assert rising == pytest.approx(0.7 + (0.2 / math.log(3)) * math.log(9))
-    assert scheduler.judged({1: 0.9, 3: 0.7}, 3) == pytest.approx(0.7)
-    assert scheduler.judged({3: 0.7}, 3) == pytest.approx(0.7)
-    loss = make_scheduler(metric="val_loss", mode="min", grace_period=3, max_epochs=27,
-                          extrapolate=True)  # fmt: skip
-    falling_loss = loss.judged({1: 2.0, 3: 1.0}, 3)  # larger is better: the loss negated
-    assert falling_loss == pytest.approx(-1.0 + (1.0 / math.log(3)) * math.log(9))
-
-
-def test_the_spec_gives_the_scheduler_its_brackets_rule_and_seed(tmp_path):
-    """scheduler.brackets and scheduler.extrapolate reach ResumableASHA; search.seed draws."""
-    spec = StudySpec.model_validate(
-        {"scheduler": {"brackets": 2, "extrapolate": True}, "search": {"seed": 7}}
-    )
+def test_the_spec_gives_the_scheduler_its_brackets_and_seed(tmp_path):
+    """scheduler.brackets reaches ResumableASHA; search.seed draws the brackets."""
+    spec = StudySpec.model_validate({"scheduler": {"brackets": 2}, "search": {"seed": 7}})
     scheduler = build_scheduler(spec, spec.layout(tmp_path))
-    assert len(scheduler._brackets) == 2 and scheduler.extrapolate and scheduler.seed == 7
+    assert len(scheduler._brackets) == 2 and scheduler.seed == 7
     default = build_scheduler(StudySpec(), StudySpec().layout(tmp_path))
-    assert len(default._brackets) == 1 and not default.extrapolate
+    assert len(default._brackets) == 1

@@ -109,15 +109,6 @@ def test_asha_trial_info_holds_each_trials_bracket():
     expect(info["t1"] in asha._brackets, f"{ASHA}._trial_info values", BY_ASHA)
 
 
-def test_asha_time_attr_max_t_and_reduction_factor():
-    """`_time_attr`, `_max_t` and `_reduction_factor` are the constructor's arguments (the
-    extrapolated rungs read them)."""
-    asha = ASHAScheduler(time_attr="epoch", max_t=27, grace_period=1, reduction_factor=3)
-    for attribute, value in (("_time_attr", "epoch"), ("_max_t", 27), ("_reduction_factor", 3)):
-        got = private(asha, attribute, f"{ASHA}.{attribute}", type(value), BY_ASHA)
-        expect(got == value, f"{ASHA}.{attribute}", BY_ASHA)
-
-
 # -- Ray Tune: OptunaSearch ----------------------------------------------------------------------
 
 SEARCH = "ray.tune.search.optuna.OptunaSearch"
