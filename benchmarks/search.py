@@ -75,10 +75,18 @@ def searcher(spec: StudySpec, root: Path, kind: str):
 
 
 def search(
-    method: str, seed: int, trials: int, epochs: int, grace: int, root: Path, data
+    method: str,
+    seed: int,
+    trials: int,
+    epochs: int,
+    grace: int,
+    root: Path,
+    data,
+    brackets: int = 1,
 ) -> list[float]:
     """The val_acc of every epoch one method's study spent, in the order they came."""
     sampler, scheduler, kind = METHODS[method]
+    asha = {"brackets": brackets}
     spec = StudySpec.model_validate(
         {
             "name": f"bench-search-{seed}-{list(METHODS).index(method)}",
@@ -93,6 +101,7 @@ def search(
                 "max_epochs": epochs,
                 "grace_period": grace,
                 "reduction_factor": 3,
+                **(asha if scheduler == "asha" else {}),
             },
         }
     )
@@ -132,6 +141,12 @@ def main() -> None:
             default=SchedulerSpec().grace_period,
             help="ASHA's first rung in epochs (default: the study's default)",
         )
+        parser.add_argument(
+            "--brackets",
+            type=int,
+            default=SchedulerSpec().brackets,
+            help="ASHA's brackets (default: the study's default)",
+        )
 
     args = arguments(
         "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
@@ -152,7 +167,18 @@ def main() -> None:
                     data = preflight(spec, root).data
                     connect(spec)
                 with timer() as elapsed:
-                    runs[method].append(search(method, seed, trials, epochs, grace, root, data))
+                    runs[method].append(
+                        search(
+                            method,
+                            seed,
+                            trials,
+                            epochs,
+                            grace,
+                            root,
+                            data,
+                            args.brackets,
+                        )
+                    )
                 seconds[method] += elapsed[0]
     best = [max(max(runs[m][seed]) for m in METHODS) for seed in range(seeds)]
     rows, needed = [], {}
@@ -181,7 +207,7 @@ def main() -> None:
     met = "met" if ours <= tpe / 3 and ours <= stock else "NOT met"
     notes = (
         f"Digits, default space, {trials} trials of up to {epochs} epochs, 2 at a time, ASHA's "
-        f"rungs from epoch {grace} (reduction factor 3), seeds "
+        f"rungs from epoch {grace} (reduction factor 3, {args.brackets} bracket(s)), seeds "
         f"0-{seeds - 1} (the seed drives the sampler and the training). Epochs to the target: "
         f"mean over seeds of the epochs spent until one is within {WITHIN * 100:.1f} points of "
         f"the best val_acc any method reached with that seed (all a method spent when it never "

@@ -1,6 +1,7 @@
 """Checks that run before Ray starts or any MLflow run exists: each failure is one clear line."""
 
 import contextlib
+import difflib
 import inspect
 import os
 import sys
@@ -14,10 +15,10 @@ from typing import Any
 from search_spaces import load_yaml
 from study.core import Found, Layout
 from study.errors import UserError, already_exists, missing_study
-from study.spec import StudySpec
+from study.spec import StudySpec, own_knobs
 from trainables import Data, DataError
-from trainables.hyperparameters import NETWORK_KNOBS, resolve
-from trainables.plugins import PluginError, brief, describe, is_plugin
+from trainables.hyperparameters import HYPERPARAMETERS, NETWORK_KNOBS, resolve
+from trainables.plugins import PluginError, brief, describe, is_plugin, keywords, load_callable
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,54 @@ def load_data(spec: StudySpec) -> tuple[Any, dict[str, Any]]:
     return data, {k: v for k, v in found.items() if v is not None}
 
 
+def plugin_keywords(spec: StudySpec) -> dict[str, tuple[str, ...]]:
+    """field -> the keyword arguments of the study's plug-in model builder (past input_shape,
+    num_classes, hp) and loader: where a knob that is not ours can go."""
+    from trainables.models import BUILDER_POSITIONAL
+
+    takes = {}
+    for field, name, skip in (
+        ("model", spec.model.name, BUILDER_POSITIONAL),
+        ("dataset", spec.dataset.name, 0),
+    ):
+        if is_plugin(name):
+            try:
+                takes[field] = keywords(load_callable(name, spec.code_dir), skip)
+            except PluginError as error:
+                raise UserError(f"{field}.name: {error}; fix {field}.name or the module") from None
+    return takes
+
+
+def check_own_knobs(spec: StudySpec) -> dict[str, list[str]]:
+    """Each name the study samples or fixes that is not ours must be a keyword argument of its
+    plug-in builder (a network knob) or loader (a data knob), and given nowhere else; returns
+    field -> the own knobs it takes."""
+    names = own_knobs(spec)
+    takes = plugin_keywords(spec) if names else {}
+    owned: dict[str, list[str]] = {field: [] for field in takes}
+    for where, name in names:
+        fields = [field for field, arguments in takes.items() if name in arguments]
+        plugins = " or ".join(getattr(spec, field).name for field in takes) or "no plug-in"
+        if not fields:
+            known = [*HYPERPARAMETERS, *(a for arguments in takes.values() for a in arguments)]
+            close = difflib.get_close_matches(name, known, n=1)
+            theirs = ", ".join(a for arguments in takes.values() for a in arguments) or "nothing"
+            hint = f"did you mean {close[0]!r}?" if close else f"{plugins} takes {theirs}"
+            raise UserError(
+                f"{where}.{name}: unknown name, not ours and not an argument of {plugins}; {hint}"
+            )
+        if len(fields) > 1:
+            raise UserError(
+                f"{where}.{name}: both {spec.model.name} and {spec.dataset.name} take {name}; "
+                "rename it in one of them"
+            )
+        field = fields[0]
+        if name in (getattr(spec, field).args or {}):
+            raise UserError(f"{where}.{name}: also in {field}.args; remove it from one of them")
+        owned[field].append(name)
+    return owned
+
+
 def check_model(spec: StudySpec, data: Data, found: Found) -> tuple[dict[str, Any], dict]:
     """Import the model's builder, build it with the study's first config and run one forward
     pass on two real examples: every failure is the user's to fix, in one line. Returns the
@@ -259,10 +308,12 @@ _ENABLE = {
 }
 
 
-def ignored_knobs(spec: StudySpec, data: Data, config: dict[str, Any]) -> list[str]:
-    """The network knobs the study samples that the model ignores: built with two of the
-    space's values, the same seed and config otherwise, it is the same network (modules and
-    weights) with the same optimizer settings."""
+def ignored_knobs(
+    spec: StudySpec, data: Data, config: dict[str, Any], own: tuple[str, ...] = ()
+) -> list[str]:
+    """The network knobs the study samples (ours, and the builder's `own`) that the model
+    ignores: built with two of the space's values, the same seed and config otherwise, it is
+    the same network (modules and weights) with the same optimizer settings."""
     import torch
 
     from trainables.optim import param_groups
@@ -285,7 +336,7 @@ def ignored_knobs(spec: StudySpec, data: Data, config: dict[str, Any]) -> list[s
 
     ignored = []
     for knob, param in spec.space.params.items():
-        if knob not in NETWORK_KNOBS:
+        if knob not in NETWORK_KNOBS and knob not in own:
             continue
         values = param.choices[:2] if param.type == "categorical" else [param.low, param.high]
         if len(values) < 2 or values[0] == values[1]:
@@ -296,7 +347,8 @@ def ignored_knobs(spec: StudySpec, data: Data, config: dict[str, Any]) -> list[s
             ignored.append(
                 f"space.params.{knob}: {spec.model.name} builds the same network for "
                 f"{knob}={values[0]!r} and {knob}={values[1]!r}; the study tunes a knob the "
-                f"model never reads (read hp[{knob!r}] in it, or drop {knob} from the space)"
+                f"model never reads ({'use the argument' if knob in own else f'read hp[{knob!r}]'}"
+                f" in it, or drop {knob} from the space)"
             )
     return ignored
 
@@ -325,8 +377,9 @@ def preflight(
         spec = spec.for_task(data.task)
     except ValueError as error:
         raise UserError(str(error)) from None
+    owned = check_own_knobs(spec)
     config, model = check_model(spec, data, Found(dataset))
-    for line in ignored_knobs(spec, data, config):
+    for line in ignored_knobs(spec, data, config, tuple(owned.get("model", ()))):
         warn(f"warning: {line}")
     return Checked(spec, data, Found(dataset, model))
 

@@ -11,15 +11,20 @@ from study.core import RUN_KEYS, TrialConfig
 from study.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
-from trainables.plugins import PluginError, code_dir, digest, is_plugin, load_callable
+from trainables.hyperparameters import own_knobs
+from trainables.loading import trial_dataset
+from trainables.models import BUILDER_POSITIONAL
+from trainables.plugins import PluginError, code_dir, digest, is_plugin, keywords, load_callable
 
 
 def read_config(path: Path) -> tuple[dict[str, Any], TrialConfig]:
     """The exported document and its `config` (a bare config file works too), checked."""
     document = read_yaml(path)
     config = document.get("config", document)
+    plugins = [config.get(part, {}).get("name", "") for part in ("model", "dataset")]
     for key in config:
-        if key not in HYPERPARAMETERS and key not in RUN_KEYS:
+        # A plug-in's own knob: checked against its arguments once it is imported
+        if key not in HYPERPARAMETERS and key not in RUN_KEYS and not any(map(is_plugin, plugins)):
             raise UserError(f"config.{key}: unknown key; remove it (see `study spaces`)")
         if key in HYPERPARAMETERS and (problem := value_problem(key, config[key])):
             raise UserError(f"config.{key}: {problem}")
@@ -38,17 +43,18 @@ def read_config(path: Path) -> tuple[dict[str, Any], TrialConfig]:
 
 
 def plugin_changes(trial: TrialConfig) -> list[str]:
-    """Import the plug-in model and loader as the study did; a warning for each whose source
-    changed since."""
-    said = []
+    """Import the plug-in model and loader as the study did (each of the config's own knobs
+    must be an argument of one); a warning for each whose source changed since."""
+    said, takes = [], set()
     for field in ("model", "dataset"):
         part = getattr(trial.run, field)
         if not is_plugin(part["name"]):
             continue
         try:
-            load_callable(part["name"], code_dir(part))
+            plugin = load_callable(part["name"], code_dir(part))
         except PluginError as error:
             raise UserError(f"config.{field}.name: {error}; fix the module or its path") from None
+        takes |= set(keywords(plugin, BUILDER_POSITIONAL if field == "model" else 0))
         recorded = part.get("source") or {}
         if not recorded.get("sha256"):
             continue
@@ -59,6 +65,9 @@ def plugin_changes(trial: TrialConfig) -> list[str]:
                 f"warning: {path} changed since the study (sha256 {recorded['sha256'][:12]} "
                 f"then, {now[:12]} now); the retrain may not reproduce the trial"
             )
+    for key in own_knobs(trial.hyperparameters):
+        if key not in takes:
+            raise UserError(f"config.{key}: unknown key, and no plug-in of the config takes it")
     return said
 
 
@@ -84,7 +93,7 @@ def train(
     if register and not where.get("tracking_uri"):
         raise UserError("--register: the config names no MLflow store; use a `study export` file")
     try:
-        data = load_dataset(trial.run.dataset, seed=trial.run.seed)
+        data = load_dataset(trial_dataset(trial.flat()), seed=trial.run.seed)
     except DataError as error:
         raise UserError(str(error)) from None
     if test and "test" not in data.sizes():

@@ -3,6 +3,7 @@ when early stopping is off. Both leave the order of starting trials to Tune (see
 
 from typing import Any
 
+import numpy as np
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -34,17 +35,39 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
     trial of the same Optuna study reached at each milestone. A fresh study has none; a resumed
     one gets back the cutoffs it had, which Ray does not checkpoint.
 
+    With several brackets (Hyperband's hedge: bracket s starts judging at the s-th rung, the
+    last may judge none), a trial's bracket is drawn with Ray's odds from the study's seed and
+    the trial's number rather than from NumPy's global state, so a study picks the same
+    brackets every time and a resumed one knows which bracket each earlier trial was in.
+
     Args:
         storage_url: The Optuna storage of the study.
         study_name: The Optuna study's name.
+        seed: The study's seed (draws each trial's bracket).
         **kwargs: Passed to `ray.tune.schedulers.ASHAScheduler`.
     """
 
-    def __init__(self, *, storage_url: str, study_name: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        storage_url: str,
+        study_name: str,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.storage_url = storage_url
         self.study_name = study_name
+        self.seed = seed
         self.replayed = False
+
+    def bracket_of(self, number: int) -> int:
+        """The bracket of trial `number`: Ray's odds (e^-(rungs fewer than the first
+        bracket's)), drawn from the seed and the number alone."""
+        sizes = np.array([len(bracket._rungs) for bracket in self._brackets])
+        odds = np.exp(sizes - sizes.max())
+        draw = np.random.default_rng([self.seed % 2**32, number])
+        return int(draw.choice(len(odds), p=odds / odds.sum()))
 
     def _replay(self) -> None:
         self.replayed = True
@@ -53,11 +76,13 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
         except KeyError:  # a new study
             return
         for trial in study.get_trials(deepcopy=False):
-            self.record(label(trial.number + 1), trial.intermediate_values)
+            self.record(label(trial.number + 1), trial.intermediate_values, trial.number + 1)
 
-    def record(self, key: str, values: dict[int, float]) -> None:
-        """Put `values` (epoch -> metric) into every rung whose milestone they reached."""
-        for bracket in self._brackets:
+    def record(self, key: str, values: dict[int, float], number: int | None = None) -> None:
+        """Put `values` (epoch -> metric) into every rung whose milestone they reached, in the
+        bracket of trial `number` (every bracket when None)."""
+        brackets = self._brackets if number is None else [self._brackets[self.bracket_of(number)]]
+        for bracket in brackets:
             for milestone, recorded in bracket._rungs:
                 reached = [epoch for epoch in values if epoch >= milestone]
                 if reached and key not in recorded:
@@ -73,8 +98,10 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
         if not self.replayed:
             self._replay()
         super().on_trial_add(tune_controller, trial)
+        number = trial_number(trial.config)
+        self._trial_info[trial.trial_id] = self._brackets[self.bracket_of(number)]
         # A resumed trial owns the records it made before, so it is not judged twice.
-        earlier = label(trial_number(trial.config))
+        earlier = label(number)
         for bracket in self._brackets:
             for _, recorded in bracket._rungs:
                 if earlier in recorded:
@@ -88,8 +115,10 @@ def build_scheduler(spec: Any, layout: Layout) -> FIFOScheduler:
     return ResumableASHA(
         storage_url=layout.optuna_url,
         study_name=layout.name,
+        seed=spec.search.seed,
         time_attr="epoch",
         max_t=spec.scheduler.max_epochs,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
+        brackets=spec.scheduler.brackets,
     )

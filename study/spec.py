@@ -221,6 +221,9 @@ class SchedulerSpec(_Strict):
     max_epochs: int = Field(27, ge=1)
     grace_period: int = Field(3, ge=1)
     reduction_factor: float = Field(3, gt=1)
+    # Hyperband's hedge of the first rung: bracket s judges from the s-th rung on (the last,
+    # with no rung left, runs its trials to the end); a trial's bracket is drawn with Ray's odds
+    brackets: int = Field(1, ge=1)
 
     def rung_epochs(self) -> list[int]:
         """The epochs at which ASHA judges trials (a checkpoint is worth keeping there)."""
@@ -238,6 +241,12 @@ class SchedulerSpec(_Strict):
             raise ValueError(
                 f"grace_period ({self.grace_period}) > max_epochs ({self.max_epochs}); "
                 "make grace_period <= max_epochs"
+            )
+        rungs = len(self.rung_epochs())
+        if self.name == "asha" and self.brackets > rungs + 1:
+            raise ValueError(
+                f"brackets: {self.brackets}, but {rungs} rungs make at most {rungs + 1} brackets "
+                f"(one more would judge nothing); make brackets at most {rungs + 1}"
             )
         return self
 
@@ -300,17 +309,19 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
+        # A name not of ours may be a plug-in's own knob: preflight, which imports the
+        # plug-ins, checks it against their keyword arguments (check_own_knobs).
         for where, names in (("space.params", self.space.params), ("fixed", self.fixed)):
             for name in names:
-                if name not in HYPERPARAMETERS:
+                if name not in HYPERPARAMETERS and not self.plugins():
                     raise ValueError(f"{where}.{name}: {_unknown(name, HYPERPARAMETERS)}")
         for name in set(self.space.params) & set(self.fixed):
             raise ValueError(f"fixed.{name}: also in the space; remove it from one of them")
         for name, value in self.fixed.items():
-            if problem := value_problem(name, value):
+            if name in DOMAINS and (problem := value_problem(name, value)):
                 raise ValueError(f"fixed.{name}: {problem}")
         for name, param in self.space.params.items():
-            if problem := param_problem(name, param):
+            if name in DOMAINS and (problem := param_problem(name, param)):
                 raise ValueError(f"space.params.{name}: {problem}")
         for name, param in self.space.params.items():
             for other in param.when or {}:
@@ -492,6 +503,13 @@ def param_problem(name: str, param: Any) -> str | None:
         if problem := value_problem(name, getattr(param, bound)):
             return f"{bound} {problem}"
     return None
+
+
+def own_knobs(spec: StudySpec) -> list[tuple[str, str]]:
+    """(where, name) of each name the study samples or fixes that is not one of ours."""
+    pairs = [("space.params", name) for name in spec.space.params]
+    pairs += [("fixed", name) for name in spec.fixed]
+    return [(where, name) for where, name in pairs if name not in HYPERPARAMETERS]
 
 
 def _unknown(name: str, known: Any) -> str:

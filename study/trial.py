@@ -16,6 +16,7 @@ from ray import tune
 
 from study.core import STATE_FILE, TrialConfig, finite
 from trainables import Data, fit
+from trainables.loading import trial_data
 from trainables.loop import device, load_state
 
 # Epochs shorter than this reach Tune together in one result (its `history`): each result is
@@ -55,7 +56,8 @@ def trainable(
     """One Ray trial: the training loop `train` (trainables.fit or one with its signature),
     reporting to Tune at least every REPORT_EVERY_S (each result carries the epochs since the
     last one as `history`), checkpointing at `checkpoint_epochs` and at its end, and
-    continuing from its last checkpoint when retried."""
+    continuing from its last checkpoint when retried. A config that sets knobs of a loader
+    plug-in trains on what the loader gives for them."""
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint:
@@ -99,4 +101,4 @@ def trainable(
             tune.report(result)
         last_report = time.monotonic()
 
-    train(config, data, report, state)
+    train(config, trial_data(config, data), report, state)

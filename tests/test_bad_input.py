@@ -31,6 +31,16 @@ CASES = {
     "bad param type": ([f"{SPACE}.lr.type=real"], f"{SPACE}.lr: type must be", "categorical"),
     "num_samples 0": (["search.num_samples=0"], "search.num_samples: must be", "(got 0)"),
     "grace over budget": (["scheduler.grace_period=50"], "grace_period (50) > max_epochs", "make"),
+    "brackets past the rungs": (
+        ["scheduler.brackets=4"],
+        "scheduler.brackets: 4, but 2 rungs make at most 3 brackets",
+        "make brackets at most 3",
+    ),
+    "a knob no plug-in takes": (
+        [f"{SPACE}.kernel_size={{type: int, low: 1, high: 5}}"],
+        f"{SPACE}.kernel_size: unknown name",
+        "known: lr",
+    ),
     "unknown hyperparameter": (["fixed.weight_decy=0.1"], "fixed.weight_decy", "'weight_decay'"),
     "fixed and sampled": (["fixed.lr=0.1"], "fixed.lr: also in the space", "remove it"),
     "unknown metric": (["metric=accuracy"], "metric: unknown metric", "val_acc"),

@@ -161,6 +161,119 @@ def test_a_plugin_study_runs_exports_retrains_and_reports(tmp_path):
     assert (root / "studies" / "my-net-digits" / "report" / "report.html").exists()
 
 
+# -- the network's and the loader's own knobs ---------------------------------------------------
+
+# A network with a knob of its own (kernel_size) and one it takes but ignores (blocks), and a
+# loader with one (noise): none of them is a hyperparameter of ours.
+OWN_KNOBS = """
+import numpy as np
+from sklearn.datasets import load_digits
+from torch import nn
+
+
+def build(input_shape, num_classes, hp, width=16, kernel_size=3, blocks=1):
+    channels, height, width_px = input_shape
+    return nn.Sequential(
+        nn.Conv2d(channels, 4, kernel_size, padding=kernel_size // 2), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * height * width_px, width), nn.ReLU(), nn.Linear(width, num_classes),
+    )
+
+
+def load(noise=0.0):
+    digits = load_digits()
+    images = (digits.images[:, None] / 16).astype(np.float32)
+    images += noise * np.random.default_rng(0).standard_normal(images.shape, dtype=np.float32)
+    images = images.clip(0, 1)
+    return images[:1400], digits.target[:1400], images[1400:], digits.target[1400:]
+"""
+
+
+def own_knobs_study(folder, **space):
+    write_module(folder, "own_net", OWN_KNOBS)
+    study = {
+        "name": "own-knobs",
+        "model": {"name": "own_net:build", "args": {"width": 16}},
+        "dataset": {"name": "own_net:load"},
+        "space": {"params": {k: {"type": "categorical", "choices": v} for k, v in space.items()}},
+        "fixed": {"lr": 0.01},
+        "search": {"sampler": "grid", "max_concurrent": 2},
+        "scheduler": {"name": "none", "max_epochs": 2},
+    }
+    spec = folder / "study.yaml"
+    spec.write_text(yaml.safe_dump(study, sort_keys=False))
+    return spec
+
+
+def test_the_networks_and_loaders_own_knobs_are_tuned_recorded_exported_and_retrained(tmp_path):
+    """kernel_size goes to the builder and noise to the loader, in each trial (through Ray) and
+    in `study train`, recorded on every run and in the export; the retrain matches exactly."""
+    spec = own_knobs_study(tmp_path / "code", kernel_size=[1, 3], noise=[0.0, 0.5])
+    said: list[str] = []
+    preflight(load_spec(spec), tmp_path / "runs", warn=said.append)
+    assert said == []  # both knobs change what is trained
+    root = tmp_path / "runs"
+    done = study_cli("run", str(spec), root=root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("own-knobs").experiment_id
+    runs = [r for r in client.search_runs([experiment]) if "mlflow.parentRunId" in r.data.tags]
+    grid = sorted((r.data.params["kernel_size"], r.data.params["noise"]) for r in runs)
+    assert grid == [("1", "0.0"), ("1", "0.5"), ("3", "0.0"), ("3", "0.5")]
+    sizes = {r.data.params["kernel_size"]: int(r.data.params["num_params"]) for r in runs}
+    assert sizes["3"] - sizes["1"] == 4 * (9 - 1)  # the builder got the sampled kernel size
+    scores = {(r.data.params["kernel_size"], r.data.params["noise"]): r.data.metrics["val_acc"]
+              for r in runs}  # fmt: skip
+    assert scores[("3", "0.0")] != scores[("3", "0.5")]  # the loader got the sampled noise
+
+    def cli(*args):
+        return CliRunner().invoke(app, list(args), env={"STUDY_ROOT": str(root)})
+
+    best = tmp_path / "best.yaml"
+    assert cli("export", "own-knobs", "-o", str(best)).exit_code == 0
+    config = yaml.safe_load(best.read_text())["config"]
+    assert config["kernel_size"] in (1, 3) and config["noise"] in (0.0, 0.5)
+    trained = cli("train", str(best), "--no-log")
+    assert trained.exit_code == 0, trained.stderr[-3000:]
+    assert "difference +0.0000" in trained.stdout, trained.stdout[-500:]
+    config["kernel_sise"] = config.pop("kernel_size")  # an export edited by hand
+    best.write_text(yaml.safe_dump({"config": config}))
+    typo = cli("train", str(best), "--no-log")
+    assert typo.exit_code == 2
+    assert "config.kernel_sise: unknown key, and no plug-in of the config takes it" in typo.stderr
+
+
+def test_an_own_knob_the_network_ignores_is_warned_about(tmp_path):
+    """blocks is an argument of the builder that changes nothing it builds."""
+    spec = own_knobs_study(tmp_path, kernel_size=[3], blocks=[1, 2])
+    said: list[str] = []
+    preflight(load_spec(spec), tmp_path / "runs", warn=said.append)
+    assert len(said) == 1 and said[0].startswith(
+        "warning: space.params.blocks: own_net:build builds the same network for blocks=1 and "
+        "blocks=2"
+    ), said
+    assert "use the argument in it" in said[0]
+
+
+@pytest.mark.parametrize(
+    "name, model, says",
+    [
+        ("kernel_sise", "own_net:build", "error: space.params.kernel_sise: unknown name, not ours "
+         "and not an argument of own_net:build or own_net:load; did you mean 'kernel_size'?"),
+        ("kernel_size", "mlp", "error: space.params.kernel_size: unknown name; known: lr,"),
+    ],
+    ids=["a typo, with plug-ins", "a built-in model and loader"],
+)  # fmt: skip
+def test_a_name_no_plugin_takes_exits_2_with_one_line(tmp_path, name, model, says):
+    spec = own_knobs_study(tmp_path / "code", **{name: [1, 3]})
+    args = ["run", str(spec), "--set", f"model.name={model}"]
+    if model == "mlp":
+        args += ["--set", "dataset.name=digits", "--set", "model.args=null"]
+    code, stderr, _ = run_cli(args, tmp_path / "runs")
+    assert code == 2 and stderr.strip() == stderr.strip().splitlines()[0], stderr
+    assert stderr.startswith(says), stderr
+    assert not (tmp_path / "runs").exists()
+
+
 # -- torchvision architectures -----------------------------------------------------------------
 
 

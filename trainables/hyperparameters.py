@@ -155,6 +155,17 @@ def direction(metric: str) -> str:
     return "max" if metric in MAXIMIZED else "min"
 
 
+# The settings of a run that a trial's config holds beside its hyperparameters (the fields of
+# study.core.RunSettings; tests/unit/test_core.py checks they agree).
+RUN_SETTINGS = ("dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial")
+
+
+def own_knobs(config: dict[str, Any]) -> dict[str, Any]:
+    """A plug-in's own knobs in a trial's config: the names that are neither ours nor run
+    settings (`kernel_size` of the user's network, passed to its builder by keyword)."""
+    return {k: v for k, v in config.items() if k not in HYPERPARAMETERS and k not in RUN_SETTINGS}
+
+
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Return the config with every hyperparameter it leaves out set to its default."""
     return {**HYPERPARAMETERS, **config}

@@ -5,8 +5,9 @@ from typing import Any
 
 from trainables import sources
 from trainables.data import load_builtin
+from trainables.hyperparameters import own_knobs
 from trainables.interface import Data
-from trainables.plugins import is_plugin
+from trainables.plugins import code_dir, is_plugin, load_callable, taken
 
 
 def load_dataset(spec: dict[str, Any], seed: int = 0) -> Data:
@@ -21,3 +22,21 @@ def load_dataset(spec: dict[str, Any], seed: int = 0) -> Data:
     if spec["name"] == "image_folder" or is_plugin(spec["name"]):
         return sources.load(spec, seed)
     return load_builtin(spec, seed)
+
+
+def trial_dataset(config: dict[str, Any]) -> dict[str, Any]:
+    """The `dataset` mapping a trial's config loads: a loader plug-in's own knobs that the
+    config sets are added to its `args`."""
+    dataset = config["dataset"]
+    knobs = own_knobs(config)
+    if not knobs or not is_plugin(dataset["name"]):
+        return dataset
+    knobs = taken(load_callable(dataset["name"], code_dir(dataset)), knobs)
+    return {**dataset, "args": {**(dataset.get("args") or {}), **knobs}} if knobs else dataset
+
+
+def trial_data(config: dict[str, Any], data: Data) -> Data:
+    """What a trial trains on: the study's `data`, or, when the config sets knobs of its
+    loader plug-in, what the loader gives for them (split as the study's)."""
+    dataset = trial_dataset(config)
+    return data if dataset is config["dataset"] else load_dataset(dataset, seed=config["seed"])

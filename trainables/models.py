@@ -15,8 +15,8 @@ from typing import Any
 from torch import nn
 
 from trainables.catalog import MODELS as MODELS  # the built-ins' names, importable from here too
-from trainables.hyperparameters import HYPERPARAMETERS
-from trainables.plugins import PluginError, code_dir, is_plugin, load_callable
+from trainables.hyperparameters import HYPERPARAMETERS, own_knobs
+from trainables.plugins import PluginError, code_dir, is_plugin, load_callable, taken
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -171,6 +171,9 @@ def initialise(model: nn.Module, scheme: str) -> None:
                 nn.init.zeros_(module.bias)
 
 
+# A builder's first arguments, before its keyword ones: input_shape, num_classes, hp.
+BUILDER_POSITIONAL = 3
+
 # The built-ins (catalog.MODELS) by name.
 BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "torchvision": build_torchvision}
 # The spec's own keys of the built-ins; a plug-in gets `model.args` alone.
@@ -193,10 +196,15 @@ def model_arguments(model: dict[str, Any]) -> dict[str, Any]:
 def build_model(
     input_shape: tuple[int, ...], num_classes: int, model: dict[str, Any], hp: dict[str, Any]
 ) -> nn.Module:
-    """The network `model` names, given the hyperparameters of `hp`; a built-in is then
-    initialised as `hp["init"]` says (a plug-in reads `init` itself)."""
+    """The network `model` names, given the hyperparameters of `hp` (a plug-in's own knobs
+    in `hp` go to its builder by keyword); a built-in is then initialised as `hp["init"]`
+    says (a plug-in reads `init` itself)."""
     knobs = {name: hp[name] for name in HYPERPARAMETERS}
-    network = model_builder(model)(input_shape, num_classes, knobs, **model_arguments(model))
+    builder = model_builder(model)
+    arguments = model_arguments(model)
+    if is_plugin(model["name"]):
+        arguments.update(taken(builder, own_knobs(hp), BUILDER_POSITIONAL))
+    network = builder(input_shape, num_classes, knobs, **arguments)
     if not isinstance(network, nn.Module):
         raise PluginError(
             f"model.name: {model['name']} returned a {type(network).__name__}, not a "

@@ -4,6 +4,7 @@ folder (the spec file's folder), imported, and described (file, content hash) fo
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +95,23 @@ def code_dir(part: dict[str, Any]) -> str | None:
     `code_dir`, else the folder of the source file recorded when the study ran."""
     source = (part.get("source") or {}).get("file")
     return part.get("code_dir") or (str(Path(source).parent) if source else None)
+
+
+def keywords(function: Callable[..., Any], skip: int = 0) -> tuple[str, ...]:
+    """The argument names `function` takes by keyword, past its first `skip` (a catch-all
+    **kwargs names none: it cannot tell a knob from a typo)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())[skip:]
+    except (TypeError, ValueError):  # a builtin without a signature
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in parameters if p.kind in kinds)
+
+
+def taken(function: Callable[..., Any], knobs: dict[str, Any], skip: int = 0) -> dict[str, Any]:
+    """The `knobs` that `function` takes by keyword (past its first `skip` arguments)."""
+    names = keywords(function, skip)
+    return {name: value for name, value in knobs.items() if name in names}
 
 
 def brief(error: BaseException) -> str:

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from study.schedule import ResumableASHA
+from study.schedule import ResumableASHA, build_scheduler
 from study.spec import StudySpec
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -20,14 +20,24 @@ STUDY = "unit-asha"
 def make_scheduler(optuna_url):
     """A factory of schedulers as `build_scheduler` makes them, the metric set as Tune sets it."""
 
-    def make(metric="val_acc", mode="max", max_epochs=MAX_EPOCHS, grace_period=1, factor=3):
+    def make(
+        metric="val_acc",
+        mode="max",
+        max_epochs=MAX_EPOCHS,
+        grace_period=1,
+        factor=3,
+        brackets=1,
+        seed=0,
+    ):
         scheduler = ResumableASHA(
             storage_url=optuna_url,
             study_name=STUDY,
+            seed=seed,
             time_attr="epoch",
             max_t=max_epochs,
             grace_period=grace_period,
             reduction_factor=factor,
+            brackets=brackets,
         )
         scheduler.set_search_properties(metric, mode)
         return scheduler
@@ -210,3 +220,81 @@ def test_rung_epochs_are_the_epochs_asha_judges_at(
 def test_rung_epochs_are_none_without_early_stopping(spec_with):
     """With `scheduler.name: none` no epoch is a rung."""
     assert spec_with(name="none").scheduler.rung_epochs() == []
+
+
+# -- several brackets ----------------------------------------------------------------------------
+
+
+def bracket_rungs(scheduler: ResumableASHA) -> list[dict[float, dict[str, float]]]:
+    """Per bracket: milestone -> the values recorded there."""
+    return [{m: dict(r) for m, r in bracket._rungs} for bracket in scheduler._brackets]
+
+
+def test_brackets_start_judging_one_rung_later_each(make_scheduler):
+    """Bracket s's first rung is the s-th; the last bracket has none and stops no trial."""
+    scheduler = make_scheduler(brackets=3)  # max 9, grace 1: rungs 1 and 3 (9 is the end)
+    assert [sorted(rungs) for rungs in bracket_rungs(scheduler)] == [[1, 3, 9], [3, 9], [9]]
+
+
+def test_a_trials_bracket_depends_on_the_seed_and_its_number_alone(make_scheduler):
+    """The same number draws the same bracket in every scheduler of the study's seed (and a
+    resume knows each earlier trial's); across numbers every bracket is drawn, the first most
+    (Ray's odds: e^0, e^-1, e^-2)."""
+    first, again = make_scheduler(brackets=3), make_scheduler(brackets=3)
+    drawn = [first.bracket_of(n) for n in range(300)]
+    assert drawn == [again.bracket_of(n) for n in range(300)]
+    assert drawn != [make_scheduler(brackets=3, seed=1).bracket_of(n) for n in range(300)]
+    counts = [drawn.count(b) for b in range(3)]
+    assert counts[0] > counts[1] > counts[2] > 0
+    assert abs(counts[0] / 300 - 0.665) < 0.08
+    trial = ray_trial("t", 7)
+    first.on_trial_add(None, trial)
+    assert first._trial_info["t"] is first._brackets[first.bracket_of(8)]  # trial t008
+
+
+def test_a_trial_in_a_later_bracket_is_not_cut_at_the_first_rung(make_scheduler):
+    """Only the trials of bracket 0 are judged at epoch 1."""
+    scheduler = make_scheduler(brackets=2)
+    late = next(n for n in range(50) if scheduler.bracket_of(n + 1) == 1)  # number: n + 1
+    early = [n for n in range(50) if scheduler.bracket_of(n + 1) == 0][:2]
+    strong, weak_early, weak_late = (
+        ray_trial("strong", early[0]), ray_trial("weak-early", early[1]), ray_trial("weak", late)
+    )  # fmt: skip
+    for trial in (strong, weak_early, weak_late):
+        scheduler.on_trial_add(None, trial)
+    assert judge(scheduler, strong, 1, 0.9) == CONTINUE
+    assert judge(scheduler, weak_early, 1, 0.5) == STOP
+    assert judge(scheduler, weak_late, 1, 0.5) == CONTINUE  # its first rung is epoch 3
+
+
+def test_a_resumed_study_replays_each_trial_into_its_own_bracket(make_scheduler, earlier_trials):
+    """With several brackets the replay puts an earlier trial's values only in its bracket,
+    so the resumed rungs are those the first driver had."""
+    live = make_scheduler(brackets=2)
+    reported = [drive(live, ray_trial(f"live-{n}", n), c) for n, c in enumerate(CURVES * 3)]
+    earlier_trials(reported)
+    resumed = make_scheduler(brackets=2)
+    new = ray_trial("new", len(reported))
+    resumed.on_trial_add(None, new)
+
+    def values(scheduler):
+        return [{m: sorted(r.values()) for m, r in b.items()} for b in bracket_rungs(scheduler)]
+
+    assert values(resumed) == values(live)
+    assert {len(b[3]) for b in values(live)} != {0}  # both brackets hold trials at epoch 3
+
+
+def test_brackets_past_the_last_rung_are_refused(spec_with):
+    """A fifth bracket over rungs 1, 3, 9, 27 (52 epochs) would judge nothing a fourth does not."""
+    assert spec_with(max_epochs=52, grace_period=1, brackets=5).scheduler.brackets == 5
+    with pytest.raises(ValueError, match="brackets: 6, but 4 rungs make at most 5 brackets"):
+        spec_with(max_epochs=52, grace_period=1, brackets=6)
+
+
+def test_the_spec_gives_the_scheduler_its_brackets_and_seed(tmp_path):
+    """scheduler.brackets reaches ResumableASHA; search.seed draws the brackets."""
+    spec = StudySpec.model_validate({"scheduler": {"brackets": 2}, "search": {"seed": 7}})
+    scheduler = build_scheduler(spec, spec.layout(tmp_path))
+    assert len(scheduler._brackets) == 2 and scheduler.seed == 7
+    default = build_scheduler(StudySpec(), StudySpec().layout(tmp_path))
+    assert len(default._brackets) == 1

@@ -18,6 +18,7 @@ from study.core import (
     trial_number,
 )
 from study.spec import load_spec
+from trainables.hyperparameters import RUN_SETTINGS, own_knobs
 
 FLAT = {
     "lr": 0.003,
@@ -83,6 +84,8 @@ def test_trial_config_splits_hyperparameters_from_run_settings_and_back():
     assert (config.number, config.label, trial_number(FLAT)) == (7, "t007", 7)
     assert set(RUN_KEYS) == {"dataset", "model", "epochs", "seed", "threads", "stop_epoch",
                              "optuna_trial"}  # fmt: skip
+    assert RUN_SETTINGS == RUN_KEYS  # trainables tells a plug-in's own knobs from them
+    assert own_knobs({**FLAT, "kernel_size": 5}) == {"kernel_size": 5}
 
 
 def test_stopped_at_ends_an_early_stopped_retrain_where_the_trial_ended():

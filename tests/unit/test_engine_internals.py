@@ -98,6 +98,17 @@ def test_asha_metric_and_its_sign(asha):
     expect((sign, maximizing._metric_op) == (-1.0, 1.0), f"{ASHA}._metric_op", BY_ASHA)
 
 
+def test_asha_trial_info_holds_each_trials_bracket():
+    """`_trial_info`: Tune trial id -> its bracket (one of `_brackets`), set by on_trial_add;
+    we set it by the trial's number (ResumableASHA.bracket_of)."""
+    asha = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, brackets=2)
+    asha.set_search_properties("val_acc", "max")
+    trial = Trial("unit", config={}, trial_id="t1", stub=True)
+    asha.on_trial_add(None, trial)
+    info = private(asha, "_trial_info", f"{ASHA}._trial_info", dict, BY_ASHA)
+    expect(info["t1"] in asha._brackets, f"{ASHA}._trial_info values", BY_ASHA)
+
+
 # -- Ray Tune: OptunaSearch ----------------------------------------------------------------------
 
 SEARCH = "ray.tune.search.optuna.OptunaSearch"

@@ -5,8 +5,11 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
+from study.errors import UserError
+from study.preflight import check_own_knobs
 from study.spec import StudySpec, format_error
 from study.tracking import last_error
+from tests.plugin_files import write_module
 
 CASES = {  # a bad spec -> how its line starts (the field's path) and what else it says
     "unknown key": ({"nme": "x"}, "nme: unknown key", "did you mean 'name'?"),
@@ -52,6 +55,11 @@ CASES = {  # a bad spec -> how its line starts (the field's path) and what else 
         "did you mean 'weight_decay'?",
     ),
     "field validator": ({"metric": "accuracy"}, "metric: unknown metric 'accuracy'", "val_acc"),
+    "a knob not ours, for a built-in model": (
+        {"space": {"params": {"kernel_size": {"type": "categorical", "choices": [3, 5]}}}},
+        "space.params.kernel_size: unknown name",
+        "known: lr, optimizer",
+    ),
 }
 
 
@@ -106,3 +114,59 @@ def test_without_an_error_file_the_error_is_unknown(tmp_path, error_file):
     path = {None: None, "missing": tmp_path / "nope.txt", "empty": tmp_path / "error.txt"}
     path["empty"].write_text("\n  \n")
     assert last_error(ray_trial(path[error_file])) == "unknown error"
+
+
+# A builder with knobs of its own and a loader with one; both from an uninstalled folder.
+OWN = """
+def build(input_shape, num_classes, hp, width=16, kernel_size=3):
+    raise AssertionError("not built here")
+
+
+def load(noise=0.0, share=0.5):
+    raise AssertionError("not loaded here")
+"""
+
+
+def own_spec(tmp_path, model_args=None, **params):
+    """A spec of the builder and loader above sampling `params` (name -> choices)."""
+    write_module(tmp_path, "own_knobs", OWN)
+    space = {name: {"type": "categorical", "choices": c} for name, c in params.items()}
+    return StudySpec.model_validate(
+        {
+            "model": {"name": "own_knobs:build", "args": model_args},
+            "dataset": {"name": "own_knobs:load"},
+            "space": {"params": {"lr": {"type": "float", "low": 1e-3, "high": 1e-1}, **space}},
+            "code_dir": str(tmp_path),
+        }
+    )
+
+
+def refusal(spec) -> str:
+    with pytest.raises(UserError) as raised:
+        check_own_knobs(spec)
+    return str(raised.value)
+
+
+def test_a_knob_of_the_builder_or_the_loader_is_theirs(tmp_path):
+    """A name that is not ours goes to the plug-in whose keyword argument it is."""
+    spec = own_spec(tmp_path, kernel_size=[3, 5], noise=[0.0, 0.1])
+    assert check_own_knobs(spec) == {"model": ["kernel_size"], "dataset": ["noise"]}
+
+
+@pytest.mark.parametrize(
+    "params, model_args, says",
+    [
+        ({"kernel_sise": [3]}, None, "space.params.kernel_sise: unknown name, not ours and not an "
+         "argument of own_knobs:build or own_knobs:load; did you mean 'kernel_size'?"),
+        ({"dropuot": [0.1]}, None, "did you mean 'dropout'?"),
+        ({"heads": [2, 4]}, None, "own_knobs:build or own_knobs:load takes width, kernel_size, "
+         "noise, share"),
+        ({"kernel_size": [3, 5]}, {"kernel_size": 3}, "space.params.kernel_size: also in "
+         "model.args; remove it from one of them"),
+    ],
+    ids=["a typo of theirs", "a typo of ours", "nothing close", "also in model.args"],
+)  # fmt: skip
+def test_any_other_name_is_refused_in_one_line(tmp_path, params, model_args, says):
+    """With the closest known name, or what the plug-ins take."""
+    line = refusal(own_spec(tmp_path, model_args, **params))
+    assert "\n" not in line and says in line, line
