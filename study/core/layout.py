@@ -105,6 +105,31 @@ class Layout:
         return self.study_dir / "report"
 
     @property
+    def ablation_csv(self) -> Path:
+        """`study ablate`'s table: the change in the metric per regularizer removed."""
+        return self.study_dir / "ablation.csv"
+
+    @property
+    def ablation_png(self) -> Path:
+        """`study ablate`'s forest plot."""
+        return self.study_dir / "ablation.png"
+
+    @property
+    def confirm_csv(self) -> Path:
+        """`study confirm`'s table: the top trials' means over seeds."""
+        return self.study_dir / "confirm.csv"
+
+    @property
+    def confirm_png(self) -> Path:
+        """`study confirm`'s forest plot."""
+        return self.study_dir / "confirm.png"
+
+    @property
+    def repeats_lock(self) -> Path:
+        """Held by the `study ablate` or `study confirm` that runs (one at a time)."""
+        return self.study_dir / "repeats.lock"
+
+    @property
     def errors_file(self) -> Path:
         """Where the tracebacks of the engines' errors during a study go (one line each on
         the console names it)."""
@@ -128,6 +153,11 @@ class Layout:
     def ray_experiment(self) -> Path:
         """Ray's folder of this study's trials (a local or shared folder)."""
         return Path(self.ray_storage) / self.name
+
+    def repeats_experiment(self, role: str) -> str:
+        """The name of Ray's experiment folder of `study ablate` or `study confirm` (`role`),
+        beside the study's."""
+        return f"{self.name}.{role}"
 
     def trial_dir(self, trial_id: str) -> Path:
         """The folder of Ray trial `trial_id`: its checkpoints and error.txt."""
