@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from study import repeats, report
+from study import report, seeded
 from study.core import TrialConfig, label
 from study.errors import UserError
 from study.evidence import paired_interval, t_interval, verdict
@@ -66,11 +66,11 @@ def pick(table: list[dict], best: list[dict], name: str | None, study: str, metr
 def plan(spec: StudySpec, root: Path, trial: str | None = None, seeds: int = 5) -> Plan:
     """Check the ablation's input and load the study's data; UserError (exit 2) before
     anything runs."""
-    repeats.check_seeds(seeds)
+    seeded.check_seeds(seeds)
     layout = spec.layout(root)
-    client, experiment_id, parent_id, table, best = repeats.ranked_trials(spec, layout)
+    client, experiment_id, parent_id, table, best = seeded.ranked_trials(spec, layout)
     row = pick(table, best, trial, spec.name, spec.metric)
-    config = repeats.retrained(row)
+    config = seeded.retrained(row)
     made, skipped = variants(config)
     checked = prepare_resume(spec, root)
     first = config.run.seed
@@ -78,11 +78,11 @@ def plan(spec: StudySpec, root: Path, trial: str | None = None, seeds: int = 5) 
                 made, skipped, list(range(first, first + seeds)))  # fmt: skip
 
 
-def runs_of(plan: Plan) -> list[repeats.Repeat]:
+def runs_of(plan: Plan) -> list[seeded.Repeat]:
     """Every (variant, seed) run of the ablation."""
     trial = plan.row["trial"]
     return [
-        repeats.Repeat(v.name, seed, v.apply(plan.trial).seeded(seed).flat(),
+        seeded.Repeat(v.name, seed, v.apply(plan.trial).seeded(seed).flat(),
                        f"{trial} {v.name} seed {seed}")
         for v in plan.variants
         for seed in plan.seeds
@@ -138,7 +138,9 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
         )
     where, runs = (plan.experiment_id, plan.parent_id), runs_of(plan)
     name, key = f"ablation {row['run_name']}", {TRIAL_KEY: row["trial"]}
-    role_id, values = repeats.recorded(
+    from study.repeats import recorded  # Ray: once the input is checked
+
+    role_id, values = recorded(
         spec, layout, plan.checked.data, client, where, ROLE, name, key, runs, console
     )
     frame = pd.DataFrame(summarize(values, plan.variants, seeds, spec.mode))

@@ -336,7 +336,7 @@ def _repeated(command: str, name: str, spec: "StudySpec", folder: Path, work: ob
     import traceback
 
     from study.outages import brief
-    from study.repeats import Interrupted
+    from study.seeded import Interrupted
 
     try:
         work()

@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from study import repeats, report
+from study import report, seeded
 from study.core import TrialConfig
 from study.errors import UserError
 from study.evidence import Interval, paired_interval, ranked_means, t_interval
@@ -41,28 +41,28 @@ class Plan:
 def plan(spec: StudySpec, root: Path, top: int = 3, seeds: int = 5) -> Plan:
     """Check the confirmation's input and load the study's data; UserError (exit 2) before
     anything runs."""
-    repeats.check_seeds(seeds)
+    seeded.check_seeds(seeds)
     if top < 1:
         raise UserError(f"--top: {top}; use 1 or more")
     layout = spec.layout(root)
-    client, experiment_id, parent_id, _, best = repeats.ranked_trials(spec, layout)
+    client, experiment_id, parent_id, _, best = seeded.ranked_trials(spec, layout)
     if top > len(best):
         raise UserError(
             f"--top: {top}, but study {spec.name!r} has {len(best)} finished trials with a "
             f"{spec.metric}; use --top {len(best)} or fewer"
         )
     rows = best[:top]
-    configs = {row["trial"]: repeats.retrained(row) for row in rows}
+    configs = {row["trial"]: seeded.retrained(row) for row in rows}
     checked = prepare_resume(spec, root)
     first = configs[rows[0]["trial"]].run.seed  # the study's seed: every trial's
     return Plan(checked.spec, root, checked, client, experiment_id, parent_id, rows, configs,
                 list(range(first, first + seeds)))  # fmt: skip
 
 
-def runs_of(plan: Plan) -> list[repeats.Repeat]:
+def runs_of(plan: Plan) -> list[seeded.Repeat]:
     """Every (trial, seed) run of the confirmation."""
     return [
-        repeats.Repeat(row["trial"], seed, plan.configs[row["trial"]].seeded(seed).flat(),
+        seeded.Repeat(row["trial"], seed, plan.configs[row["trial"]].seeded(seed).flat(),
                        f"{row['run_name']} seed {seed}")
         for row in plan.rows
         for seed in plan.seeds
@@ -106,7 +106,9 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
         highlight=False,
     )
     where, runs = (plan.experiment_id, plan.parent_id), runs_of(plan)
-    role_id, values = repeats.recorded(
+    from study.repeats import recorded  # Ray: once the input is checked
+
+    role_id, values = recorded(
         spec,
         layout,
         plan.checked.data,
