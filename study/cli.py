@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -330,9 +331,10 @@ SeedsOption = Annotated[
 ]
 
 
-def _repeated(command: str, name: str, spec: "StudySpec", folder: Path, work: object) -> None:
-    """Run `work` (an ablation's or a confirmation's run): an interruption or an error of its
-    own is one line (the traceback in the study's errors.txt), exit 130 or 1."""
+def _repeated(command: str, spec: "StudySpec", folder: Path, work: Callable[[], object]) -> None:
+    """Run `work` (an ablation's or a confirmation's run; `command` the one that continues
+    it): an interruption or an error of its own is one line (the traceback in the study's
+    errors.txt), exit 130 or 1."""
     import traceback
 
     from study.outages import brief
@@ -344,8 +346,8 @@ def _repeated(command: str, name: str, spec: "StudySpec", folder: Path, work: ob
         _fail(error)
     except Interrupted as error:
         errors.print(
-            f"interrupted: {error.done} of {error.wanted} runs recorded; `study {command} "
-            f"{name}` again trains the other {error.wanted - error.done}",
+            f"interrupted: {error.done} of {error.wanted} runs recorded; `{command}` again "
+            f"trains the other {error.wanted - error.done}",
             highlight=False,
             soft_wrap=True,
         )
@@ -356,8 +358,8 @@ def _repeated(command: str, name: str, spec: "StudySpec", folder: Path, work: ob
         with layout.errors_file.open("a") as file:
             file.write("".join(traceback.format_exception(error)) + "\n")
         errors.print(
-            f"error: study {command} stopped on {brief(error)} (traceback: "
-            f"{layout.errors_file}); once it is fixed, `study {command} {name}` continues",
+            f"error: {command.split(' --')[0]} stopped on {brief(error)} (traceback: "
+            f"{layout.errors_file}); once it is fixed, `{command}` continues",
             highlight=False,
             soft_wrap=True,
         )
@@ -385,7 +387,9 @@ def ablate(
         made = ablation.plan(spec, folder, trial, seeds)
     except UserError as error:
         _fail(error)
-    _repeated("ablate", name, spec, folder, lambda: ablation.run(made, console))
+    again = f"study ablate {name}" + (f" --trial {trial}" if trial else "")
+    again += f" --seeds {seeds}" if seeds != 5 else ""
+    _repeated(again, spec, folder, lambda: ablation.run(made, console))
 
 
 @app.command()
@@ -408,7 +412,8 @@ def confirm(
         made = confirmation.plan(spec, folder, top, seeds)
     except UserError as error:
         _fail(error)
-    _repeated("confirm", name, spec, folder, lambda: confirmation.run(made, console))
+    again = f"study confirm {name} --top {top}" + (f" --seeds {seeds}" if seeds != 5 else "")
+    _repeated(again, spec, folder, lambda: confirmation.run(made, console))
 
 
 @app.command()
