@@ -360,6 +360,7 @@ def evidence(layout: Any) -> tuple[list[str], dict[str, Path], dict[str, str]]:
     style = {"index": False, "float_format": "{:.4f}".format, "na_rep": ""}
     if layout.ablation_csv.exists() and layout.ablation_png.exists():
         frame = pd.read_csv(layout.ablation_csv, keep_default_na=False, na_values=[""])
+        frame["pairs"] = frame["pairs"].astype("Int64")  # a count (none on the config's row)
         rows = frame[frame["variant"] != BASE_VARIANT]
         seeds = int(frame["seeds"].max())
         said = "; ".join(

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["throughput", "overhead", "tracking", "search", "scale", "placement", "patience"]
+BENCHMARKS = [
+    "throughput",
+    "overhead",
+    "tracking",
+    "search",
+    "scale",
+    "placement",
+    "patience",
+    "ablation",
+]
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
