@@ -161,8 +161,12 @@ def train_missing(
         client.tracking_uri, experiment_id, role_id, role, names, spec.metric, spec.mode
     )
     connect(spec)
+    # No ASHA here: checkpoints only at the end and every cluster.checkpoint_every epochs.
+    unscheduled = spec.model_copy(
+        update={"scheduler": spec.scheduler.model_copy(update={"name": "none"})}
+    )
     tuner = tune.Tuner(
-        with_data(spec, data),
+        with_data(unscheduled, data),
         param_space=space,
         tune_config=tune.TuneConfig(
             # A plain list: each point is one trial, no searcher and no scheduler decide.
