@@ -16,7 +16,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search import BasicVariantGenerator
 from rich.console import Console
 from rich.markup import escape
 
