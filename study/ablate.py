@@ -23,7 +23,7 @@ from study.preflight import Checked, prepare_resume
 from study.spec import StudySpec
 from study.variants import BASE, Variant, variants
 
-ROLE = "ablation"
+ROLE = "ablation"  # its MLflow role (study.core.layout.REPEAT_ROLES)
 TRIAL_KEY = "ablation.trial"  # the ablation run's tag: the trial it ablates
 
 

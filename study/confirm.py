@@ -20,7 +20,7 @@ from study.evidence import Interval, paired_interval, ranked_means, t_interval
 from study.preflight import Checked, prepare_resume
 from study.spec import StudySpec
 
-ROLE = "confirm"
+ROLE = "confirm"  # its MLflow role (study.core.layout.REPEAT_ROLES)
 
 
 @dataclass(frozen=True)

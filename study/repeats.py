@@ -12,6 +12,8 @@ RUNNING, or one that failed, is deleted and trained again.
 import json
 import math
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -160,6 +162,10 @@ def train_missing(
     tracker = RepeatTracker(
         client.tracking_uri, experiment_id, role_id, role, names, spec.metric, spec.mode
     )
+    # Ray's folder of the last call holds nothing a run needs (MLflow is the record, a
+    # failure's traceback is on its run): started anew, so it does not grow call after call.
+    folder = Path(layout.ray_storage) / layout.repeats_experiment(role)
+    shutil.rmtree(folder, ignore_errors=True)
     connect(spec)
     # No ASHA here: checkpoints only at the end and every cluster.checkpoint_every epochs.
     unscheduled = spec.model_copy(

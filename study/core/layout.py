@@ -15,6 +15,7 @@ SPEC_FILE = "spec.yaml"
 FOUND_FILE = "found.yaml"  # what preflight found: data source, shape, statistics, model file
 LOCK_FILE = "driver.lock"  # in the study's folder, held by its driver
 DRIVER_FILE = "driver.json"  # beside it: who holds it, for the messages
+REPEAT_ROLES = ("ablation", "confirm")  # `study ablate`, `study confirm`: their MLflow roles
 
 
 def store_uri(root: Path) -> str:
@@ -158,6 +159,11 @@ class Layout:
         """The name of Ray's experiment folder of `study ablate` or `study confirm` (`role`),
         beside the study's."""
         return f"{self.name}.{role}"
+
+    @property
+    def repeats_dirs(self) -> list[Path]:
+        """Ray's experiment folders of `study ablate` and `study confirm`."""
+        return [Path(self.ray_storage) / self.repeats_experiment(r) for r in REPEAT_ROLES]
 
     def trial_dir(self, trial_id: str) -> Path:
         """The folder of Ray trial `trial_id`: its checkpoints and error.txt."""

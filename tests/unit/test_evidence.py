@@ -222,3 +222,14 @@ def test_a_list_of_configs_is_a_param_space_every_config_sets_all_of():
     assert full[0] == {"lr": 0.01, "seed": 0, "model": {"widths": [8]}, "batch_norm": False,
                        "stop_epoch": None}  # fmt: skip
     assert len({config_key(c) for c in full}) == 3
+
+
+def test_the_layout_knows_the_roles_ray_folders(tmp_path):
+    from study.core.layout import REPEAT_ROLES
+    from study.spec import StudySpec
+
+    assert (ablate.ROLE, confirm.ROLE) == REPEAT_ROLES
+    layout = StudySpec().layout(tmp_path)
+    assert [p.name for p in layout.repeats_dirs] == [
+        "digits-regularization.ablation", "digits-regularization.confirm",
+    ]  # fmt: skip
