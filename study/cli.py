@@ -1,4 +1,5 @@
-"""The `study` command: run, resume, status, report, export, train, ui, spaces."""
+"""The `study` command: run, resume, status, report, export, train, ablate, confirm, ui,
+spaces."""
 
 import os
 import signal
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -326,6 +328,100 @@ def train(
         retrain(config, console, test=test, seeds=seeds, register=register, log=log, refit=refit)
     except UserError as error:
         _fail(error)
+
+
+TrialOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--trial", help="The trial to ablate, e.g. t007 [default: the best]."),
+]
+SeedsOption = Annotated[
+    int, typer.Option("--seeds", help="Training seeds per config: s, s+1, ... (2 or more).")
+]
+
+
+def _repeated(command: str, spec: "StudySpec", folder: Path, work: Callable[[], object]) -> None:
+    """Run `work` (an ablation's or a confirmation's run; `command` the one that continues
+    it): an interruption or an error of its own is one line (the traceback in the study's
+    errors.txt), exit 130 or 1."""
+    import traceback
+
+    from study.outages import brief
+    from study.seeded import Interrupted
+
+    try:
+        work()
+    except UserError as error:
+        _fail(error)
+    except Interrupted as error:
+        errors.print(
+            f"interrupted: {error.done} of {error.wanted} runs recorded; `{command}` again "
+            f"trains the other {error.wanted - error.done}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    except Exception as error:  # noqa: BLE001  (one line for whatever stopped it)
+        layout = spec.layout(folder)
+        layout.errors_file.parent.mkdir(parents=True, exist_ok=True)
+        with layout.errors_file.open("a") as file:
+            file.write("".join(traceback.format_exception(error)) + "\n")
+        errors.print(
+            f"error: {command.split(' --')[0]} stopped on {brief(error)} (traceback: "
+            f"{layout.errors_file}); once it is fixed, `{command}` continues",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def ablate(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    trial: TrialOption = None,
+    seeds: SeedsOption = 5,
+    root: RootOption = None,
+) -> None:
+    """What each regularizer of the best trial is worth: the config and a variant per
+    regularizer on in it, switched off (BatchNorm also on where it is off), each over
+    --seeds seeds through Ray; the change paired by seed with 95% CIs and a verdict."""
+    from study.preflight import saved_spec
+    from study.spec import root_folder
+
+    try:
+        folder = root_folder(root)
+        spec = saved_spec(folder, name)
+        from study import ablate as ablation
+
+        made = ablation.plan(spec, folder, trial, seeds)
+    except UserError as error:
+        _fail(error)
+    again = f"study ablate {name}" + (f" --trial {trial}" if trial else "")
+    again += f" --seeds {seeds}" if seeds != 5 else ""
+    _repeated(again, spec, folder, lambda: ablation.run(made, console))
+
+
+@app.command()
+def confirm(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    top: Annotated[int, typer.Option("--top", help="How many of the best trials.")] = 3,
+    seeds: SeedsOption = 5,
+    root: RootOption = None,
+) -> None:
+    """The top trials retrained over --seeds seeds each through Ray, ranked by mean with 95%
+    CIs, and which are indistinguishable from the first at this number of seeds."""
+    from study.preflight import saved_spec
+    from study.spec import root_folder
+
+    try:
+        folder = root_folder(root)
+        spec = saved_spec(folder, name)
+        from study import confirm as confirmation
+
+        made = confirmation.plan(spec, folder, top, seeds)
+    except UserError as error:
+        _fail(error)
+    again = f"study confirm {name} --top {top}" + (f" --seeds {seeds}" if seeds != 5 else "")
+    _repeated(again, spec, folder, lambda: confirmation.run(made, console))
 
 
 @app.command()

@@ -202,9 +202,11 @@ def record_of(run: Any) -> TrialRecord:
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
-    """Every child run of a study's parent run."""
+    """Every trial's child run of a study's parent run (not the runs of `study ablate` and
+    `study confirm` nested beside them, which carry no trial number)."""
     query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
-    return client.search_runs([experiment_id], filter_string=query, max_results=50000)
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=50000)
+    return [run for run in runs if TRIAL_TAG in run.data.tags]
 
 
 def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:

@@ -15,6 +15,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from study import analysis, results, sampling
 from study.core import FINISHED, SCORED
@@ -60,6 +61,29 @@ def save(made: Figure, path: Path) -> Path:
     made.tight_layout()
     made.savefig(path, dpi=110)
     return path
+
+
+def tick_label(value: float, position: int | None = None) -> str:
+    """A log axis's tick as run names write numbers: 2e-3 below 0.01, else 0.02, 0.5, 10."""
+    if value != 0 and abs(value) < 0.01:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:g}"
+
+
+def log_x(axis: Axes) -> None:
+    """A log x axis whose tick labels never run into each other: call it once the data is
+    plotted. Labels at 1, 2, 3 and 5 of each decade over one decade or less, at 1, 2 and 5
+    over two or less (matplotlib's own labels every minor tick there, 2x10^-3 3x10^-3
+    4x10^-3 ... on top of each other), at the decades over more. Minor ticks stay,
+    unlabelled."""
+    axis.set_xscale("log")
+    low, high = axis.dataLim.intervalx
+    decades = np.log10(high / low) if 0 < low < high else math.inf
+    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    axis.xaxis.set_major_locator(LogLocator(subs=subs))
+    axis.xaxis.set_major_formatter(FuncFormatter(tick_label))
+    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def outcome_legend(axis: Axes, outcomes: list[str], best: str | None) -> None:
@@ -158,7 +182,7 @@ def plot_marginals(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path
                 axis.scatter(group[param], group[metric], color=COLORS[outcome], label=outcome,
                              alpha=0.8)  # fmt: skip
             if is_log(spec, param):
-                axis.set_xscale("log")
+                log_x(axis)
             axis.legend(fontsize=8)
         axis.set(title=f"{metric} vs {param}", xlabel=param + (" (log)" if is_log(spec, param)
                  else ""), ylabel=f"final {metric}")  # fmt: skip
@@ -168,8 +192,10 @@ def plot_marginals(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path
         for value, color in ((True, "#1b9e77"), (False, "#d95f02")):
             group = scored[scored["batch_norm"] == value]
             axis.scatter(group["lr"], group[metric], color=color, label=f"batch_norm={value}")
-        axis.set_xscale("log" if is_log(spec, "lr") else "linear")
-        axis.set(title=f"BatchNorm x lr: {metric}", xlabel="lr (log)", ylabel=f"final {metric}")
+        if is_log(spec, "lr"):
+            log_x(axis)
+        axis.set(title=f"BatchNorm x lr: {metric}", ylabel=f"final {metric}",
+                 xlabel="lr (log)" if is_log(spec, "lr") else "lr")  # fmt: skip
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[panels:]:
@@ -219,8 +245,10 @@ def plot_parallel(spec: StudySpec, table: pd.DataFrame, metric: str, path: Path)
     for position, marks in enumerate(ticks):
         axis.axvline(position, color="black", linewidth=0.8)
         for y, label in marks:
+            # on a white ground: the trials' lines run through the ends of the axes
             axis.annotate(label, (position, y), xytext=(4, 0), textcoords="offset points",
-                          fontsize=8, va="center")  # fmt: skip
+                          fontsize=8, va="center", zorder=3,
+                          bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     labels = [p + (" (log)" if not is_categorical(spec, p) and is_log(spec, p) else "")
               for p in params]  # fmt: skip
     axis.set_xticks(x, [*labels, metric])
@@ -246,6 +274,118 @@ def plot_leaderboard(board: pd.DataFrame, metric: str, at: list[int], path: Path
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="lower right")
     return save(made, path)
+
+
+VERDICT_COLORS = {"helps": "#1b9e77", "hurts": "#d95f02"}  # no effect detectable: grey
+BASE_VARIANT = "the config itself"
+
+
+def better_side(mode: str) -> str:
+    return "higher is better" if mode == "max" else "lower is better"
+
+
+def plot_ablation(frame: pd.DataFrame, metric: str, mode: str, title: str, path: Path) -> Path:
+    """The ablation's forest plot: per variant, the mean change in the metric from the config
+    itself (paired by seed) with its 95% interval, coloured by the verdict written beside."""
+    base = frame[frame["variant"] == BASE_VARIANT].iloc[0]
+    rows = frame[frame["variant"] != BASE_VARIANT].reset_index(drop=True)
+    made, axis = figure(10, 0.55 * max(len(rows), 1) + 2.2)
+    y = np.arange(len(rows))[::-1]
+    for position, (_, row) in zip(y, rows.iterrows(), strict=True):
+        color = VERDICT_COLORS.get(row["verdict"], "#777777")
+        error = [[row["change"] - row["change_low"]], [row["change_high"] - row["change"]]]
+        axis.errorbar(row["change"], position, xerr=error, fmt="o", color=color, capsize=4,
+                      markersize=7, linewidth=2)  # fmt: skip
+    axis.axvline(0, color="black", linewidth=0.8)
+    labels = [
+        r["variant"] if r["regularizer"] == "batch_norm" else f"{r['variant']} (was {r['setting']})"
+        for _, r in rows.iterrows()
+    ]
+    axis.set_yticks(y, labels)
+    axis.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    axis.set_ylim(-0.7, len(rows) - 0.3)
+    verdicts = axis.twinx()
+    verdicts.set_ylim(axis.get_ylim())
+    verdicts.set_yticks(y, list(rows["verdict"]))
+    for label, verdict in zip(verdicts.get_yticklabels(), rows["verdict"], strict=True):
+        label.set_color(VERDICT_COLORS.get(verdict, "#555555"))
+    seeds = int(base["seeds"])
+    axis.set(
+        title=f"{title}\nthe config itself: {metric} {base['mean']:.4f} over {seeds} seeds",
+        xlabel=f"change in {metric} from the config itself, paired by seed, 95% CI "
+        f"({better_side(mode)})",
+    )
+    axis.grid(alpha=0.3, axis="x")
+    return save(made, path)
+
+
+def plot_confirm(frame: pd.DataFrame, metric: str, mode: str, path: Path) -> Path:
+    """The confirmation's forest plot: per trial, best first, its mean over the seeds with a
+    95% interval, the value the study's single run reported, and the first's mean."""
+    made, axis = figure(10, 0.55 * max(len(frame), 1) + 2.2)
+    axis.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    y = np.arange(len(frame))[::-1]
+    for position, (_, row) in zip(y, frame.iterrows(), strict=True):
+        same = bool(row["indistinguishable"]) or row["rank"] == 1
+        color = "#1b9e77" if same else "#d95f02"
+        error = [[row["mean"] - row["mean_low"]], [row["mean_high"] - row["mean"]]]
+        axis.errorbar(row["mean"], position, xerr=error, fmt="o", color=color, capsize=4,
+                      markersize=7, linewidth=2)  # fmt: skip
+        axis.scatter(row["study_value"], position, marker="D", facecolors="none",
+                     edgecolors="black", zorder=3)  # fmt: skip
+    first = frame.iloc[0]
+    axis.axvline(first["mean"], color="gray", linestyle="--", linewidth=1)
+    axis.set_yticks(y, [f"{r['rank']}. {r['run_name']}" for _, r in frame.iterrows()])
+    axis.set_ylim(-0.7, len(frame) - 0.3)
+    name = first["trial"]
+    handles = [
+        Line2D([], [], color="#1b9e77", marker="o", label=f"indistinguishable from {name}"),
+        Line2D([], [], color="#d95f02", marker="o", label=f"apart from {name}"),
+        Line2D([], [], color="black", marker="D", linestyle="", markerfacecolor="none",
+               label="the study's single run"),
+    ]  # fmt: skip
+    axis.legend(handles=handles, fontsize=8, loc="best")
+    axis.set(
+        title=f"the top {len(frame)} trials over {int(first['seeds'])} seeds",
+        xlabel=f"{metric}, mean over the seeds and its 95% CI ({better_side(mode)})",
+    )
+    axis.grid(alpha=0.3, axis="x")
+    return save(made, path)
+
+
+def evidence(layout: Any) -> tuple[list[str], dict[str, Path], dict[str, str]]:
+    """The summary lines, plots and tables of `study ablate` and `study confirm`, where the
+    study has them."""
+    lines, images, tables = [], {}, {}
+    style = {"index": False, "float_format": "{:.4f}".format, "na_rep": ""}
+    if layout.ablation_csv.exists() and layout.ablation_png.exists():
+        frame = pd.read_csv(layout.ablation_csv, keep_default_na=False, na_values=[""])
+        frame["pairs"] = frame["pairs"].astype("Int64")  # a count (none on the config's row)
+        rows = frame[frame["variant"] != BASE_VARIANT]
+        seeds = int(frame["seeds"].max())
+        said = "; ".join(
+            f"{r['variant']}: {r['verdict']} ({r['change']:+.4f})" for _, r in rows.iterrows()
+        )
+        what = f"change in {frame['metric'].iloc[0]}, paired by seed"
+        lines.append(
+            f"Ablation of {frame['trial'].iloc[0]} over {seeds} seeds ({what}): "
+            f"{said or 'nothing to remove'}."
+        )
+        images["Ablation (study ablate)"] = layout.ablation_png
+        tables["Ablation: each variant over the seeds, change paired by seed"] = frame.to_html(
+            **style
+        )
+    if layout.confirm_csv.exists() and layout.confirm_png.exists():
+        frame = pd.read_csv(layout.confirm_csv)
+        same = list(frame.loc[frame["indistinguishable"] & (frame["rank"] > 1), "trial"])
+        first = frame["trial"].iloc[0]
+        lines.append(
+            f"Confirmation of the top {len(frame)} over {int(frame['seeds'].max())} seeds: {first} "
+            f"first by mean; indistinguishable from it: {', '.join(same) or 'none'}."
+        )
+        images["Confirmation (study confirm)"] = layout.confirm_png
+        tables["Confirmation: the top trials over the seeds"] = frame.to_html(**style)
+    return lines, images, tables
 
 
 def page(name: str, summary: list[str], images: dict[str, Path], tables: dict[str, str]) -> str:
@@ -315,6 +455,9 @@ def report(spec: StudySpec, root: Path, **limits: float | None) -> dict[str, Any
     fits = fits.drop(columns=["trial"]).reset_index()
     board.to_csv(folder / "leaderboard.csv", index=False)
     fits.to_csv(folder / "diagnosis.csv", index=False)
+    more, shown, listed = evidence(layout)  # study ablate and study confirm, if run
+    lines += more
+    images.update(shown)
     (folder / "summary.txt").write_text("\n".join(lines) + "\n")
     style = {"index": False, "float_format": "{:.4f}".format, "na_rep": "-"}
     tables = {
@@ -322,6 +465,7 @@ def report(spec: StudySpec, root: Path, **limits: float | None) -> dict[str, Any
             **style
         ),
         "Fit diagnosis per trial": fits.to_html(**style),
+        **listed,
     }
     (folder / "report.html").write_text(page(spec.name, lines, images, tables))
     client.log_artifacts(parent_id, str(folder), "report")

@@ -32,7 +32,8 @@ def forget(layout: Layout) -> None:
     for path in layout.study_dir.iterdir():
         if path not in (layout.driver_lock, layout.driver_record):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    shutil.rmtree(layout.ray_experiment, ignore_errors=True)
+    for folder in (layout.ray_experiment, *layout.repeats_dirs):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def open_records(layout: Layout) -> tuple[MlflowClient, str]:

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     "throughput", "overhead", "tracking", "search", "scale", "placement", "patience", "folds",
+    "ablation",
 ]  # fmt: skip
 ELSEWHERE = ["lcbench"]  # tests/test_lcbench.py runs it with --quick and checks its table
 

@@ -15,6 +15,7 @@ SPEC_FILE = "spec.yaml"
 FOUND_FILE = "found.yaml"  # what preflight found: data source, shape, statistics, model file
 LOCK_FILE = "driver.lock"  # in the study's folder, held by its driver
 DRIVER_FILE = "driver.json"  # beside it: who holds it, for the messages
+REPEAT_ROLES = ("ablation", "confirm")  # `study ablate`, `study confirm`: their MLflow roles
 
 
 def store_uri(root: Path) -> str:
@@ -105,6 +106,31 @@ class Layout:
         return self.study_dir / "report"
 
     @property
+    def ablation_csv(self) -> Path:
+        """`study ablate`'s table: the change in the metric per regularizer removed."""
+        return self.study_dir / "ablation.csv"
+
+    @property
+    def ablation_png(self) -> Path:
+        """`study ablate`'s forest plot."""
+        return self.study_dir / "ablation.png"
+
+    @property
+    def confirm_csv(self) -> Path:
+        """`study confirm`'s table: the top trials' means over seeds."""
+        return self.study_dir / "confirm.csv"
+
+    @property
+    def confirm_png(self) -> Path:
+        """`study confirm`'s forest plot."""
+        return self.study_dir / "confirm.png"
+
+    @property
+    def repeats_lock(self) -> Path:
+        """Held by the `study ablate` or `study confirm` that runs (one at a time)."""
+        return self.study_dir / "repeats.lock"
+
+    @property
     def errors_file(self) -> Path:
         """Where the tracebacks of the engines' errors during a study go (one line each on
         the console names it)."""
@@ -128,6 +154,16 @@ class Layout:
     def ray_experiment(self) -> Path:
         """Ray's folder of this study's trials (a local or shared folder)."""
         return Path(self.ray_storage) / self.name
+
+    def repeats_experiment(self, role: str) -> str:
+        """The name of Ray's experiment folder of `study ablate` or `study confirm` (`role`),
+        beside the study's."""
+        return f"{self.name}.{role}"
+
+    @property
+    def repeats_dirs(self) -> list[Path]:
+        """Ray's experiment folders of `study ablate` and `study confirm`."""
+        return [Path(self.ray_storage) / self.repeats_experiment(r) for r in REPEAT_ROLES]
 
     def trial_dir(self, trial_id: str) -> Path:
         """The folder of Ray trial `trial_id`: its checkpoints and error.txt."""
