@@ -38,8 +38,8 @@ def studies(quick: bool) -> dict[str, tuple[StudySpec, StudySpec]]:
         shipped = params.pop("patience", None)
         choices = shipped["choices"] if shipped else DIGITS_PATIENCE
         if quick:
-            raw["search"] = {**raw["search"], "num_samples": 4}
-            raw["scheduler"] = {**raw["scheduler"], "max_epochs": 6, "grace_period": 2}
+            raw["search"] = {**raw["search"], "num_samples": 2}
+            raw["scheduler"] = {**raw["scheduler"], "max_epochs": 4, "grace_period": 2}
         without = {**raw, "space": {"params": params}}
         patient = {"type": "categorical", "choices": choices}
         sampled = {**raw, "space": {"params": {**params, "patience": patient}}}

@@ -155,12 +155,15 @@ def main() -> None:
     trials, epochs = (2, 2) if args.quick else (args.trials, 27)
     grace = min(args.grace, epochs)
     budget = trials * epochs // 3  # a third of what a search without early stopping spends
-    runs: dict[str, list[list[float]]] = {method: [] for method in METHODS}
-    seconds: dict[str, float] = dict.fromkeys(METHODS, 0.0)
+    # --quick: the three methods the target compares
+    target = ["TPE", "TPE + ASHA, stock OptunaSearch", "TPE + ASHA, ours (pruned)"]
+    methods = target if args.quick else list(METHODS)
+    runs: dict[str, list[list[float]]] = {method: [] for method in methods}
+    seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
     with tempfile.TemporaryDirectory() as folder:
         data = None
         for seed in range(seeds):
-            for method in METHODS:
+            for method in methods:
                 root = Path(folder) / f"{seed}-{list(METHODS).index(method)}"
                 if data is None:
                     spec = StudySpec()
@@ -180,9 +183,9 @@ def main() -> None:
                         )
                     )
                 seconds[method] += elapsed[0]
-    best = [max(max(runs[m][seed]) for m in METHODS) for seed in range(seeds)]
+    best = [max(max(runs[m][seed]) for m in methods) for seed in range(seeds)]
     rows, needed = [], {}
-    for method in METHODS:
+    for method in methods:
         reached = [epochs_to(runs[method][s], best[s] - WITHIN) for s in range(seeds)]
         spent = [len(values) for values in runs[method]]
         counted = [r if r is not None else n for r, n in zip(reached, spent, strict=True)]

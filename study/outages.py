@@ -123,10 +123,10 @@ def retry(field: str, where: str, call: Callable[[], T], patience: float = PATIE
         except Exception as error:
             if not transient(error):
                 raise
+            WATCH.down(field, where, error, f"up to {patience:.0f} s")  # said before a give-up
             waited = time.monotonic() - started
             if waited + wait > patience:
                 raise StoreDown(field, where, waited, error) from error
-            WATCH.down(field, where, error, f"up to {patience:.0f} s")
             time.sleep(wait)
             wait = min(2 * wait, LONGEST_WAIT_S)
             continue

@@ -32,6 +32,27 @@ def study_cli(*args: str, root: Path, timeout: float = 600) -> subprocess.Comple
     )
 
 
+def study_here(*args: str, root: Path) -> subprocess.CompletedProcess:
+    """A reading command (status, export, report) through the CLI's own entry point in this
+    process: its exit code and streams as `study_cli` gives them, without a Python start and
+    MLflow's import per call. Commands that train or launch run as subprocesses."""
+    from typer.testing import CliRunner
+
+    from study import cli
+
+    width, cli.console.width = cli.console.width, 200
+    try:
+        done = CliRunner().invoke(cli.app, list(args), env={"STUDY_ROOT": str(root)})
+    finally:
+        cli.console.width = width
+    failed = (
+        ""
+        if done.exception is None or isinstance(done.exception, SystemExit)
+        else (f"{type(done.exception).__name__}: {done.exception}")
+    )
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr + failed)
+
+
 def files(folder: Path) -> dict[str, str]:
     """Every file under `folder` (relative path) and the sha256 of its bytes."""
     return {

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
-from tests.conftest import files, study_cli
+from study.cli import app
+from tests.conftest import files, study_cli, study_here
 from trainables import HYPERPARAMETERS
 
 pytestmark = pytest.mark.xdist_group("ablate")
@@ -59,8 +61,46 @@ def children(runs, parent_id):
     return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
 
 
-def test_ablate_trains_each_variant_and_seed_once_and_records_them_under_one_run(study):
+def count(db, sql: str, *args) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute(sql, args).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+CHILDREN = (
+    "select count(*) from runs join tags on runs.run_uuid = tags.run_uuid "
+    "where tags.key = 'mlflow.parentRunId' and runs.lifecycle_stage = 'active' "
+    "and runs.status = ? and tags.value in "
+    "(select run_uuid from tags where key = 'ablation.trial' and value = ?)"
+)
+
+
+def test_ablate_killed_mid_way_then_again_trains_each_variant_and_seed_once_under_one_run(study):
+    """The driver SIGKILLed while runs are under way; `study ablate` again deletes the runs it
+    left RUNNING, trains those and the ones never started, keeps the finished ones, and ends
+    with one run per variant and seed under one ablation run; a third call trains nothing."""
     root, best = study["root"], study["ranked"][0]
+    db, trial = root / "mlflow.db", best["trial"]
+    driver = subprocess.Popen(  # --trial names the best: the call without it continues it
+        [sys.executable, "-m", "study", "ablate", NAME, "--trial", trial, "--seeds", str(SEEDS)],
+        env={**os.environ, "STUDY_ROOT": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (
+        count(db, CHILDREN, "FINISHED", trial) >= 2 and count(db, CHILDREN, "RUNNING", trial) >= 1
+    ):
+        assert driver.poll() is None, "the ablation ended before the kill"
+        assert time.time() < deadline, "no two runs finished with one running"
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    assert driver.wait() == -signal.SIGKILL
+    finished = count(db, CHILDREN, "FINISHED", trial)
+    assert count(db, CHILDREN, "RUNNING", trial) >= 1  # left behind by the dead driver
+
     done = study_cli("ablate", NAME, "--seeds", str(SEEDS), root=root)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
@@ -68,6 +108,8 @@ def test_ablate_trains_each_variant_and_seed_once_and_records_them_under_one_run
     frame = pd.read_csv(root / "studies" / NAME / "ablation.csv")
     assert frame["variant"].iloc[0] == "the config itself"
     variants = list(frame["variant"])
+    total = len(variants) * SEEDS
+    assert f"{finished} of {total} runs recorded already" in out
     assert {"weight_decay off", "dropout off"} <= set(variants)
     assert ("batch_norm off" in variants) != ("batch_norm on" in variants)
     assert set(frame["verdict"].dropna()) <= set(VERDICTS)
@@ -80,7 +122,7 @@ def test_ablate_trains_each_variant_and_seed_once_and_records_them_under_one_run
     (ablation,) = [r for r in children(runs, parent.info.run_id) if "trial" not in r.data.tags]
     assert len(trials) == 4
     assert ablation.data.tags["study.role"] == "ablation" and ablation.info.status == "FINISHED"
-    assert ablation.data.tags["ablation.trial"] == best["trial"]
+    assert ablation.data.tags["ablation.trial"] == trial
     made = children(runs, ablation.info.run_id)
     keys = sorted((r.data.tags["repeat.group"], int(r.data.tags["repeat.seed"])) for r in made)
     groups = ["config" if v == "the config itself" else v for v in variants]
@@ -102,12 +144,11 @@ def test_ablate_trains_each_variant_and_seed_once_and_records_them_under_one_run
         logged = {a.path for a in client.list_artifacts(run_id)}
         assert {"ablation.csv", "ablation.png"} <= logged
 
-    status = study_cli("status", NAME, root=root)  # the trials, not the ablation's runs
+    status = study_here("status", NAME, root=root)  # the trials, not the ablation's runs
     assert f"{NAME}: finished, 4 of 4 trials started" in status.stdout, status.stdout
 
     again = study_cli("ablate", NAME, "--seeds", str(SEEDS), root=root)  # nothing to train
     assert again.returncode == 0, again.stderr[-3000:]
-    total = len(variants) * SEEDS
     assert f"{total} of {total} runs recorded already; training 0" in again.stdout
     assert len(records(root)[1]) == len(runs)
 
@@ -136,7 +177,7 @@ def test_confirm_ranks_the_top_trials_over_seeds_and_the_report_shows_both(study
 
     if not (root / "studies" / NAME / "ablation.csv").exists():  # this test run alone
         assert study_cli("ablate", NAME, "--seeds", str(SEEDS), root=root).returncode == 0
-    report = study_cli("report", NAME, root=root)
+    report = study_here("report", NAME, root=root)
     assert report.returncode == 0, report.stderr[-3000:]
     page = (root / "studies" / NAME / "report" / "report.html").read_text()
     assert "<h2>Ablation (study ablate)</h2>" in page
@@ -160,64 +201,10 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs(study):
         (["confirm", "empty"], "error: NAME: study 'empty' has no finished trial with a val_acc"),
         (["ablate", "nope"], "error: NAME: no study 'nope' under "),
     ]  # fmt: skip
-    for command, said in cases:
-        done = study_cli(*command, root=root)
-        assert done.returncode == 2, (command, done.stdout, done.stderr)
+    for command, said in cases:  # in this process: the CLI's own exit code and streams
+        done = CliRunner().invoke(app, command, env={"STUDY_ROOT": str(root)})
+        assert done.exit_code == 2, (command, done.stdout, done.stderr)
         assert done.stderr.startswith(said), (command, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert done.stdout == ""
     assert files(root) == before  # nothing recorded, no Ray folder, no lock
-
-
-def count(db, sql: str, *args) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return conn.execute(sql, args).fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-CHILDREN = (
-    "select count(*) from runs join tags on runs.run_uuid = tags.run_uuid "
-    "where tags.key = 'mlflow.parentRunId' and runs.lifecycle_stage = 'active' "
-    "and runs.status = ? and tags.value in "
-    "(select run_uuid from tags where key = 'ablation.trial' and value = ?)"
-)
-
-
-def test_sigkill_mid_ablation_then_ablate_again_is_exactly_once(study):
-    """The driver killed while runs are under way: `study ablate` again deletes the runs it
-    left RUNNING, trains those and the ones never started, and keeps the finished ones."""
-    root, trial = study["root"], study["ranked"][1]["trial"]
-    db = root / "mlflow.db"
-    command = ["ablate", NAME, "--trial", trial, "--seeds", str(SEEDS)]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "study", *command],
-        env={**os.environ, "STUDY_ROOT": str(root)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    while not (
-        count(db, CHILDREN, "FINISHED", trial) >= 2 and count(db, CHILDREN, "RUNNING", trial) >= 1
-    ):
-        assert driver.poll() is None, "the ablation ended before the kill"
-        assert time.time() < deadline, "no two runs finished with one running"
-        time.sleep(0.02)
-    driver.send_signal(signal.SIGKILL)
-    assert driver.wait() == -signal.SIGKILL
-    finished = count(db, CHILDREN, "FINISHED", trial)
-    assert count(db, CHILDREN, "RUNNING", trial) >= 1  # left behind by the dead driver
-
-    done = study_cli(*command, root=root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    _, runs, parent = records(root)
-    (ablation,) = [r for r in runs if r.data.tags.get("ablation.trial") == trial]
-    assert ablation.info.status == "FINISHED"
-    made = children(runs, ablation.info.run_id)
-    keys = [(r.data.tags["repeat.group"], int(r.data.tags["repeat.seed"])) for r in made]
-    groups = {group for group, _ in keys}
-    assert sorted(keys) == sorted((g, s) for g in groups for s in range(SEEDS))  # once each
-    assert all(r.info.status == "FINISHED" for r in made)
-    assert len(groups) == len(pd.read_csv(root / "studies" / NAME / "ablation.csv"))
-    assert f"{finished} of {len(keys)} runs recorded already" in done.stdout

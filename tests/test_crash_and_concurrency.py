@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import study_cli
+from tests.conftest import study_cli, study_here
 from tests.exactly_once import check_exactly_once
 
 NAME = "digits-regularization"
@@ -46,7 +46,7 @@ def test_studies_started_together_on_a_new_root_all_finish_whole(tmp_path):
     drivers = [start(root, f"name={name}", "search.num_samples=2") for name in names]
     # While the first runs, status says so and a second driver for it is refused.
     wait_for(drivers[0], lambda: (root / "studies" / names[0] / "driver.json").exists())
-    status = study_cli("status", names[0], root=root)
+    status = study_here("status", names[0], root=root)
     assert status.returncode == 0 and f"{names[0]}: running, " in status.stdout, status.stderr
     second = study_cli("resume", names[0], root=root)
     assert second.returncode == 2

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from study.cli import app
-from tests.conftest import study_cli
+from tests.conftest import study_cli, study_here
 from tests.exactly_once import check_exactly_once
 from trainables import DataError, fit, load_dataset
 
@@ -154,7 +154,7 @@ def test_a_cross_validated_study_end_to_end(tmp_path):
     assert run.data.metrics["val_acc"] == pytest.approx(np.mean(values), abs=1e-9)
 
     best = tmp_path / "best.yaml"
-    assert study_cli("export", "cv", "-o", str(best), root=root).returncode == 0
+    assert study_here("export", "cv", "-o", str(best), root=root).returncode == 0
     assert yaml.safe_load(best.read_text())["config"]["dataset"]["cv_folds"] == 3
     again = study_cli("train", str(best), "--no-log", root=root)
     assert again.returncode == 0, again.stderr[-2000:]

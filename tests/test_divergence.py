@@ -4,7 +4,7 @@ import optuna
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import study_cli
+from tests.conftest import study_cli, study_here
 
 
 def children_by(root, name: str, param: str) -> dict:
@@ -60,6 +60,6 @@ def test_a_diverged_trial_is_recorded_the_study_completes_and_exports_the_other(
     assert by_lr[1000.0].user_attrs["outcome"] == "diverged"
     assert by_lr[0.01].state == optuna.trial.TrialState.COMPLETE
 
-    export = study_cli("export", "diverge", "-o", str(tmp_path / "best.yaml"), root=root)
+    export = study_here("export", "diverge", "-o", str(tmp_path / "best.yaml"), root=root)
     assert export.returncode == 0
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["config"]["lr"] == 0.01

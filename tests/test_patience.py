@@ -97,7 +97,7 @@ def test_a_regression_study_with_patience_sampled_records_reproduces_and_reports
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from tests.conftest import study_cli
+    from tests.conftest import study_cli, study_here
     from tests.exactly_once import check_exactly_once
 
     spec = tmp_path / "patient.yaml"
@@ -129,17 +129,17 @@ def test_a_regression_study_with_patience_sampled_records_reproduces_and_reports
         trial = trials[int(run.data.tags["trial"]) - 1]
         assert trial.state.name == "COMPLETE" and trial.value == min(trained)
 
-    status = study_cli("status", "patient", root=root)
+    status = study_here("status", "patient", root=root)
     assert "patience_stopped 2" in status.stdout and "completed 2" in status.stdout
     out = tmp_path / "top"
-    assert study_cli("export", "patient", "--top", "4", "-o", str(out), root=root).returncode == 0
+    assert study_here("export", "patient", "--top", "4", "-o", str(out), root=root).returncode == 0
     bundles = [yaml.safe_load((f / "config.yaml").read_text()) for f in sorted(out.iterdir())]
     patient = next(b for b in bundles if b["config"]["patience"] == 3)
     retrain = study_cli("train", str(next(out.glob(f"*{patient['trial']}*")) / "config.yaml"),
                         "--no-log", root=root)  # fmt: skip
     assert retrain.returncode == 0, retrain.stderr[-2000:]
     assert "difference +0.0000" in retrain.stdout and "patience ran out" in retrain.stdout
-    report = study_cli("report", "patient", root=root)
+    report = study_here("report", "patient", root=root)
     assert report.returncode == 0, report.stderr[-2000:]
     assert "Patience stopped 2 of the 2 trials that had it on" in report.stdout
     assert "The best trial:" in report.stdout and "train_r2" in report.stdout

@@ -86,7 +86,7 @@ def test_stores_that_blink_are_waited_for_and_said_in_one_line_each(tmp_path):
     says each outage once and each return once, with no traceback."""
     if postgres_bin() is None and not os.environ.get("STUDY_REQUIRE_POSTGRES"):
         pytest.skip("no PostgreSQL server: apt-get install -y postgresql (.ci/run does)")
-    name, samples, epochs = "blinking-stores", 10, 6
+    name, samples, epochs = "blinking-stores", 6, 4
     with (
         postgres_service(("optuna",)) as postgres,
         mlflow_service(tmp_path) as tracking,

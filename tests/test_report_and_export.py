@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from benchmarks.common import free_port
 from study.analysis import Thresholds, diagnose, leaderboard
 from study.report import PLOTS
-from tests.conftest import files, study_cli
+from tests.conftest import files, study_cli, study_here
 from trainables.loop import load_state
 
 # One worker runs every test of the finished_study fixture, which is made once (pytest-xdist).
@@ -36,7 +36,7 @@ def png_size(path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def reported(finished_study):
-    done = study_cli("report", NAME, root=finished_study["root"])
+    done = study_here("report", NAME, root=finished_study["root"])
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -135,7 +135,7 @@ def test_export_top_k_bundles_carry_config_seed_version_run_and_checkpoint(
     finished_study, tmp_path
 ):
     root = finished_study["root"]
-    done = study_cli("export", NAME, "--top", "2", "-o", str(tmp_path / "out"), root=root)
+    done = study_here("export", NAME, "--top", "2", "-o", str(tmp_path / "out"), root=root)
     assert done.returncode == 0, done.stderr
     folders = sorted((tmp_path / "out").iterdir())
     assert [f.name[:6] for f in folders] == ["rank1-", "rank2-"]
@@ -158,7 +158,7 @@ def test_export_top_k_bundles_carry_config_seed_version_run_and_checkpoint(
 def test_export_to_a_file_writes_that_file_alone(finished_study, tmp_path):
     root = finished_study["root"]
     before = files(root)
-    done = study_cli("export", NAME, "-o", str(tmp_path / "best.yaml"), root=root)
+    done = study_here("export", NAME, "-o", str(tmp_path / "best.yaml"), root=root)
     assert done.returncode == 0, done.stderr
     assert files(root) == before
     assert [path.name for path in tmp_path.iterdir()] == ["best.yaml"]
@@ -166,32 +166,32 @@ def test_export_to_a_file_writes_that_file_alone(finished_study, tmp_path):
 
 def test_export_formats_rank_by_another_metric(finished_study, tmp_path):
     root = finished_study["root"]
-    as_json = study_cli("export", NAME, "--top", "3", "--format", "json", "--metric", "val_loss",
+    as_json = study_here("export", NAME, "--top", "3", "--format", "json", "--metric", "val_loss",
                         root=root)  # fmt: skip
     assert as_json.returncode == 0, as_json.stderr
     entries = json.loads(as_json.stdout)
     losses = [e["val_loss"] for e in entries]
     assert len(entries) == 3 and losses == sorted(losses)  # a loss ranks ascending
     path = tmp_path / "top.csv"
-    as_csv = study_cli("export", NAME, "--top", "3", "--format", "csv", "-o", str(path), root=root)
+    as_csv = study_here("export", NAME, "--top", "3", "--format", "csv", "-o", str(path), root=root)
     assert as_csv.returncode == 0
     frame = pd.read_csv(path)
     assert len(frame) == 3 and "config.lr" in frame.columns
-    as_yaml = study_cli("export", NAME, "--format", "yaml", "--mode", "min", root=root)
+    as_yaml = study_here("export", NAME, "--format", "yaml", "--mode", "min", root=root)
     worst = yaml.safe_load(as_yaml.stdout)[0]["val_acc"]
     assert worst == min(
         r["val_acc"]
         for r in json.loads((root / "studies" / NAME / "results.json").read_text())
         if r["outcome"] in ("completed", "early_stopped")
     )
-    bad = study_cli("export", NAME, "--format", "xml", root=root)
+    bad = study_here("export", NAME, "--format", "xml", root=root)
     assert bad.returncode == 2 and "--format: unknown value 'xml'" in bad.stderr
 
 
 def test_train_with_seeds_prints_mean_and_std_logs_a_run_and_registers(finished_study, tmp_path):
     root = finished_study["root"]
     best = tmp_path / "best.yaml"
-    assert study_cli("export", NAME, "-o", str(best), root=root).returncode == 0
+    assert study_here("export", NAME, "-o", str(best), root=root).returncode == 0
     done = study_cli("train", str(best), "--seeds", "2", "--register", "digits-best", root=root)
     assert done.returncode == 0, done.stderr[-3000:]
     seeds = [float(v) for v in re.findall(r"^seed \d+ +val_acc (\d\.\d+)", done.stdout, re.M)]

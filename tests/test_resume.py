@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from study.tracking import MlflowTracker
-from tests.conftest import files, study_cli
+from tests.conftest import files, study_cli, study_here
 from tests.exactly_once import check_exactly_once
 from trainables import HYPERPARAMETERS
 
@@ -60,7 +60,7 @@ def start(root, command: list[str]) -> subprocess.Popen:
 
 def assert_interrupted(root, pid: int) -> None:
     before = files(root)  # the study was killed before its stores existed
-    status = study_cli("status", NAME, root=root)
+    status = study_here("status", NAME, root=root)
     assert status.returncode == 0, status.stderr
     assert files(root) == before  # reading wrote nothing, made no store
     assert "mlflow.db" not in before and "INFO" not in status.stdout + status.stderr
@@ -103,7 +103,7 @@ def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):
     runs = check_exactly_once(root, NAME, SAMPLES, EPOCHS)
     assert any(r.data.tags["outcome"] == "early_stopped" for r in runs.values())
     before = files(root)
-    status = study_cli("status", NAME, root=root)
+    status = study_here("status", NAME, root=root)
     assert status.returncode == 0
     assert f"finished, {SAMPLES} of {SAMPLES} trials started" in status.stdout
     assert files(root) == before

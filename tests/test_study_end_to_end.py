@@ -9,7 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import trainables
-from tests.conftest import study_cli
+from tests.conftest import study_cli, study_here
 
 # One worker runs every test of the finished_study fixture, which is made once (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("finished_study")
@@ -113,7 +113,7 @@ def test_progress_prints_one_line_per_trial_and_the_best(finished_study):
 def test_export_then_train_reproduces_the_best_val_acc(finished_study, tmp_path):
     root = finished_study["root"]
     best_file = tmp_path / "best.yaml"
-    exported = study_cli("export", NAME, "-o", str(best_file), root=root)
+    exported = study_here("export", NAME, "-o", str(best_file), root=root)
     assert exported.returncode == 0, exported.stderr
     document = yaml.safe_load(best_file.read_text())
     config = document["config"]
@@ -127,7 +127,9 @@ def test_export_then_train_reproduces_the_best_val_acc(finished_study, tmp_path)
 
 
 def test_export_top_k_writes_ranked_bundles(finished_study, tmp_path):
-    done = study_cli("export", NAME, "--top", "3", "-o", str(tmp_path), root=finished_study["root"])
+    done = study_here(
+        "export", NAME, "--top", "3", "-o", str(tmp_path), root=finished_study["root"]
+    )
     assert done.returncode == 0, done.stderr
     files = sorted(tmp_path.glob("rank*/config.yaml"))
     values = [yaml.safe_load(p.read_text())["value"] for p in files]

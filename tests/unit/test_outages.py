@@ -87,6 +87,21 @@ def test_a_storage_that_never_answers_stops_with_the_store_and_how_to_go_on(said
     assert len(said) == 1 and said[0].startswith("store down       search.storage")
 
 
+def test_a_first_try_slower_than_the_patience_still_says_the_store_went_down(said):
+    """A server that takes longer to refuse than the study waits: the console hears it went
+    down before the study stops (the down line is not skipped by the give-up)."""
+
+    def call() -> None:
+        import time
+
+        time.sleep(0.05)
+        raise lost_connection()
+
+    with pytest.raises(outages.StoreDown):
+        outages.retry(outages.OPTUNA, "db://here", call, patience=0.01)
+    assert len(said) == 1 and said[0].startswith("store down       search.storage db://here")
+
+
 def test_the_store_behind_what_tune_raised_is_found():
     """Ray Tune raises its own TuneError from what a callback raised; MLflow raises its own
     exception while handling requests' ConnectionError."""
