@@ -150,7 +150,7 @@ def test_a_storage_down_past_the_limit_stops_the_study_in_one_line_and_resume_en
     server is back, `study resume` ends the study exactly once."""
     if postgres_bin() is None and not os.environ.get("STUDY_REQUIRE_POSTGRES"):
         pytest.skip("no PostgreSQL server: apt-get install -y postgresql (.ci/run does)")
-    name, samples, epochs = "storage-gone", 6, 4
+    name, samples, epochs = "storage-gone", 4, 3
     with postgres_service(("optuna",)) as postgres:
         storage_url = f"{postgres.url}/optuna"
         root = tmp_path / "runs"
