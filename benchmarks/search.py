@@ -43,6 +43,8 @@ METHODS = {
     "TPE + ASHA, stock OptunaSearch": ("tpe", "asha", "stock"),
     "TPE + ASHA, ours (pruned)": ("tpe", "asha", "ours"),
 }
+# What the target compares (and all --quick runs): TPE alone, stock and ours with ASHA
+TARGET = ("TPE", "TPE + ASHA, stock OptunaSearch", "TPE + ASHA, ours (pruned)")
 WITHIN = 0.005  # half a point of accuracy
 
 
@@ -155,9 +157,7 @@ def main() -> None:
     trials, epochs = (2, 2) if args.quick else (args.trials, 27)
     grace = min(args.grace, epochs)
     budget = trials * epochs // 3  # a third of what a search without early stopping spends
-    # --quick: the three methods the target compares
-    target = ["TPE", "TPE + ASHA, stock OptunaSearch", "TPE + ASHA, ours (pruned)"]
-    methods = target if args.quick else list(METHODS)
+    methods = list(TARGET if args.quick else METHODS)
     runs: dict[str, list[list[float]]] = {method: [] for method in methods}
     seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
     with tempfile.TemporaryDirectory() as folder:
@@ -202,11 +202,7 @@ def main() -> None:
                 f"{seconds[method] / seeds:.0f}",
             ]
         )
-    ours, stock, tpe = (
-        needed["TPE + ASHA, ours (pruned)"],
-        needed["TPE + ASHA, stock OptunaSearch"],
-        needed["TPE"],
-    )
+    tpe, stock, ours = (needed[method] for method in TARGET)
     met = "met" if ours <= tpe / 3 and ours <= stock else "NOT met"
     notes = (
         f"Digits, default space, {trials} trials of up to {epochs} epochs, 2 at a time, ASHA's "

@@ -33,9 +33,10 @@ def study_cli(*args: str, root: Path, timeout: float = 600) -> subprocess.Comple
 
 
 def study_here(*args: str, root: Path) -> subprocess.CompletedProcess:
-    """A reading command (status, export, report) through the CLI's own entry point in this
-    process: its exit code and streams as `study_cli` gives them, without a Python start and
-    MLflow's import per call. Commands that train or launch run as subprocesses."""
+    """A reading command (status, export, report) or a refusal through the CLI's own entry
+    point in this process: its exit code and streams as `study_cli` gives them, without a
+    Python start and MLflow's import per call. Commands that train or launch run as
+    subprocesses."""
     from typer.testing import CliRunner
 
     from study import cli
@@ -45,10 +46,9 @@ def study_here(*args: str, root: Path) -> subprocess.CompletedProcess:
         done = CliRunner().invoke(cli.app, list(args), env={"STUDY_ROOT": str(root)})
     finally:
         cli.console.width = width
+    error = done.exception  # one the CLI let through (a refusal is a SystemExit)
     failed = (
-        ""
-        if done.exception is None or isinstance(done.exception, SystemExit)
-        else (f"{type(done.exception).__name__}: {done.exception}")
+        "" if error is None or isinstance(error, SystemExit) else f"{type(error).__name__}: {error}"
     )
     return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr + failed)
 

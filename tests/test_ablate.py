@@ -16,9 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from study.cli import app
 from tests.conftest import files, study_cli, study_here
 from trainables import HYPERPARAMETERS
 
@@ -202,8 +200,8 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs(study):
         (["ablate", "nope"], "error: NAME: no study 'nope' under "),
     ]  # fmt: skip
     for command, said in cases:  # in this process: the CLI's own exit code and streams
-        done = CliRunner().invoke(app, command, env={"STUDY_ROOT": str(root)})
-        assert done.exit_code == 2, (command, done.stdout, done.stderr)
+        done = study_here(*command, root=root)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert done.stderr.startswith(said), (command, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert done.stdout == ""
