@@ -19,9 +19,12 @@ def spec_text(spec: StudySpec) -> str:
 
 
 def save_spec(layout: Layout, spec: StudySpec, found: Found) -> None:
-    """Save the spec and what preflight found in the study's folder."""
-    layout.spec_file.write_text(spec_text(spec))
+    """Save what preflight found and the spec in the study's folder. The spec comes last and
+    whole (written aside, then renamed): once it is there, `study status` reads both."""
     layout.found_file.write_text(yaml.safe_dump(found.as_dict(), sort_keys=False))
+    aside = layout.spec_file.with_name(f".{layout.spec_file.name}.new")
+    aside.write_text(spec_text(spec))
+    aside.replace(layout.spec_file)
 
 
 def forget(layout: Layout) -> None:

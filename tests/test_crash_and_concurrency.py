@@ -45,7 +45,8 @@ def test_studies_started_together_on_a_new_root_all_finish_whole(tmp_path):
     names = ["together-1", "together-2"]
     drivers = [start(root, f"name={name}", "search.num_samples=2") for name in names]
     # While the first runs, status says so and a second driver for it is refused.
-    wait_for(drivers[0], lambda: (root / "studies" / names[0] / "driver.json").exists())
+    # The driver claims the name (driver.json) before it saves the spec that status reads.
+    wait_for(drivers[0], lambda: (root / "studies" / names[0] / "spec.yaml").exists())
     status = study_here("status", names[0], root=root)
     assert status.returncode == 0 and f"{names[0]}: running, " in status.stdout, status.stderr
     second = study_cli("resume", names[0], root=root)
