@@ -17,7 +17,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from study.core import Layout
+from study.core import Layout, write_whole
 from study.errors import UserError
 
 
@@ -57,7 +57,7 @@ def driving(layout: Layout) -> Iterator[None]:
         ) from None
     try:
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        layout.driver_record.write_text(json.dumps(record))
+        write_whole(layout.driver_record, json.dumps(record))
         yield
     finally:
         lock.release()

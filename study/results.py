@@ -3,7 +3,7 @@
 import json
 from typing import TYPE_CHECKING, Any
 
-from study.core import Layout, scored
+from study.core import Layout, scored, write_whole
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,8 +33,8 @@ def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:
 def save(layout: Layout, table: list[dict[str, Any]]) -> None:
     """Write results.json (full) and results.csv (flat) in the study's folder."""
     layout.study_dir.mkdir(parents=True, exist_ok=True)
-    layout.results_json.write_text(json.dumps(table, indent=1, default=str))
-    frame(table).to_csv(layout.results_csv, index=False)
+    write_whole(layout.results_json, json.dumps(table, indent=1, default=str))
+    write_whole(layout.results_csv, frame(table).to_csv(index=False))
 
 
 def frame(table: list[dict[str, Any]]) -> "pd.DataFrame":

@@ -8,7 +8,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from study import records, sampling
-from study.core import Found, Layout
+from study.core import Found, Layout, write_whole
 from study.spec import StudySpec
 from trainables import Data
 
@@ -20,11 +20,9 @@ def spec_text(spec: StudySpec) -> str:
 
 def save_spec(layout: Layout, spec: StudySpec, found: Found) -> None:
     """Save what preflight found and the spec in the study's folder. The spec comes last and
-    whole (written aside, then renamed): once it is there, `study status` reads both."""
+    whole: once it is there, `study status` reads both."""
     layout.found_file.write_text(yaml.safe_dump(found.as_dict(), sort_keys=False))
-    aside = layout.spec_file.with_name(f".{layout.spec_file.name}.new")
-    aside.write_text(spec_text(spec))
-    aside.replace(layout.spec_file)
+    write_whole(layout.spec_file, spec_text(spec))
 
 
 def forget(layout: Layout) -> None:

@@ -3,7 +3,7 @@ trial runs (config), how a trial ended (outcome). Imports no Ray, Optuna, MLflow
 
 from study.core.config import RUN_KEYS, RunSettings, TrialConfig, label, trial_number
 from study.core.found import Found
-from study.core.layout import STATE_FILE, Layout, store_uri, trial_dirname
+from study.core.layout import STATE_FILE, Layout, store_uri, trial_dirname, write_whole
 from study.core.outcome import (
     ENDED,
     FINISHED,
@@ -34,4 +34,5 @@ __all__ = [
     "store_uri",
     "trial_dirname",
     "trial_number",
+    "write_whole",
 ]

@@ -185,3 +185,14 @@ def study_dir(root: Path, name: str) -> Path:
 def known_studies(root: Path) -> list[str]:
     """The names of the studies under `root`."""
     return sorted(path.parent.name for path in (root / "studies").glob(f"*/{SPEC_FILE}"))
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader at any moment sees the old file or the new one,
+    never half of it: written beside it, then renamed over it."""
+    aside = path.with_name(f".{path.name}.new")
+    try:
+        aside.write_text(text)
+        aside.replace(path)
+    finally:
+        aside.unlink(missing_ok=True)

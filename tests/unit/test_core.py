@@ -16,6 +16,7 @@ from study.core import (
     label,
     scored,
     trial_number,
+    write_whole,
 )
 from study.spec import load_spec
 from trainables.hyperparameters import RUN_SETTINGS, own_knobs
@@ -73,6 +74,17 @@ def test_last_checkpoint_is_the_newest_kept(tmp_path):
         folder.mkdir(parents=True)
         (folder / "state.pt").write_bytes(b"")
     assert layout.last_checkpoint("t1").parent.name == "checkpoint_000010"
+
+
+def test_a_file_written_whole_is_the_old_one_or_the_new_one_never_half(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    write_whole(spec, "name: old\n")
+    with pytest.raises(UnicodeEncodeError):  # fails once the file is open (Path.write_text
+        write_whole(spec, "name: \udc80\n")  # has emptied it by then)
+    assert spec.read_text() == "name: old\n"
+    write_whole(spec, "name: new\n")
+    assert spec.read_text() == "name: new\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["spec.yaml"]
 
 
 def test_trial_config_splits_hyperparameters_from_run_settings_and_back():
