@@ -54,6 +54,7 @@ def _stopped(error: Exception, spec: "StudySpec", folder: Path) -> None:
     traceback (that goes to the study's errors.txt, which the line names); exit code 1."""
     import traceback
 
+    from study.logs import keep_traceback
     from study.outages import brief, store_down
 
     layout = spec.layout(folder)
@@ -61,9 +62,7 @@ def _stopped(error: Exception, spec: "StudySpec", folder: Path) -> None:
     if down is not None:
         errors.print(f"error: {down.line(spec.name)}", highlight=False, soft_wrap=True)
     else:
-        layout.errors_file.parent.mkdir(parents=True, exist_ok=True)
-        with layout.errors_file.open("a") as file:
-            file.write("".join(traceback.format_exception(error)) + "\n")
+        keep_traceback(layout.errors_file, "".join(traceback.format_exception(error)))
         errors.print(
             f"error: the study stopped on {brief(error)} (traceback: {layout.errors_file}); "
             f"once it is fixed, continue with `study resume {spec.name}`",
@@ -345,6 +344,7 @@ def _repeated(command: str, spec: "StudySpec", folder: Path, work: Callable[[], 
     errors.txt), exit 130 or 1."""
     import traceback
 
+    from study.logs import keep_traceback
     from study.outages import brief
     from study.seeded import Interrupted
 
@@ -362,9 +362,7 @@ def _repeated(command: str, spec: "StudySpec", folder: Path, work: Callable[[], 
         raise typer.Exit(130) from None
     except Exception as error:  # noqa: BLE001  (one line for whatever stopped it)
         layout = spec.layout(folder)
-        layout.errors_file.parent.mkdir(parents=True, exist_ok=True)
-        with layout.errors_file.open("a") as file:
-            file.write("".join(traceback.format_exception(error)) + "\n")
+        keep_traceback(layout.errors_file, "".join(traceback.format_exception(error)))
         errors.print(
             f"error: {command.split(' --')[0]} stopped on {brief(error)} (traceback: "
             f"{layout.errors_file}); once it is fixed, `{command}` continues",

@@ -29,6 +29,13 @@ class NoReconnectNoise(logging.Filter):
         return not record.getMessage().startswith("Caught an error from sqlalchemy")
 
 
+def keep_traceback(path: Path, text: str) -> None:
+    """Append a traceback (`text`, with what led to it) to the study's errors file `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as file:
+        file.write(f"{text}\n")
+
+
 class OneLine(logging.Filter):
     """A record with a traceback becomes one line: its message, the error's last line and the
     file (`path`) its traceback is appended to."""
@@ -42,9 +49,7 @@ class OneLine(logging.Filter):
             return True
         message = record.getMessage().rstrip(": ")
         text = "".join(traceback.format_exception(*record.exc_info))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as file:
-            file.write(f"{message}\n{text}\n")
+        keep_traceback(self.path, f"{message}\n{text}")
         error = text.strip().splitlines()[-1][:200]
         record.msg, record.args = f"{message} ({error}; traceback: {self.path})", ()
         record.exc_info, record.exc_text = None, None
