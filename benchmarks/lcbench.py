@@ -37,14 +37,12 @@ from typing import Any
 import numpy as np
 import optuna
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
 
 from benchmarks.common import arguments, record, timer
 from benchmarks.search import Epochs, searcher
 from study.cluster import connect
 from study.core import TrialConfig
-from study.runner import trial_folder, with_data
-from study.schedule import build_scheduler
+from study.runner import tune_config, with_data
 from study.spec import SchedulerSpec, StudySpec
 
 DEVELOPMENT = ("167149", "167168", "168330", "189862", "146212")
@@ -143,7 +141,7 @@ def replay(config: dict[str, Any], curves: Any, report: Callable, state: Any = N
 class Method:
     """One way to search: a sampler, a scheduler's settings and whose searcher tells Optuna."""
 
-    sampler: str  # tpe or random
+    sampler: str  # tpe, gp or random
     scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
     searcher: str = "ours"  # ours, stock (Ray's OptunaSearch) or optuna (no Ray: Hyperband)
 
@@ -173,6 +171,8 @@ METHODS = {
     "optuna-hyperband": Method("tpe", asha(grace_period=1), "optuna"),
     "default": Method("tpe", default_scheduler()),
     "stock-default": Method("tpe", default_scheduler(), "stock"),
+    "gp": Method("gp"),
+    "ours-g9": Method("tpe", asha(grace_period=9)),
 }
 LABELS = {
     "random": "random, no early stopping",
@@ -182,6 +182,8 @@ LABELS = {
     "optuna-hyperband": "Optuna alone: TPE + HyperbandPruner (min 1, factor 3)",
     "default": "TPE + ASHA, the study's default (grace 3, factor 3), ours",
     "stock-default": "TPE + ASHA, the default's settings, stock OptunaSearch",
+    "gp": "GP (Optuna's GPSampler) alone, no early stopping",
+    "ours-g9": "TPE + ASHA (grace 9, factor 3), ours",
 }
 
 
@@ -212,17 +214,7 @@ def tuned(spec: StudySpec, method: Method, curves: Any, root: Path) -> list[floa
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
         with_data(spec, curves, train=replay),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            search_alg=ConcurrencyLimiter(
-                searcher(spec, root, method.searcher), max_concurrent=spec.search.max_concurrent
-            ),
-            scheduler=build_scheduler(spec, spec.layout(root)),
-            num_samples=spec.search.num_samples,
-            reuse_actors=True,
-            trial_dirname_creator=trial_folder,
-        ),
+        tune_config=tune_config(spec, spec.layout(root), searcher(spec, root, method.searcher)),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0, callbacks=[epochs_seen]
         ),

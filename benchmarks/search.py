@@ -23,16 +23,14 @@ from typing import Any
 
 import optuna
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from benchmarks.common import arguments, record, timer
 from study.cluster import connect
 from study.core import Found
 from study.preflight import preflight
-from study.runner import trial_folder, with_data
+from study.runner import tune_config, with_data
 from study.sampling import DefineByRun
-from study.schedule import build_scheduler
 from study.search import build_searcher
 from study.spec import SchedulerSpec, StudySpec
 
@@ -111,15 +109,7 @@ def search(
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
         with_data(spec, data),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            search_alg=ConcurrencyLimiter(searcher(spec, root, kind), max_concurrent=2),
-            scheduler=build_scheduler(spec, spec.layout(root)),
-            num_samples=trials,
-            reuse_actors=True,
-            trial_dirname_creator=trial_folder,
-        ),
+        tune_config=tune_config(spec, spec.layout(root), searcher(spec, root, kind)),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(root / "ray"), verbose=0, callbacks=[epochs_seen]
         ),

@@ -43,6 +43,20 @@ def with_data(spec: StudySpec, data: Data, train: Callable[..., Any] = fit) -> A
     return tune.with_resources(wrapped, resources)
 
 
+def tune_config(spec: StudySpec, layout: Layout, searcher: Any) -> tune.TuneConfig:
+    """How Tune runs a study's trials: `searcher` proposes them, the study's number at a time,
+    its scheduler stops them, actors are reused (the benchmarks wire theirs here too)."""
+    return tune.TuneConfig(
+        metric=spec.metric,
+        mode=spec.mode,
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
+        scheduler=build_scheduler(spec, layout),
+        num_samples=spec.search.num_samples,
+        reuse_actors=True,
+        trial_dirname_creator=trial_folder,
+    )
+
+
 def on_console(console: Console) -> None:
     """The study's console lines go to `console`: MLflow's own INFO lines stay off it, and a
     store that stops answering is said there (study.outages)."""
@@ -102,15 +116,7 @@ def tune_study(
     searcher = build_searcher(spec, layout, checked.found, resumed)
     tuner = tune.Tuner(
         with_data(spec, checked.data, train),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
-            scheduler=build_scheduler(spec, layout),
-            num_samples=spec.search.num_samples,
-            reuse_actors=True,
-            trial_dirname_creator=trial_folder,
-        ),
+        tune_config=tune_config(spec, layout, searcher),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=layout.ray_storage,

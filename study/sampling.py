@@ -150,6 +150,8 @@ def sampler(spec: Any) -> optuna.samplers.BaseSampler:
         return GridSampler(spec.grid(), seed=seed)
     if spec.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if spec.search.sampler == "gp":  # Gaussian-process BO: learns from COMPLETE trials only
+        return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 

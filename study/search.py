@@ -80,7 +80,11 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             elif len(self._ot_study.get_trials(deepcopy=False)) >= self.num_samples:
                 # Trials that ended after Ray's last saved state count too: no more to ask.
                 return Searcher.FINISHED
-        return super().suggest(trial_id)
+        with warnings.catch_warnings():
+            # The sampler decides inside the define-by-run space: a GP's fit can take over the
+            # second after which Ray warns that the space computes too much.
+            warnings.filterwarnings("ignore", "Define-by-run function passed in the `space`")
+            return super().suggest(trial_id)
 
     def _report(self, trial_id: str, result: dict) -> None:
         """Tell Optuna the metric of every epoch the result carries, by epoch."""

@@ -207,7 +207,7 @@ class ModelSpec(_Strict):
 class SearchSpec(_Strict):
     """How configurations are proposed."""
 
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "gp", "random", "grid"] = "tpe"
     num_samples: int = Field(24, ge=1)
     max_concurrent: int = Field(2, ge=1)
     seed: int = 0

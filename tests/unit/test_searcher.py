@@ -8,8 +8,9 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
-from study.sampling import GridSampler, Storage
+from study.sampling import GridSampler, Storage, sampler
 from study.search import PrunedAwareOptunaSearch
+from study.spec import StudySpec
 
 METRIC = "val_acc"
 MAX_EPOCHS = 9
@@ -227,3 +228,19 @@ def test_the_sqlite_storage_writes_ahead_and_syncs_at_checkpoints(storage):
     assert pragma(opened, "synchronous") == 1
     unpickled = pickle.loads(pickle.dumps(opened))  # Ray pickles the searcher with it
     assert pragma(unpickled, "synchronous") == 1
+
+
+def test_the_gp_sampler_learns_from_what_the_searcher_tells_it(make_searcher, stored):
+    """`search.sampler: gp` is Optuna's GPSampler: told each trial's value through our
+    searcher, it proposes next to the best lr once its random start is over."""
+    assert isinstance(sampler(StudySpec.model_validate({"search": {"sampler": "gp"}})),
+                      optuna.samplers.GPSampler)  # fmt: skip
+    searcher = make_searcher(sampler=optuna.samplers.GPSampler(seed=0, n_startup_trials=4))
+    for number in range(12):
+        searcher.suggest(f"t{number}")
+        lr = stored()[-1].params["lr"]
+        value = 1 - (math.log10(lr) + 2) ** 2 / 10  # the best at lr = 1e-2
+        searcher.on_trial_complete(f"t{number}", result(MAX_EPOCHS, value))
+    decades_off = [abs(math.log10(trial.params["lr"]) + 2) for trial in stored()]
+    assert max(decades_off[-4:]) < 0.3, decades_off  # random: 1 in 600
+    assert all(trial.state == TrialState.COMPLETE for trial in stored())
