@@ -28,6 +28,7 @@ from pathlib import Path
 
 import optuna
 import ray
+from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
 from rich.console import Console
 
 from benchmarks.common import arguments, record, timer
@@ -146,7 +147,7 @@ def actor_start_cost() -> list[float]:
             return [started, imported - started, cpu() - imported]
 
     # The runtime_env Tune's trial actors carry: Ray starts them a new worker process.
-    probe = ray.remote(runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})(Probe).remote()
+    probe = ray.remote(runtime_env={"env_vars": DEFAULT_ENV_VARS})(Probe).remote()
     try:
         return ray.get(probe.start_cost.remote())
     finally:
@@ -170,8 +171,8 @@ def main() -> None:
     rows = []
     for run in runs:
         n, a, b, c = run["n"], run["a"], run["b"], run["c"]
-        ratio = f"{c / (a / cores):.2f}x"
-        rows.append([n, a, b, f"{b / a:.2f}x", c, ratio, (c * cores - a) / n, run["driver"]])
+        per_core = f"{c / (a / cores):.2f}x"
+        rows.append([n, a, b, f"{b / a:.2f}x", c, per_core, (c * cores - a) / n, run["driver"]])
     notes = (
         f"Digits MLP 128-128, {epochs} epochs a trial, no early stopping, {cores} cores, one "
         f"torch thread per trial. (b)/(a) is to one process, (c)/(a/{cores}) to (a) spread over "
@@ -194,11 +195,12 @@ def main() -> None:
     )
     # 2.0x allows (c) <= 2 (a) / cores: that many core-seconds, for the training, each
     # concurrent trial's actor start and the driver's work (Ray's own processes aside).
-    allowed, actors = 2 * large["a"], min(cores, large["n"]) * sum(start)
+    slots = min(cores, large["n"])
+    allowed, actors = 2 * large["a"], slots * sum(start)
     needed = large["a"] + actors + large["driver"]
     notes += (
         f"\n\nCPU at {large['n']} trials: 2.0x allows {allowed:.1f} core-s; the training "
-        f"takes {large['a']:.1f}, the driver {large['driver']:.1f} and {min(cores, large['n'])} "
+        f"takes {large['a']:.1f}, the driver {large['driver']:.1f} and {slots} "
         f"trial actors {actors:.1f} before their first epoch (each: {start[0]:.2f} starting its "
         f"process, {start[1]:.2f} importing study.trial, {start[2]:.2f} its first optimizer "
         f"step): **{needed:.1f} core-s needed**, before Ray's own processes. Target 2.0x "
