@@ -28,7 +28,11 @@ def check_exactly_once(
     assert sorted(by_number) == list(range(1, num_samples + 1))  # none doubled, none missing
 
     storage_url = storage_url or f"sqlite:///{root / 'optuna.db'}"
-    trials = optuna.load_study(study_name=name, storage=storage_url).trials
+    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+    finally:  # closed now, not when collected: a test may compare the root's files after this
+        storage.engine.dispose()
     assert len(trials) == num_samples
     for trial in trials:
         run = by_number[trial.number + 1]
