@@ -7,10 +7,11 @@ from pathlib import Path
 
 Filterer = logging.Logger | logging.Handler
 
-# Ray's loggers whose errors come with tracebacks during a study: saving the experiment's
-# state to its storage (a copy of the driver's files; one save that meets a file being
-# renamed fails, and the next save copies it again).
-TRACEBACK_LOGGERS = ("ray.tune.execution.experiment_state",)
+# The loggers whose console handlers print the engines' records (Ray's and Optuna's own, which
+# do not propagate to the root): a record with a traceback becomes one line at those handlers,
+# whichever of their child loggers made it (Tune's failed experiment-state save, its "Error
+# stopping trial" when a store went down in a searcher's callback, ...).
+CONSOLE_LOGGERS = ("ray", "optuna")
 
 
 class NoTrialList(logging.Filter):
@@ -62,7 +63,11 @@ def quiet_engines(errors_file: Path) -> list[tuple[Filterer, logging.Filter]]:
     attached: list[tuple[Filterer, logging.Filter]] = [
         (logging.getLogger("ray.tune.tune"), NoTrialList())
     ]
-    attached += [(logging.getLogger(name), OneLine(errors_file)) for name in TRACEBACK_LOGGERS]
+    attached += [
+        (handler, OneLine(errors_file))
+        for name in CONSOLE_LOGGERS
+        for handler in logging.getLogger(name).handlers
+    ]
     # Optuna's storage logs on a module's logger; its console handler sits on "optuna"
     attached += [(handler, NoReconnectNoise()) for handler in logging.getLogger("optuna").handlers]
     for where, log_filter in attached:

@@ -5,13 +5,21 @@ writes the child runs while a study runs; `study status`, `report`, `export` rea
 
 import json
 import math
+import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.store.db.utils
+import sqlalchemy
 import yaml
 from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
 from study.core import ENDED, Layout, Outcome, label
@@ -34,6 +42,41 @@ BEST_SO_FAR = "best_so_far"  # per child run and epoch: the best metric value up
 VIEW_KEY = "study"  # the experiment's shared MLflow UI view: mlflow.sharedViewState.<key>
 NAME_ORDER = ("lr", "weight_decay", "dropout", "batch_norm", "l1", "optimizer")
 SHORT = {"weight_decay": "wd", "dropout": "p", "momentum": "m", "batch_norm": "bn"}
+
+
+def seed_local_store(tracking_uri: str, cache: Path) -> None:
+    """Make a new local SQLite store as a copy of the empty one MLflow made once for this MLflow
+    version, kept in `cache`. MLflow makes a store's tables by running every schema migration
+    since its first: about a second of CPU and two of commits on every new root's first study;
+    the copy takes milliseconds. The copy holds tables only; MLflow opens it before it is put in
+    place and adds its Default experiment as it does to a store it made, so a reader never finds
+    a store that its opening would change. Any failure leaves the making to MLflow (call it
+    under the root's lock)."""
+    path = tracking_uri.removeprefix("sqlite:///")
+    if not tracking_uri.startswith("sqlite:///") or "?" in path or Path(path).exists():
+        return
+    store, empty = Path(path), cache / f"mlflow-{mlflow.__version__}.db"
+    made = cache / f".{empty.name}.{os.getpid()}.new"
+    aside = store.with_name(f".{store.name}.new")
+    try:
+        if not empty.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            engine = sqlalchemy.create_engine(f"sqlite:///{made}")
+            try:  # MLflow's own table making (private: mlflow < 3.18, test_engine_internals)
+                mlflow.store.db.utils._initialize_tables(engine)
+            finally:
+                engine.dispose()
+            made.replace(empty)  # whole, or not there
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty, aside)
+        opened = SqlAlchemyStore(f"sqlite:///{aside}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        opened.engine.dispose()
+        aside.replace(store)
+    except (OSError, sqlalchemy.exc.SQLAlchemyError, MlflowException):
+        pass
+    finally:
+        made.unlink(missing_ok=True)
+        aside.unlink(missing_ok=True)
 
 
 def open_experiment(client: MlflowClient, layout: Layout) -> str:

@@ -8,7 +8,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from study import records, sampling
-from study.core import Found, Layout, write_whole
+from study.core import Found, Layout, cache_dir, write_whole
 from study.spec import StudySpec
 from trainables import Data
 
@@ -40,6 +40,7 @@ def forget(layout: Layout) -> None:
 def open_records(layout: Layout) -> tuple[MlflowClient, str]:
     """The MLflow client and the study's experiment id, the stores made if new (call it under
     the root's lock)."""
+    records.seed_local_store(layout.tracking_uri, cache_dir())
     client = MlflowClient(layout.tracking_uri)
     experiment_id = records.open_experiment(client, layout)
     sampling.Storage(layout.optuna_url)  # creates the schema of a new storage

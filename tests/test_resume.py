@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
@@ -39,7 +40,8 @@ def count(db, sql: str | None) -> int:
 
 ENDED = "select count(*) from tags where key = 'outcome' and value != 'running'"
 # Each moment: what the MLflow store holds then, and how much of it. The first two come before
-# Ray saved any state (the stores may not even exist at the first), the rest mid-study.
+# Ray saved any state, the rest mid-study. At the first the stores do not exist yet: the test
+# holds the root's lock, under which the driver makes them.
 MOMENTS = [
     ("the spec saved", None, 0),
     ("the parent run made", "select count(*) from tags where key = 'study.role'", 1),
@@ -75,7 +77,11 @@ def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):
     per trial and no metric step logged twice."""
     root = tmp_path / "runs"
     command = ["run", *[a for o in OVERRIDES for a in ("--set", o)]]
+    root.mkdir()
+    held = FileLock(root / ".study.lock")  # the root's lock (study.driver.root_lock)
     for number, (moment, query, threshold) in enumerate(MOMENTS):
+        if number == 0:
+            held.acquire()
         driver = start(root, command)
         deadline = time.time() + 180
         while not (
@@ -88,6 +94,8 @@ def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):
             time.sleep(0.02)
         driver.send_signal(signal.SIGKILL)
         assert driver.wait() == -signal.SIGKILL
+        if number == 0:
+            held.release()
         saved = glob.glob(str(root / "ray" / NAME / "experiment_state*"))
         if number < 2:
             assert not saved, f"Ray saved its state before {moment}"

@@ -3,7 +3,14 @@ trial runs (config), how a trial ended (outcome). Imports no Ray, Optuna, MLflow
 
 from study.core.config import RUN_KEYS, RunSettings, TrialConfig, label, trial_number
 from study.core.found import Found
-from study.core.layout import STATE_FILE, Layout, store_uri, trial_dirname, write_whole
+from study.core.layout import (
+    STATE_FILE,
+    Layout,
+    cache_dir,
+    store_uri,
+    trial_dirname,
+    write_whole,
+)
 from study.core.outcome import (
     ENDED,
     FINISHED,
@@ -27,6 +34,7 @@ __all__ = [
     "Outcome",
     "RunSettings",
     "TrialConfig",
+    "cache_dir",
     "decide",
     "finite",
     "label",

@@ -4,6 +4,7 @@ study. pyproject.toml caps each engine at the series this file has passed on."""
 
 import importlib.metadata
 import inspect
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -238,3 +239,42 @@ def test_a_meta_dataset_becomes_an_mlflow_dataset_entity():
     expect(callable(getattr(meta, "_to_mlflow_entity", None)), name, relied)
     entity = meta._to_mlflow_entity()
     expect(isinstance(entity, Dataset) and entity.name == "unit", name, relied)
+
+
+def schema(db: Path) -> list[tuple]:
+    """Every table, index and trigger of an SQLite file, with its SQL, and the alembic head."""
+    with sqlite3.connect(db) as connection:
+        made = connection.execute("select type, name, sql from sqlite_master order by name")
+        return [*made.fetchall(), *connection.execute("select * from alembic_version")]
+
+
+def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path):
+    """`mlflow.store.db.utils._initialize_tables` makes an empty store's tables; the copy of it
+    a new root gets opens in MLflow with the same schema, revision and Default experiment (this
+    root's artifact path) as a store MLflow makes itself, and is made once per MLflow version."""
+    import mlflow.store.db.utils
+    from mlflow.tracking import MlflowClient
+
+    from study.records import seed_local_store
+
+    name, relied = "mlflow.store.db.utils._initialize_tables", ("mlflow", seed_local_store)
+    expect(callable(getattr(mlflow.store.db.utils, "_initialize_tables", None)), name, relied)
+    cache, made, seeded = tmp_path / "cache", tmp_path / "made", tmp_path / "seeded"
+    seed_local_store(f"sqlite:///{seeded / 'mlflow.db'}", cache)
+    assert [p.name for p in cache.iterdir()] == [f"mlflow-{mlflow.__version__}.db"]
+    for root in (made, seeded):
+        root.mkdir(exist_ok=True)
+        client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+        (default,) = client.search_experiments()
+        assert (default.experiment_id, default.name) == ("0", "Default")
+        client.create_experiment("e", artifact_location=(root / "art").as_uri())
+    expect(schema(made / "mlflow.db") == schema(seeded / "mlflow.db"), name, relied)
+
+    with sqlite3.connect(cache / f"mlflow-{mlflow.__version__}.db") as connection:
+        connection.execute("create table marker (x)")  # the cache is used, not made again
+    again = tmp_path / "again" / "mlflow.db"
+    seed_local_store(f"sqlite:///{again}", cache)
+    assert ("table", "marker", "CREATE TABLE marker (x)") in schema(again)
+    again.write_bytes(b"kept")  # a store that exists is never replaced
+    seed_local_store(f"sqlite:///{again}", cache)
+    assert again.read_bytes() == b"kept"

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from study.logs import TRACEBACK_LOGGERS, loud_engines, quiet_engines
+from study.logs import loud_engines, quiet_engines
 
 
 @pytest.fixture
@@ -19,22 +19,37 @@ def console():
     parent.removeHandler(handler)
 
 
-def test_an_error_with_a_traceback_is_one_line_naming_the_file(tmp_path, console):
-    """Ray's failed experiment-state save: one line with the error; the traceback in a file."""
+@pytest.mark.parametrize(
+    ("logger", "message", "error"),
+    [  # Ray's failed experiment-state save; Tune's stop_trial meeting a store that went down
+        (
+            "ray.tune.execution.experiment_state",
+            "Saving experiment state to storage at '/r' failed with exception: ",
+            FileNotFoundError("[Errno 2] Failed to open local file '.tmp-searcher-state.pkl'"),
+        ),
+        (
+            "ray.tune.execution.tune_controller",
+            "Trial trainable_1: Error stopping trial.",
+            ConnectionError("search.storage: postgresql://h/optuna did not answer for 3 s"),
+        ),
+    ],
+)
+def test_an_error_with_a_traceback_is_one_line_naming_the_file(
+    tmp_path, console, logger, message, error
+):
+    """Any of Ray's loggers: one line with the error; the traceback in a file."""
     errors = tmp_path / "studies" / "s" / "errors.txt"
     attached = quiet_engines(errors)
     try:
-        raise FileNotFoundError("[Errno 2] Failed to open local file '.tmp-searcher-state.pkl'")
-    except FileNotFoundError:
-        logging.getLogger(TRACEBACK_LOGGERS[0]).error(
-            "Saving experiment state to storage at '/r' failed with exception: ", exc_info=True
-        )
+        raise error
+    except type(error):
+        logging.getLogger(logger).error(message, exc_info=True)
     finally:
         loud_engines(attached)
     printed = console.getvalue()
     assert printed.count("\n") == 1 and "Traceback" not in printed
-    assert "Saving experiment state to storage at '/r' failed with exception" in printed
-    assert "FileNotFoundError: [Errno 2] Failed to open local file" in printed
+    assert message.rstrip(": ") in printed
+    assert f"{type(error).__name__}: {error}" in printed
     assert f"traceback: {errors}" in printed
     assert "Traceback (most recent call last)" in errors.read_text()
 
