@@ -242,10 +242,13 @@ def test_a_meta_dataset_becomes_an_mlflow_dataset_entity():
 
 
 def schema(db: Path) -> list[tuple]:
-    """Every table, index and trigger of an SQLite file, with its SQL, and the alembic head."""
+    """Every table, index and trigger of an SQLite file, with its SQL's lines in order (MLflow's
+    migrations rebuild tables with their constraints in the order of a Python set, which
+    differs from one process to the next), and the alembic head."""
     with sqlite3.connect(db) as connection:
         made = connection.execute("select type, name, sql from sqlite_master order by name")
-        return [*made.fetchall(), *connection.execute("select * from alembic_version")]
+        rows = [(k, name, sorted((sql or "").replace(",", "\n").split())) for k, name, sql in made]
+        return [*rows, *connection.execute("select * from alembic_version")]
 
 
 def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path):
@@ -274,7 +277,7 @@ def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path):
         connection.execute("create table marker (x)")  # the cache is used, not made again
     again = tmp_path / "again" / "mlflow.db"
     seed_local_store(f"sqlite:///{again}", cache)
-    assert ("table", "marker", "CREATE TABLE marker (x)") in schema(again)
+    assert ("table", "marker") in [row[:2] for row in schema(again)]
     again.write_bytes(b"kept")  # a store that exists is never replaced
     seed_local_store(f"sqlite:///{again}", cache)
     assert again.read_bytes() == b"kept"
