@@ -144,11 +144,13 @@ class Method:
     sampler: str  # tpe, gp or random
     scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
     searcher: str = "ours"  # ours, stock (Ray's OptunaSearch) or optuna (no Ray: Hyperband)
+    startup: int | None = None  # search.startup_trials; None: Optuna's default
 
     @property
     def key(self) -> str:
         """A file name that changes whenever the settings do."""
         parts = [self.sampler, self.searcher, *(f"{k}{v}" for k, v in self.scheduler.items())]
+        parts += [] if self.startup is None else [f"startup{self.startup}"]
         return "-".join(map(str, parts))
 
 
@@ -173,6 +175,9 @@ METHODS = {
     "stock-default": Method("tpe", default_scheduler(), "stock"),
     "gp": Method("gp"),
     "ours-g9": Method("tpe", asha(grace_period=9)),
+    "gp-s3": Method("gp", startup=3),
+    "gp-s3-default": Method("gp", default_scheduler(), startup=3),
+    "gp-s3-stock-default": Method("gp", default_scheduler(), "stock", startup=3),
 }
 LABELS = {
     "random": "random, no early stopping",
@@ -184,6 +189,11 @@ LABELS = {
     "stock-default": "TPE + ASHA, the default's settings, stock OptunaSearch",
     "gp": "GP (Optuna's GPSampler) alone, no early stopping",
     "ours-g9": "TPE + ASHA (grace 9, factor 3), ours",
+    "gp-s3": "GP alone, learning from the 4th trial on, no early stopping",
+    "gp-s3-default": "GP from the 4th trial + ASHA, the default's settings, ours (GP shown "
+    "early-stopped trials)",
+    "gp-s3-stock-default": "GP from the 4th trial + ASHA, the default's settings, stock "
+    "OptunaSearch (Optuna's GPSampler)",
 }
 
 
@@ -199,6 +209,7 @@ def study_spec(method: Method, instance: str, seed: int, trials: int, epochs: in
             "space": {"params": SPACE},
             "search": {
                 "sampler": method.sampler,
+                "startup_trials": method.startup,
                 "num_samples": trials,
                 "max_concurrent": CONCURRENT,
                 "seed": seed,

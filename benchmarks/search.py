@@ -26,6 +26,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from benchmarks.common import arguments, record, timer
+from study import sampling
 from study.cluster import connect
 from study.core import Found
 from study.preflight import preflight
@@ -63,7 +64,8 @@ def searcher(spec: StudySpec, root: Path, kind: str):
     layout = spec.layout(root)
     if kind == "ours":
         return build_searcher(spec, layout, Found())
-    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    sampler = sampling.sampler(spec)  # Optuna's own, as a user of the stock searcher has it
+    sampler = sampler.inner if isinstance(sampler, sampling.LearnsFromEarlyStopped) else sampler
     return OptunaSearch(
         space=DefineByRun(spec.space, spec.trial_constants(), spec.context()),
         metric=spec.metric,

@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.trial import TrialState
 
 from search_spaces import Space
 from study import outages
@@ -143,6 +144,61 @@ class DefineByRun:
         return self.constants.numbered(trial.number).flat()
 
 
+class LearnsFromEarlyStopped(optuna.samplers.BaseSampler):
+    """A sampler (Optuna's GPSampler) that learns from the trials ASHA stopped as well: it is
+    shown a copy of the study in memory in which each PRUNED trial is COMPLETE at its last
+    reported value, what Ray's stock OptunaSearch tells Optuna. The study's own records keep
+    them PRUNED. GPSampler reads COMPLETE trials only, so without this, behind ASHA it learns
+    from the few trials that reach max_epochs (benchmarks/RESULTS.md, LCBench)."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner = inner
+
+    def seen(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple:
+        """The copy of `study` the inner sampler sees, and `trial` in it."""
+        copy = optuna.create_study(directions=study.directions)
+        here = None
+        for past in study.get_trials(deepcopy=False):
+            state, value = past.state, past.value
+            if state == TrialState.PRUNED and past.intermediate_values:
+                state, value = (
+                    TrialState.COMPLETE,
+                    past.intermediate_values[max(past.intermediate_values)],
+                )
+            if state not in (TrialState.COMPLETE, TrialState.RUNNING) or (
+                state == TrialState.COMPLETE and value is None
+            ):
+                continue
+            copy.add_trial(
+                optuna.trial.create_trial(
+                    state=state, value=value, params=past.params, distributions=past.distributions
+                )
+            )
+            if past.number == trial.number:
+                here = copy.get_trials(deepcopy=False)[-1]
+        return copy, here
+
+    def infer_relative_search_space(self, study, trial):
+        copy, _ = self.seen(study, trial)
+        return self.inner.infer_relative_search_space(copy, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        copy, here = self.seen(study, trial)
+        return self.inner.sample_relative(copy, here, search_space) if here else {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
 def sampler(spec: Any) -> optuna.samplers.BaseSampler:
     """The study's Optuna sampler, seeded with `search.seed`."""
     seed = spec.search.seed
@@ -150,9 +206,14 @@ def sampler(spec: Any) -> optuna.samplers.BaseSampler:
         return GridSampler(spec.grid(), seed=seed)
     if spec.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if spec.search.sampler == "gp":  # Gaussian-process BO: learns from COMPLETE trials only
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    startup = (
+        {}
+        if spec.search.startup_trials is None
+        else {"n_startup_trials": spec.search.startup_trials}
+    )
+    if spec.search.sampler == "gp":  # Gaussian-process BO, shown early-stopped trials too
+        return LearnsFromEarlyStopped(optuna.samplers.GPSampler(seed=seed, **startup))
+    return optuna.samplers.TPESampler(seed=seed, **startup)
 
 
 def first_config(spec: Any, found: Any = None) -> dict[str, Any]:

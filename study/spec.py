@@ -208,6 +208,9 @@ class SearchSpec(_Strict):
     """How configurations are proposed."""
 
     sampler: Literal["tpe", "gp", "random", "grid"] = "tpe"
+    # trials of random configurations before TPE or GP learns from the finished ones; None:
+    # Optuna's default (10)
+    startup_trials: int | None = Field(None, ge=1)
     num_samples: int = Field(24, ge=1)
     max_concurrent: int = Field(2, ge=1)
     seed: int = 0

@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
-from study.sampling import GridSampler, Storage, sampler
+from study.sampling import GridSampler, LearnsFromEarlyStopped, Storage, sampler
 from study.search import PrunedAwareOptunaSearch
 from study.spec import StudySpec
 
@@ -233,8 +233,9 @@ def test_the_sqlite_storage_writes_ahead_and_syncs_at_checkpoints(storage):
 def test_the_gp_sampler_learns_from_what_the_searcher_tells_it(make_searcher, stored):
     """`search.sampler: gp` is Optuna's GPSampler: told each trial's value through our
     searcher, it proposes next to the best lr once its random start is over."""
-    assert isinstance(sampler(StudySpec.model_validate({"search": {"sampler": "gp"}})),
-                      optuna.samplers.GPSampler)  # fmt: skip
+    gp = sampler(StudySpec.model_validate({"search": {"sampler": "gp"}}))
+    assert isinstance(gp, LearnsFromEarlyStopped)
+    assert isinstance(gp.inner, optuna.samplers.GPSampler)
     searcher = make_searcher(sampler=optuna.samplers.GPSampler(seed=0, n_startup_trials=4))
     for number in range(12):
         searcher.suggest(f"t{number}")
@@ -244,3 +245,43 @@ def test_the_gp_sampler_learns_from_what_the_searcher_tells_it(make_searcher, st
     decades_off = [abs(math.log10(trial.params["lr"]) + 2) for trial in stored()]
     assert max(decades_off[-4:]) < 0.3, decades_off  # random: 1 in 600
     assert all(trial.state == TrialState.COMPLETE for trial in stored())
+
+
+@pytest.mark.parametrize("kind", ["tpe", "gp"])
+@pytest.mark.parametrize("startup", [None, 3])
+def test_startup_trials_is_how_many_random_configs_come_before_the_sampler_learns(kind, startup):
+    """`search.startup_trials`: the first N trials are the random sampler's draws (same seed),
+    the next one is the model's; unset, Optuna's own default (10) holds."""
+    spec = StudySpec.model_validate(
+        {"search": {"sampler": kind, "seed": 7, "startup_trials": startup}}
+    )
+    ours, plain = (
+        optuna.create_study(sampler=s, direction="maximize")
+        for s in (sampler(spec), optuna.samplers.RandomSampler(seed=7))
+    )
+    same = []
+    for study in (ours, plain):
+        for _ in range(4):
+            trial = study.ask()
+            x = trial.suggest_float("x", 0.0, 1.0)
+            study.tell(trial, -((x - 0.3) ** 2))
+    for mine, random in zip(ours.trials, plain.trials, strict=True):
+        same.append(mine.params == random.params)
+    assert same == [True, True, True, startup is None]
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_the_gp_sampler_learns_from_trials_asha_stopped(make_searcher, stored, shown):
+    """Every trial stopped early (PRUNED in Optuna, as recorded): the GP shown them at their
+    last value proposes next to the best lr; Optuna's GPSampler alone, which reads COMPLETE
+    trials only, keeps drawing at random."""
+    gp = optuna.samplers.GPSampler(seed=0, n_startup_trials=4)
+    searcher = make_searcher(sampler=LearnsFromEarlyStopped(gp) if shown else gp)
+    for number in range(12):
+        searcher.suggest(f"t{number}")
+        lr = stored()[-1].params["lr"]
+        value = 1 - (math.log10(lr) + 2) ** 2 / 10  # the best at lr = 1e-2
+        searcher.on_trial_complete(f"t{number}", result(3, value))  # cut at epoch 3
+    assert all(trial.state == TrialState.PRUNED for trial in stored())
+    decades_off = [abs(math.log10(trial.params["lr"]) + 2) for trial in stored()]
+    assert (max(decades_off[-4:]) < 0.3) is shown, decades_off  # random: 1 in 600
