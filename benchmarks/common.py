@@ -312,12 +312,14 @@ while sum(node["Alive"] for node in ray.nodes()) < nodes:
     if time.time() > deadline:
         sys.exit("not enough nodes")
     time.sleep(0.5)
+print(" ".join(node["NodeID"] for node in ray.nodes() if node["Alive"]))
 """
 
 
-def wait_for_nodes(address: str, nodes: int, timeout: float = 180) -> None:
+def wait_for_nodes(address: str, nodes: int, timeout: float = 180) -> set[str]:
     """Until `nodes` nodes are alive in the cluster at `address` (nodes started at the same
-    moment on one machine trip over each other, so start them one after the other)."""
+    moment on one machine trip over each other, so start them one after the other); the
+    alive nodes' IDs."""
     done = subprocess.run(
         [sys.executable, "-c", _WAIT, address, str(nodes), str(timeout)],
         env=RAY_ENV, capture_output=True, text=True, timeout=timeout + 60,
@@ -326,3 +328,4 @@ def wait_for_nodes(address: str, nodes: int, timeout: float = 180) -> None:
         raise RuntimeError(
             f"the cluster at {address} did not reach {nodes} nodes: {done.stderr[-500:]}"
         )
+    return set(done.stdout.split())

@@ -37,13 +37,16 @@ def cluster(tmp_path_factory):
     nodes = [ray_node("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
                        "--include-dashboard=false", cwd=where, env=env)]  # fmt: skip
     try:
-        wait_for_nodes(address, 1)
+        alive = wait_for_nodes(address, 1)
+        ids = []  # each worker's Ray node ID, as trials tag their runs with it
         for count in (2, 3):
             nodes.append(
                 ray_node(f"--address={address}", "--num-cpus=4", "--num-gpus=2", cwd=where, env=env)
             )
-            wait_for_nodes(address, count)
-        yield {"address": address, "workers": nodes[1:], "plugin": plugin}
+            now = wait_for_nodes(address, count)
+            ids += now - alive
+            alive = now
+        yield {"address": address, "workers": nodes[1:], "ids": ids, "plugin": plugin}
     finally:
         for node in reversed(nodes):
             if node.poll() is None:
@@ -69,9 +72,9 @@ def run_on(cluster, root, *overrides, background=False, spec=None):
         del os.environ["RAY_AUTH_MODE"]
 
 
-RUNNING_NODES = (
-    "select count(distinct node.value) from tags node join tags outcome "
-    "on node.run_uuid = outcome.run_uuid where node.key = 'node_id' "
+RUNNING_ON = (
+    "select count(*) from tags node join tags outcome "
+    "on node.run_uuid = outcome.run_uuid where node.key = 'node_id' and node.value = '{}' "
     "and outcome.key = 'outcome' and outcome.value = 'running'"
 )
 
@@ -131,10 +134,10 @@ def test_a_node_removed_mid_study_its_trials_retry_elsewhere(cluster, tmp_path):
         background=True,
     )  # fmt: skip
     deadline = time.time() + 240
-    while True:  # wait until both workers run trials
+    while True:  # wait until the second worker runs trials (the first may not have begun)
         assert driver.poll() is None, driver.stderr.read()[-3000:]
         assert time.time() < deadline
-        if count(root / "mlflow.db", RUNNING_NODES) == 2:
+        if count(root / "mlflow.db", RUNNING_ON.format(cluster["ids"][1])):
             break
         time.sleep(0.5)
     stop_node(cluster["workers"][1])
