@@ -1,16 +1,18 @@
 """Scale: a thousand trials on a simulated cluster, and what the driver costs them.
 
 A Ray cluster of several nodes on this machine (`ray start`, one node after the other, each
-with a few logical CPUs) runs `study run`'s code path (Optuna TPE in SQLite, Ray Tune, MLflow
-in SQLite, every epoch recorded) over trials whose training loop only sleeps 0.1 s per epoch
-for 10 epochs. The ideal wall time is the sleeping alone, spread over the cluster's slots;
-what the run takes beyond it is the overhead: the trial actors' start (8 processes importing
-torch), then the driver's work per trial (Tune, Optuna, MLflow). The driver's memory (resident
-set) is read at the start, at half time, at the end and once the study has returned (and its
-objects are collected); its CPU time and when the first trial ran are reported.
+with a few logical CPUs) runs `study run`'s code path (Optuna TPE, or GP with --sampler gp, in
+SQLite, Ray Tune, MLflow in SQLite, every epoch recorded) over trials whose training loop only
+sleeps 0.1 s per epoch for 10 epochs. The ideal wall time is the sleeping alone, spread over the
+cluster's slots; what the run takes beyond it is the overhead: the trial actors' start (8
+processes importing torch), then the driver's work per trial (Tune, Optuna, MLflow). The
+driver's memory (resident set) is read at the start, at half time, at the end and once the
+study has returned (and its objects are collected); its CPU time and when the first trial ran
+are reported.
 
     python -m benchmarks.scale                              # 1,000 trials, 2 nodes x 4 CPUs
     python -m benchmarks.scale --trace-memory --trials 200  # what holds the heap's growth
+    python -m benchmarks.scale --trials 300 --sampler gp    # what a GP's fit costs the driver
 """
 
 import collections
@@ -115,6 +117,12 @@ def main() -> None:
         parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
         parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker node")
         parser.add_argument(
+            "--sampler",
+            choices=["tpe", "gp"],
+            default="tpe",
+            help="search.sampler (gp: learning from the 4th trial, search.startup_trials 3)",
+        )
+        parser.add_argument(
             "--trace-memory",
             action="store_true",
             help="trace the driver's Python heap (tracemalloc; slows the driver)",
@@ -142,7 +150,12 @@ def main() -> None:
                         "dropout": {"type": "float", "low": 0.0, "high": 0.5},
                     }
                 },
-                "search": {"num_samples": trials, "max_concurrent": slots},
+                "search": {
+                    "num_samples": trials,
+                    "max_concurrent": slots,
+                    "sampler": args.sampler,
+                    "startup_trials": 3 if args.sampler == "gp" else None,
+                },
                 "scheduler": {"name": "none", "max_epochs": epochs},
                 "cluster": {"address": address},
             }
@@ -199,7 +212,8 @@ def main() -> None:
     ]
     met = "met" if overhead <= 0.2 else "NOT met"
     notes = (
-        f"{trials} trials x {epochs} epochs of {EPOCH_S} s sleep, {slots} at a time on "
+        f"{trials} trials x {epochs} epochs of {EPOCH_S} s sleep, sampler "
+        f"{spec.search.sampler}, {slots} at a time on "
         f"{args.nodes} worker nodes (+ a head with no CPUs), all on this machine. Ideal = "
         f"ceil(trials / slots) x {epochs * EPOCH_S:.1f} s. Target (within 20% of ideal, memory "
         f"flat): time {met} ({overhead:+.0%}); driver memory {memory_start:.0f} -> "
