@@ -40,6 +40,7 @@ from ray import tune
 
 from benchmarks.common import arguments, record, timer
 from benchmarks.search import Epochs, searcher
+from study import sampling
 from study.cluster import connect
 from study.core import TrialConfig
 from study.runner import tune_config, with_data
@@ -165,19 +166,26 @@ def asha(**settings: Any) -> dict[str, Any]:
     return {**default_scheduler(), "name": "asha", **settings}
 
 
+def default_method(searcher: str = "ours") -> Method:
+    """The study's default search (study/spec.py), through `searcher`."""
+    search = StudySpec().search
+    startup = search.startup_trials or (sampling.GP_STARTUP if search.sampler == "gp" else None)
+    return Method(search.sampler, default_scheduler(), searcher, startup)
+
+
 METHODS = {
     "random": Method("random"),
     "tpe": Method("tpe"),
     "random-asha": Method("random", asha(grace_period=1)),
     "ours-g3-b4": Method("tpe", asha(grace_period=3, brackets=4)),
     "optuna-hyperband": Method("tpe", asha(grace_period=1), "optuna"),
-    "default": Method("tpe", default_scheduler()),
-    "stock-default": Method("tpe", default_scheduler(), "stock"),
+    "default": default_method(),
+    "stock-default": default_method("stock"),
+    "tpe-default": Method("tpe", default_scheduler()),
+    "tpe-stock-default": Method("tpe", default_scheduler(), "stock"),
     "gp": Method("gp"),
     "ours-g9": Method("tpe", asha(grace_period=9)),
     "gp-s3": Method("gp", startup=3),
-    "gp-s3-default": Method("gp", default_scheduler(), startup=3),
-    "gp-s3-stock-default": Method("gp", default_scheduler(), "stock", startup=3),
 }
 LABELS = {
     "random": "random, no early stopping",
@@ -185,15 +193,14 @@ LABELS = {
     "random-asha": "random + ASHA (grace 1)",
     "ours-g3-b4": "TPE + ASHA (grace 3, 4 brackets), ours",
     "optuna-hyperband": "Optuna alone: TPE + HyperbandPruner (min 1, factor 3)",
-    "default": "TPE + ASHA, the study's default (grace 3, factor 3), ours",
-    "stock-default": "TPE + ASHA, the default's settings, stock OptunaSearch",
+    "default": "the study's default: GP from the 4th trial + ASHA (grace 3, factor 3), ours "
+    "(GP shown early-stopped trials)",
+    "stock-default": "the default's settings, stock OptunaSearch (Optuna's GPSampler)",
+    "tpe-default": "TPE + ASHA (grace 3, factor 3), ours: the default before",
+    "tpe-stock-default": "TPE + ASHA (grace 3, factor 3), stock OptunaSearch",
     "gp": "GP (Optuna's GPSampler) alone, no early stopping",
     "ours-g9": "TPE + ASHA (grace 9, factor 3), ours",
     "gp-s3": "GP alone, learning from the 4th trial on, no early stopping",
-    "gp-s3-default": "GP from the 4th trial + ASHA, the default's settings, ours (GP shown "
-    "early-stopped trials)",
-    "gp-s3-stock-default": "GP from the 4th trial + ASHA, the default's settings, stock "
-    "OptunaSearch (Optuna's GPSampler)",
 }
 
 

@@ -207,9 +207,11 @@ class ModelSpec(_Strict):
 class SearchSpec(_Strict):
     """How configurations are proposed."""
 
-    sampler: Literal["tpe", "gp", "random", "grid"] = "tpe"
+    # gp: Gaussian-process BO, shown early-stopped trials at their last value; the default, as
+    # measured on LCBench and digits (benchmarks/RESULTS.md); tpe for hundreds of short trials
+    sampler: Literal["tpe", "gp", "random", "grid"] = "gp"
     # trials of random configurations before TPE or GP learns from the finished ones; None:
-    # Optuna's default (10)
+    # the sampler's default here (gp 3, as measured; tpe Optuna's 10)
     startup_trials: int | None = Field(None, ge=1)
     num_samples: int = Field(24, ge=1)
     max_concurrent: int = Field(2, ge=1)

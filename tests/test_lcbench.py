@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.lcbench import METHODS, Synthetic, epochs_to, regret, replay, table
+from study.spec import StudySpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +80,12 @@ def test_methods_are_the_issues_and_each_is_told_apart():
     keys = [method.key for name, method in METHODS.items() if not name.endswith("default")]
     assert len(set(keys)) == len(keys)
     assert METHODS["optuna-hyperband"].searcher == "optuna"
+    default = StudySpec().search  # "default" is the study's default search, whatever it is
+    assert (METHODS["default"].sampler, METHODS["stock-default"].searcher) == (
+        default.sampler,
+        "stock",
+    )
+    assert METHODS["default"].scheduler == {**StudySpec().scheduler.model_dump(), "max_epochs": 52}
 
 
 def test_the_study_wiring_runs_on_synthetic_curves():
@@ -91,6 +98,7 @@ def test_the_study_wiring_runs_on_synthetic_curves():
             for line in done.stdout.splitlines() if line.startswith("| ")}  # fmt: skip
     spent = {name: int(row[-1].strip(" |")) for name, row in rows.items() if name != "method"}
     assert spent["TPE alone, no early stopping"] == 4 * 4
-    assert 0 < spent["TPE + ASHA, the study's default (grace 3, factor 3), ours"] <= 4 * 4
+    default = "the study's default: GP from the 4th trial + ASHA (grace 3, factor 3), ours (GP"
+    assert 0 < spent[f"{default} shown early-stopped trials)"] <= 4 * 4
     assert "Target 1" in done.stdout
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results  # --quick records nothing
