@@ -213,6 +213,11 @@ def sampler(spec: Any) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     startup = spec.search.startup_trials
     if spec.search.sampler == "gp":  # Gaussian-process BO, shown early-stopped trials too
+        import torch
+
+        # The GP fits in the driver, beside the trials: on one thread, or torch's idle
+        # threads spin against theirs (benchmarks/RESULTS.md, "the GP's fit on one thread")
+        torch.set_num_threads(1)
         return LearnsFromEarlyStopped(
             optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup or GP_STARTUP)
         )
