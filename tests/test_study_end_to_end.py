@@ -1,6 +1,7 @@
 """One small study run through the CLI against a real MLflow server, then checked from the
 outside: MLflow runs, Optuna storage, exported config, retraining without Ray."""
 
+import json
 import re
 
 import optuna
@@ -75,9 +76,10 @@ def test_optuna_holds_early_stopped_trials_as_pruned(runs, finished_study):
     storage = f"sqlite:///{finished_study['root'] / 'optuna.db'}"
     trials = optuna.load_study(study_name=NAME, storage=storage).trials
     assert len(trials) == finished_study["num_samples"]
-    by_lr = {float(c.data.params["lr"]): c for c in children}
+    # by Optuna's trial number (the GP may propose one lr twice, at a bound of its range)
+    by_number = {json.loads(c.data.tags["config"])["optuna_trial"]: c for c in children}
     for trial in trials:
-        child = by_lr[trial.params["lr"]]
+        child = by_number[trial.number]
         history = client.get_metric_history(child.info.run_id, "val_acc")
         last = max(history, key=lambda m: m.step)
         assert sorted(trial.intermediate_values) == sorted(m.step for m in history)
