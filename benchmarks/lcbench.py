@@ -169,8 +169,7 @@ def asha(**settings: Any) -> dict[str, Any]:
 def default_method(searcher: str = "ours") -> Method:
     """The study's default search (study/spec.py), through `searcher`."""
     search = StudySpec().search
-    startup = search.startup_trials or (sampling.GP_STARTUP if search.sampler == "gp" else None)
-    return Method(search.sampler, default_scheduler(), searcher, startup)
+    return Method(search.sampler, default_scheduler(), searcher, sampling.startup_trials(search))
 
 
 METHODS = {

@@ -154,7 +154,6 @@ def main() -> None:
                     "num_samples": trials,
                     "max_concurrent": slots,
                     "sampler": args.sampler,
-                    "startup_trials": 3 if args.sampler == "gp" else None,
                 },
                 "scheduler": {"name": "none", "max_epochs": epochs},
                 "cluster": {"address": address},

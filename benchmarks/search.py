@@ -41,15 +41,15 @@ from study.sampling import DefineByRun
 from study.search import build_searcher
 from study.spec import SchedulerSpec, StudySpec
 
-# key: (label, sampler, scheduler, searcher, startup trials (None: Optuna's 10))
+# key: (label, sampler, scheduler, searcher); each sampler with its default random start
 METHODS = {
-    "random": ("random", "random", "none", "ours", None),
-    "random-asha": ("random + ASHA", "random", "asha", "ours", None),
-    "tpe": ("TPE", "tpe", "none", "ours", None),
-    "tpe-asha-stock": ("TPE + ASHA, stock OptunaSearch", "tpe", "asha", "stock", None),
-    "tpe-asha": ("TPE + ASHA, ours (pruned)", "tpe", "asha", "ours", None),
-    "gp-asha": ("GP from the 4th trial + ASHA, ours (the default)", "gp", "asha", "ours", 3),
-    "gp-asha-stock": ("GP from the 4th trial + ASHA, stock OptunaSearch", "gp", "asha", "stock", 3),
+    "random": ("random", "random", "none", "ours"),
+    "random-asha": ("random + ASHA", "random", "asha", "ours"),
+    "tpe": ("TPE", "tpe", "none", "ours"),
+    "tpe-asha-stock": ("TPE + ASHA, stock OptunaSearch", "tpe", "asha", "stock"),
+    "tpe-asha": ("TPE + ASHA, ours (pruned)", "tpe", "asha", "ours"),
+    "gp-asha": ("GP from the 4th trial + ASHA, ours (the default)", "gp", "asha", "ours"),
+    "gp-asha-stock": ("GP from the 4th trial + ASHA, stock OptunaSearch", "gp", "asha", "stock"),
 }
 # What the target compares (and all --quick runs): TPE alone, the default through stock
 # OptunaSearch and ours
@@ -97,14 +97,13 @@ def search(
     brackets: int = 1,
 ) -> list[float]:
     """The val_acc of every epoch one method's study spent, in the order they came."""
-    _, sampler, scheduler, kind, startup = METHODS[method]
+    _, sampler, scheduler, kind = METHODS[method]
     asha = {"brackets": brackets}
     spec = StudySpec.model_validate(
         {
             "name": f"bench-search-{seed}-{list(METHODS).index(method)}",
             "search": {
                 "sampler": sampler,
-                "startup_trials": startup,
                 "num_samples": trials,
                 "max_concurrent": 2,
                 "seed": seed,

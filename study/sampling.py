@@ -204,6 +204,12 @@ class LearnsFromEarlyStopped(optuna.samplers.BaseSampler):
 GP_STARTUP = 3
 
 
+def startup_trials(search: Any) -> int | None:
+    """The random trials before the sampler learns: `search.startup_trials`, unset GP_STARTUP
+    for the GP and None (Optuna's 10) for TPE."""
+    return search.startup_trials or (GP_STARTUP if search.sampler == "gp" else None)
+
+
 def sampler(spec: Any) -> optuna.samplers.BaseSampler:
     """The study's Optuna sampler, seeded with `search.seed`."""
     seed = spec.search.seed
@@ -211,7 +217,7 @@ def sampler(spec: Any) -> optuna.samplers.BaseSampler:
         return GridSampler(spec.grid(), seed=seed)
     if spec.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    startup = spec.search.startup_trials
+    startup = startup_trials(spec.search)
     if spec.search.sampler == "gp":  # Gaussian-process BO, shown early-stopped trials too
         import torch
 
@@ -219,7 +225,7 @@ def sampler(spec: Any) -> optuna.samplers.BaseSampler:
         # threads spin against theirs (benchmarks/RESULTS.md, "the GP's fit on one thread")
         torch.set_num_threads(1)
         return LearnsFromEarlyStopped(
-            optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup or GP_STARTUP)
+            optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
         )
     return optuna.samplers.TPESampler(
         seed=seed, **({"n_startup_trials": startup} if startup else {})
