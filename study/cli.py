@@ -88,7 +88,11 @@ def run(
     ] = False,
     address: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--address", help="An existing Ray cluster: auto, HOST:PORT or ray://..."),
+        typer.Option(
+            "--address",
+            help="An existing Ray cluster: auto, HOST:PORT or ray://... "
+            "[default: $RAY_ADDRESS, else a local Ray]",
+        ),
     ] = None,
 ) -> None:
     """Run a study: Optuna proposes, ASHA stops early, MLflow records every trial."""

@@ -273,7 +273,9 @@ class TrackingSpec(_Strict):
 class ClusterSpec(_Strict):
     """Where trials run and how they survive faults."""
 
-    address: str | None = None  # auto | HOST:PORT | ray://HOST:PORT; None starts a local Ray
+    # auto | HOST:PORT | ray://HOST:PORT. Unset: $RAY_ADDRESS, which Ray sets for the command
+    # of a `ray job submit`; without it the study starts a local Ray of its own.
+    address: str | None = Field(default_factory=lambda: os.environ.get("RAY_ADDRESS") or None)
     storage: str | None = None  # Ray's storage_path: a shared folder or URI; None: <root>/ray
     max_failures: int = Field(2, ge=0)  # retries of a failed trial, from its last checkpoint
     checkpoint_every: int = Field(0, ge=0)  # extra checkpoints every N epochs (0: rungs + end)

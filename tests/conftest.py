@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import free_port, ray_node, stop_node, wait_for_nodes
 from benchmarks.common import mlflow_server as start_mlflow_server
 
 SMALL_STUDY = [
@@ -19,9 +20,15 @@ SMALL_STUDY = [
 ]
 
 
-def study_cli(*args: str, root: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed `study` command as a user would, in a clean environment."""
-    env = {**os.environ, "STUDY_ROOT": str(root), "COLUMNS": "200"}
+def study_cli(
+    *args: str, root: Path, timeout: float = 600, ray: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run the installed `study` command as a user would, in a clean environment (Ray's token
+    auth off, as on a machine without ~/.ray/auth_token); with `ray` (the `ray_head`
+    fixture's address) as `RAY_ADDRESS`, as `ray job submit` sets it."""
+    env = {**os.environ, "STUDY_ROOT": str(root), "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"}
+    if ray:
+        env["RAY_ADDRESS"] = ray
     return subprocess.run(
         [sys.executable, "-m", "study", *args],
         capture_output=True,
@@ -91,3 +98,19 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str)
     done = study_cli("run", *args, root=root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {"root": root, "stdout": done.stdout, "uri": mlflow_server, "num_samples": 10}
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    """One Ray head per test worker (xdist), with this machine's CPUs and GPUs as a local Ray
+    has them, for the studies whose own local Ray is not the point: every local start costs
+    its helper processes again (about 5 s of a core). Yields its address and node ID."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("ray-head")
+    head = ray_node("--head", f"--port={port}", "--include-dashboard=false", cwd=folder)
+    address = f"127.0.0.1:{port}"
+    try:
+        (node_id,) = wait_for_nodes(address, 1)
+        yield {"address": address, "node_id": node_id}
+    finally:
+        stop_node(head, force=True)

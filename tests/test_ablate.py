@@ -35,9 +35,11 @@ VERDICTS = ("helps", "hurts", f"no effect detectable at {SEEDS} seeds")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, ray_head):
+    """The study, on this worker's Ray head (its ablations and confirmations go there too)."""
     root = tmp_path_factory.mktemp("ablate") / "runs"
-    done = study_cli("run", *[a for o in OVERRIDES for a in ("--set", o)], root=root)
+    args = [a for o in OVERRIDES for a in ("--set", o)]
+    done = study_cli("run", *args, root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((root / "studies" / NAME / "results.json").read_text())
     ranked = sorted(
@@ -83,7 +85,7 @@ def test_ablate_killed_mid_way_then_again_trains_each_variant_and_seed_once_unde
     db, trial = root / "mlflow.db", best["trial"]
     driver = subprocess.Popen(  # --trial names the best: the call without it continues it
         [sys.executable, "-m", "study", "ablate", NAME, "--trial", trial, "--seeds", str(SEEDS)],
-        env={**os.environ, "STUDY_ROOT": str(root)},
+        env={**os.environ, "STUDY_ROOT": str(root), "RAY_AUTH_MODE": "disabled"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -2,6 +2,7 @@
 and RESULTS.md left alone; benchmarks.gpu's dry run on the CPU, every step checked."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +15,25 @@ BENCHMARKS = [
     "ablation",
 ]  # fmt: skip
 ELSEWHERE = ["lcbench"]  # tests/test_lcbench.py runs it with --quick and checks its table
+# Their own local Ray (tracking reads its session's logs; scale starts a cluster of its own) or
+# none; the others run on this test worker's Ray head, given as RAY_ADDRESS.
+OWN_RAY = {"throughput", "tracking", "scale", "folds"}
+
+
+def on(ray_head: dict, name: str = "") -> dict[str, str]:
+    """The environment of a benchmark: RAY_ADDRESS the worker's head, unless `name` has its own."""
+    shared = {} if name in OWN_RAY else {"RAY_ADDRESS": ray_head["address"]}
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", **shared}
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
-def test_benchmark_runs_at_tiny_sizes_and_prints_its_table(name):
+def test_benchmark_runs_at_tiny_sizes_and_prints_its_table(name, ray_head):
     results = ROOT / "benchmarks" / "RESULTS.md"
     before = results.read_text() if results.exists() else None
     done = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", "--quick"],
         cwd=ROOT,
+        env=on(ray_head, name),
         capture_output=True,
         text=True,
         timeout=600,
@@ -50,10 +61,13 @@ def cuda() -> bool:
 no_cuda = pytest.mark.skipif(cuda(), reason="CUDA is here: run python -m benchmarks.gpu")
 
 
-def run_gpu_benchmark(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_gpu_benchmark(
+    *args: str, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "benchmarks.gpu", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -61,13 +75,14 @@ def run_gpu_benchmark(*args: str, timeout: float = 900) -> subprocess.CompletedP
 
 
 @no_cuda
-def test_the_gpu_benchmark_dry_run_does_every_step_at_tiny_sizes_on_the_cpu(tmp_path):
+def test_the_gpu_benchmark_dry_run_does_every_step_at_tiny_sizes_on_the_cpu(tmp_path, ray_head):
     """`python -m benchmarks.gpu --dry-run`: the studies run and record their device, the CUDA
     tests are collected (and skipped), both loops are timed in every variant, and the packing
     levels give trial-epochs per hour; RESULTS.md is left alone."""
     results = ROOT / "benchmarks" / "RESULTS.md"
     before = results.read_text()
-    done = run_gpu_benchmark("--dry-run", "--budget", "14", "--json", str(tmp_path / "gpu.json"))
+    out = str(tmp_path / "gpu.json")
+    done = run_gpu_benchmark("--dry-run", "--budget", "14", "--json", out, env=on(ray_head))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert results.read_text() == before
     steps = json.loads((tmp_path / "gpu.json").read_text())["steps"]

@@ -127,7 +127,7 @@ def test_bad_fold_counts_and_fixed_validation_splits_are_refused(overrides, said
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_cross_validated_study_end_to_end(tmp_path):
+def test_a_cross_validated_study_end_to_end(tmp_path, ray_head):
     """Through Ray with ASHA: each run holds the mean, its spread and every fold's curves,
     exactly once; `study train` of the best reproduces the fold mean, and --refit trains one
     model on all the folds' data and scores the test split."""
@@ -141,7 +141,8 @@ def test_a_cross_validated_study_end_to_end(tmp_path):
         "scheduler.grace_period=1",
         "model.widths=[64]",
     ]
-    done = study_cli("run", *[a for o in overrides for a in ("--set", o)], root=root)
+    args = [a for o in overrides for a in ("--set", o)]
+    done = study_cli("run", *args, root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = check_exactly_once(root, "cv", 6, 9)
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")

@@ -22,7 +22,7 @@ def spec_file(tmp_path, spec: dict):
     return path
 
 
-def test_a_diverged_trial_is_recorded_the_study_completes_and_exports_the_other(tmp_path):
+def test_a_diverged_trial_is_recorded_the_study_completes_and_exports_the_other(tmp_path, ray_head):
     """lr 1000 blows up, lr 0.01 trains. One trial at a time, grid order: the diverged trial
     is told last, which is when Optuna's GridSampler used to raise from `study.tell` (it calls
     `study.stop()`, which Optuna allows only inside `optimize()`)."""
@@ -37,7 +37,7 @@ def test_a_diverged_trial_is_recorded_the_study_completes_and_exports_the_other(
         },
     )
     root = tmp_path / "runs"
-    done = study_cli("run", str(spec), root=root)
+    done = study_cli("run", str(spec), root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stderr[-2000:]
     assert "diverged" in done.stdout and "best val_acc" in done.stdout
     assert "Traceback" not in done.stderr, done.stderr[-2000:]

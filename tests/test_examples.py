@@ -31,10 +31,10 @@ def val_acc_curves(root: Path, name: str) -> dict[str, list[float]]:
     return curves
 
 
-def test_circles_batchnorm_learns_faster(tmp_path):
+def test_circles_batchnorm_learns_faster(tmp_path, ray_head):
     root = tmp_path / "runs"
     study = Path(__file__).parent.parent / "studies" / "circles_batchnorm.yaml"
-    done = study_cli("run", str(study), root=root)
+    done = study_cli("run", str(study), root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stderr[-2000:]
     curves = val_acc_curves(root, "circles-batchnorm")
     assert set(curves) == {"t001 bn", "t002 no-bn"} or set(curves) == {"t001 no-bn", "t002 bn"}
@@ -46,7 +46,7 @@ def test_circles_batchnorm_learns_faster(tmp_path):
     assert all(len(c) == 20 for c in curves.values())
 
 
-def test_image_study_with_a_cnn_runs_through_ray_on_mnist_files(tmp_path):
+def test_image_study_with_a_cnn_runs_through_ray_on_mnist_files(tmp_path, ray_head):
     fake_mnist(tmp_path / "data", "MNIST")
     root = tmp_path / "runs"
     study = Path(__file__).parent.parent / "studies" / "mnist_batchnorm.yaml"
@@ -58,7 +58,8 @@ def test_image_study_with_a_cnn_runs_through_ray_on_mnist_files(tmp_path):
         "scheduler.max_epochs=2",
         "fixed.crop_padding=2",
     ]
-    done = study_cli("run", str(study), *[a for o in overrides for a in ("--set", o)], root=root)
+    args = [a for o in overrides for a in ("--set", o)]
+    done = study_cli("run", str(study), *args, root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stderr[-2000:]
     curves = val_acc_curves(root, "mnist-batchnorm")
     assert len(curves) == 6 and all(len(c) == 2 for c in curves.values())

@@ -2,6 +2,7 @@
 that replays a curve, the measures, and its study wiring on a tiny synthetic benchmark of
 curves (through Ray, as `--quick`), so the benchmark cannot rot where onnxruntime is absent."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,13 @@ from study.spec import StudySpec
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def lcbench(*args: str) -> subprocess.CompletedProcess:
+def lcbench(*args: str, ray: str | None = None) -> subprocess.CompletedProcess:
+    """The benchmark as a user runs it; on the Ray cluster at `ray` (as `RAY_ADDRESS`)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **({"RAY_ADDRESS": ray} if ray else {})}
     return subprocess.run(
         [sys.executable, "-m", "benchmarks.lcbench", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
@@ -88,11 +92,11 @@ def test_methods_are_the_issues_and_each_is_told_apart():
     assert METHODS["default"].scheduler == {**StudySpec().scheduler.model_dump(), "max_epochs": 52}
 
 
-def test_the_study_wiring_runs_on_synthetic_curves():
+def test_the_study_wiring_runs_on_synthetic_curves(ray_head):
     """--quick: 3 methods through the Tuner of `study run`, one result per epoch; TPE alone
     spends every epoch of every trial, the default's ASHA no more."""
     results = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    done = lcbench("--quick")
+    done = lcbench("--quick", ray=ray_head["address"])
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
             for line in done.stdout.splitlines() if line.startswith("| ")}  # fmt: skip

@@ -88,7 +88,9 @@ def test_a_run_resumed_mid_patience_stops_where_it_would_have(digits):
     assert done == []
 
 
-def test_a_regression_study_with_patience_sampled_records_reproduces_and_reports_it(tmp_path):
+def test_a_regression_study_with_patience_sampled_records_reproduces_and_reports_it(
+    tmp_path, ray_head
+):
     """diabetes, patience 0 or 3 (a grid, no ASHA): the patience-stopped trials end as their
     own outcome, Optuna COMPLETE with the restored weights' score, which is also the MLflow
     run's last val_rmse (one step after the last epoch); export and `study train` reproduce
@@ -112,7 +114,7 @@ def test_a_regression_study_with_patience_sampled_records_reproduces_and_reports
         "scheduler: {name: none, max_epochs: 30}\n"
     )
     root = tmp_path / "runs"
-    done = study_cli("run", str(spec), root=root)
+    done = study_cli("run", str(spec), root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "patience_stopped" in done.stdout
     runs = check_exactly_once(root, "patient", 4, 30)

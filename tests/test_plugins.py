@@ -113,13 +113,14 @@ def final_value(stdout: str) -> tuple[float, float]:
     return float(found[1]), float(found[2])
 
 
-def test_a_plugin_study_runs_exports_retrains_and_reports(tmp_path):
+def test_a_plugin_study_runs_exports_retrains_and_reports(tmp_path, ray_head):
     code = tmp_path / "my code"  # a space in the path, as users have
     spec = example_plugin(code)
     root = tmp_path / "elsewhere" / "runs"  # study_cli runs in root's parent, not in `code`
     root.parent.mkdir()
     small = ["search.num_samples=4", "scheduler.max_epochs=4", "scheduler.grace_period=2"]
-    done = study_cli("run", str(spec), *[a for o in small for a in ("--set", o)], root=root)
+    args = [a for o in small for a in ("--set", o)]
+    done = study_cli("run", str(spec), *args, root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
@@ -204,7 +205,9 @@ def own_knobs_study(folder, **space):
     return spec
 
 
-def test_the_networks_and_loaders_own_knobs_are_tuned_recorded_exported_and_retrained(tmp_path):
+def test_the_networks_and_loaders_own_knobs_are_tuned_recorded_exported_and_retrained(
+    tmp_path, ray_head
+):
     """kernel_size goes to the builder and noise to the loader, in each trial (through Ray) and
     in `study train`, recorded on every run and in the export; the retrain matches exactly."""
     spec = own_knobs_study(tmp_path / "code", kernel_size=[1, 3], noise=[0.0, 0.5])
@@ -212,7 +215,7 @@ def test_the_networks_and_loaders_own_knobs_are_tuned_recorded_exported_and_retr
     preflight(load_spec(spec), tmp_path / "runs", warn=said.append)
     assert said == []  # both knobs change what is trained
     root = tmp_path / "runs"
-    done = study_cli("run", str(spec), root=root)
+    done = study_cli("run", str(spec), root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("own-knobs").experiment_id
@@ -313,7 +316,9 @@ def test_model_keys_that_belong_to_another_model_are_refused(tmp_path):
     assert code == 2 and "model.widths: not a key of model x:build; put it in model.args" in stderr
 
 
-def test_resnet18_small_input_on_cifar_files_through_ray_with_and_without_batch_norm(tmp_path):
+def test_resnet18_small_input_on_cifar_files_through_ray_with_and_without_batch_norm(
+    tmp_path, ray_head
+):
     fake_cifar10(tmp_path / "data")
     spec = tmp_path / "resnet.yaml"
     spec.write_text(
@@ -332,7 +337,7 @@ def test_resnet18_small_input_on_cifar_files_through_ray_with_and_without_batch_
         )
     )
     root = tmp_path / "runs"
-    done = study_cli("run", str(spec), root=root)
+    done = study_cli("run", str(spec), root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("resnet").experiment_id

@@ -188,19 +188,23 @@ def children(root, name):
 SMALL = ["search.num_samples=2", "scheduler.max_epochs=2", "scheduler.grace_period=2"]
 
 
-def run_study(tmp_path, study: dict, name: str):
+def run_study(tmp_path, study: dict, name: str, ray: str):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"name": name, "model": MODEL, **study}))
     root = tmp_path / "runs"
-    done = study_cli("run", str(path), *[a for o in SMALL for a in ("--set", o)], root=root)
+    args = [a for o in SMALL for a in ("--set", o)]
+    done = study_cli("run", str(path), *args, root=root, ray=ray)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return root
 
 
 @pytest.mark.parametrize("placement", ["memory", "stream"])
-def test_an_image_folder_study_through_ray_exports_and_retrains(placement, folder, tmp_path):
+def test_an_image_folder_study_through_ray_exports_and_retrains(
+    placement, folder, tmp_path, ray_head
+):
     name = f"pets-{placement}"
-    root = run_study(tmp_path, {"dataset": spec(folder, placement=placement)}, name)
+    study = {"dataset": spec(folder, placement=placement)}
+    root = run_study(tmp_path, study, name, ray_head["address"])
     runs, parent = children(root, name)
     assert len(runs) == 2 and all(r.data.tags["outcome"] == "completed" for r in runs)
     assert all(r.data.params["dataset.placement"] == placement for r in runs)
@@ -221,11 +225,11 @@ def test_an_image_folder_study_through_ray_exports_and_retrains(placement, folde
     assert found and abs(float(found[1]) - float(found[2])) <= 0.005, trained.stdout[-1500:]
 
 
-def test_a_loader_plugin_study_runs_through_ray(tmp_path):
+def test_a_loader_plugin_study_runs_through_ray(tmp_path, ray_head):
     """Arrays, in memory (the cluster test streams the Dataset variant on its workers)."""
     loader_plugin(tmp_path, "my_stream_data")
     study = {"dataset": {"name": "my_stream_data:load", "args": {"kind": "arrays"}}}
-    root = run_study(tmp_path, study, "loader-stream")
+    root = run_study(tmp_path, study, "loader-stream", ray_head["address"])
     runs, parent = children(root, "loader-stream")
     assert len(runs) == 2 and all(r.data.tags["outcome"] == "completed" for r in runs)
     assert all(0 <= r.data.metrics["val_acc"] <= 1 and r.data.tags["epochs"] == "2" for r in runs)
