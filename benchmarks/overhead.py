@@ -138,10 +138,12 @@ def actor_start_cost() -> list[float]:
             import torch
 
             import study.trial  # noqa: F401
+            from trainables import resolve
+            from trainables.optim import build_optimizer
 
             imported = cpu()
             layer = torch.nn.Linear(4, 2)
-            optimizer = torch.optim.Adam(layer.parameters(), fused=True)
+            optimizer = build_optimizer(layer, resolve({}))  # as a trial builds it
             layer(torch.ones(1, 4)).sum().backward()
             optimizer.step()
             return [started, imported - started, cpu() - imported]

@@ -92,19 +92,24 @@ def check_cluster(spec: StudySpec) -> None:
     """Attach to the spec's Ray cluster and make sure some node can run one trial."""
     from study.cluster import connect, usable_nodes
 
+    # An address the spec took from $RAY_ADDRESS is named as such: the user gave none.
+    field, unset = "cluster.address", ""
+    if spec.cluster.address == os.environ.get("RAY_ADDRESS"):
+        field = "cluster.address (from RAY_ADDRESS)"
+        unset = ", or unset RAY_ADDRESS for a local Ray"
     try:
         connect(spec)
     except (ConnectionError, RuntimeError, ValueError) as error:
         if "Authentication" in repr(error.__cause__) or "auth" in str(error).lower():
             raise UserError(
-                f"cluster.address: the Ray cluster at {spec.cluster.address} requires token "
+                f"{field}: the Ray cluster at {spec.cluster.address} requires token "
                 "authentication; export RAY_AUTH_MODE=token and copy ~/.ray/auth_token from "
                 "its head node"
             ) from None
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"cluster.address: cannot connect to Ray at {spec.cluster.address} ({first}); "
-            "start the cluster or fix the address"
+            f"{field}: cannot connect to Ray at {spec.cluster.address} ({first}); "
+            f"start the cluster or fix the address{unset}"
         ) from None
     cpu, gpu = spec.resources.cpu, spec.resources.gpu
     fits, most = usable_nodes(cpu, gpu)

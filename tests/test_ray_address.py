@@ -5,6 +5,7 @@ goes back there), where it used to start a local Ray beside it."""
 import yaml
 from mlflow.tracking import MlflowClient
 
+from benchmarks.common import free_port
 from study.spec import StudySpec
 from tests.conftest import study_cli
 
@@ -35,3 +36,14 @@ def test_a_study_where_ray_address_is_set_runs_on_that_cluster(ray_head, tmp_pat
     runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     nodes = {r.data.tags["node_id"] for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert nodes == {ray_head["node_id"]}  # the head's node, not a Ray of the study's own
+
+
+def test_a_ray_address_nothing_answers_at_is_one_line_naming_it_and_records_nothing(tmp_path):
+    root, address = tmp_path / "runs", f"127.0.0.1:{free_port()}"
+    done = study_cli("run", root=root, ray=address, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    said = f"error: cluster.address (from RAY_ADDRESS): cannot connect to Ray at {address} ("
+    assert line.startswith(said), line
+    assert line.endswith("fix the address, or unset RAY_ADDRESS for a local Ray"), line
+    assert not root.exists()

@@ -1,11 +1,15 @@
 """Optimizers with weight decay, learning-rate schedules, and the L1 penalty added to the loss."""
 
+import inspect
+import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}
 
 
 def param_groups(model: nn.Module, hp: dict[str, Any]) -> list[dict[str, Any]]:
@@ -21,23 +25,63 @@ def param_groups(model: nn.Module, hp: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _dynamo_marker() -> types.CodeType | None:
+    """The code of the wrapper `torch._disable_dynamo` puts around a method, which imports
+    torch._dynamo on its first call (None where this torch has no such wrapper)."""
+    try:
+        return torch._disable_dynamo(lambda: None).__code__
+    except AttributeError:
+        return None
+
+
+_WRAPPED = _dynamo_marker()
+
+
+def _kept_out(cls: type[torch.optim.Optimizer]) -> Callable[..., Any] | None:
+    """torch.optim imports torch._dynamo on an optimizer's first `__init__`, `step`,
+    `zero_grad` and `state_dict`, only to keep the compiler out of them: 1-1.6 s of a core at
+    every trial's start, the most after importing torch. Our loop never compiles them (a
+    compiled model runs inside the plain loop), so `cls`'s methods are marked as kept out
+    already (the cache torch's wrapper looks up first) and torch's own step function is
+    returned, to run with grad mode as torch's wrapper sets it. None where this torch is built
+    otherwise: then nothing changes and the import happens (pinned by tests/unit/test_optim.py)."""
+    step = inspect.unwrap(cls.step)
+    if _WRAPPED is None or step is cls.step:
+        return None
+    for klass in cls.__mro__:
+        for method in vars(klass).values():
+            if getattr(method, "__code__", None) is _WRAPPED and hasattr(method, "__wrapped__"):
+                method.__wrapped__.__dynamo_disable = method.__wrapped__
+    return step
+
+
 def build_optimizer(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer `hp["optimizer"]` names, with lr, weight decay and momentum from `hp`.
+    """The optimizer `hp["optimizer"]` names, with lr, weight decay and momentum from `hp`;
+    its methods do not import torch._dynamo (`_kept_out`).
 
     Fused kernels (one call per step instead of a few per parameter) where PyTorch has them:
     they cut Adam's step on a CPU core by 60% (benchmarks/RESULTS.md, epoch throughput)."""
-    groups, name, lr = param_groups(model, hp), hp["optimizer"], hp["lr"]
+    name, lr = hp["optimizer"], hp["lr"]
     if name == "sgd":
         nesterov = hp["nesterov"] and hp["momentum"] > 0
-        return torch.optim.SGD(
-            groups, lr=lr, momentum=hp["momentum"], nesterov=nesterov, fused=True
-        )
-    if name == "rmsprop":  # no fused RMSprop in PyTorch
-        return torch.optim.RMSprop(groups, lr=lr, momentum=hp["momentum"])
-    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}
-    if name not in classes:
+        cls, options = torch.optim.SGD, {"momentum": hp["momentum"], "nesterov": nesterov}
+        options["fused"] = True
+    elif name == "rmsprop":  # no fused RMSprop in PyTorch
+        cls, options = torch.optim.RMSprop, {"momentum": hp["momentum"]}
+    elif name in CLASSES:
+        cls, options = CLASSES[name], {"fused": True}
+    else:
         raise ValueError(f"optimizer: unknown optimizer {name!r}; use one of {OPTIMIZERS}")
-    return classes[name](groups, lr=lr, fused=True)
+    step = _kept_out(cls)
+    optimizer = cls(param_groups(model, hp), lr=lr, **options)
+    if step is not None:
+
+        def plain_step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
+            with torch.set_grad_enabled(self.defaults["differentiable"]):
+                return step(self, closure)
+
+        optimizer.step = types.MethodType(plain_step, optimizer)  # a method, as schedules want
+    return optimizer
 
 
 def build_schedule(
