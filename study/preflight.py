@@ -4,6 +4,7 @@ import contextlib
 import difflib
 import inspect
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -88,6 +89,20 @@ def check_new(spec: StudySpec, root: Path) -> None:
         raise UserError(already_exists(spec.name, root))
 
 
+def unanswered(address: str) -> str | None:
+    """Why nothing answers at a HOST:PORT (or ray://HOST:PORT) address, as the socket says;
+    None when something does, or for `auto`. Ray's own connect retries a dead address for
+    minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return None
+    except OSError as error:
+        return (error.strerror or type(error).__name__).lower()
+
+
 def check_cluster(spec: StudySpec) -> None:
     """Attach to the spec's Ray cluster and make sure some node can run one trial."""
     from study.cluster import connect, usable_nodes
@@ -97,6 +112,11 @@ def check_cluster(spec: StudySpec) -> None:
     if spec.cluster.address == os.environ.get("RAY_ADDRESS"):
         field = "cluster.address (from RAY_ADDRESS)"
         unset = ", or unset RAY_ADDRESS for a local Ray"
+    if why := unanswered(spec.cluster.address):
+        raise UserError(
+            f"{field}: cannot connect to Ray at {spec.cluster.address} ({why}); "
+            f"start the cluster or fix the address{unset}"
+        )
     try:
         connect(spec)
     except (ConnectionError, RuntimeError, ValueError) as error:

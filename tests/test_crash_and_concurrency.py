@@ -19,21 +19,13 @@ OVERRIDES = [
 ]
 
 
-def start(
-    root, *overrides: str, command: tuple[str, ...] = ("run",), ray: str | None = None
-) -> subprocess.Popen:
-    """`study COMMAND` in the background; on the Ray cluster at `ray` (as `RAY_ADDRESS`)."""
+def start(root, *overrides: str, command: tuple[str, ...] = ("run",)) -> subprocess.Popen:
     args = (
         [a for o in [*OVERRIDES, *overrides] for a in ("--set", o)] if command == ("run",) else []
     )
     return subprocess.Popen(
         [sys.executable, "-m", "study", *command, *args],
-        env={
-            **os.environ,
-            "STUDY_ROOT": str(root),
-            "RAY_AUTH_MODE": "disabled",
-            **({"RAY_ADDRESS": ray} if ray else {}),
-        },
+        env={**os.environ, "STUDY_ROOT": str(root)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -48,12 +40,10 @@ def wait_for(driver: subprocess.Popen, ready) -> None:
         time.sleep(0.02)
 
 
-def test_studies_started_together_on_a_new_root_all_finish_whole(tmp_path, ray_head):
-    """Their trials share this worker's Ray head, as studies on one cluster do."""
+def test_studies_started_together_on_a_new_root_all_finish_whole(tmp_path):
     root = tmp_path / "runs"  # does not exist yet: every store is made by one of them
     names = ["together-1", "together-2"]
-    overrides = ("search.num_samples=2",)
-    drivers = [start(root, f"name={n}", *overrides, ray=ray_head["address"]) for n in names]
+    drivers = [start(root, f"name={name}", "search.num_samples=2") for name in names]
     # While the first runs, status says so and a second driver for it is refused.
     # The driver claims the name (driver.json) before it saves the spec that status reads.
     wait_for(drivers[0], lambda: (root / "studies" / names[0] / "spec.yaml").exists())

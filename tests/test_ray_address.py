@@ -40,7 +40,7 @@ def test_a_study_where_ray_address_is_set_runs_on_that_cluster(ray_head, tmp_pat
 
 def test_a_ray_address_nothing_answers_at_is_one_line_naming_it_and_records_nothing(tmp_path):
     root, address = tmp_path / "runs", f"127.0.0.1:{free_port()}"
-    done = study_cli("run", root=root, ray=address, timeout=300)
+    done = study_cli("run", root=root, ray=address, timeout=120)
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = done.stderr.strip().splitlines()
     said = f"error: cluster.address (from RAY_ADDRESS): cannot connect to Ray at {address} ("
