@@ -8,9 +8,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from study import records, sampling
-from study.core import Found, Layout, cache_dir, write_whole
+from study.core import Found, Layout, write_whole
 from study.spec import StudySpec
 from trainables import Data
+from trainables.memo import cache_dir
 
 
 def spec_text(spec: StudySpec) -> str:

@@ -2,8 +2,11 @@
 torchvision's MNIST / Fashion-MNIST / CIFAR-10 classes on files written in their on-disk
 formats, and a user's CSV."""
 
+import os
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +150,22 @@ def test_train_with_test_split_reports_test_accuracy(tmp_path):
     bare.write_text("config: {epochs: 1, seed: 0, model: {name: mlp}, dataset: {name: digits}}\n")
     refused = CliRunner().invoke(app, ["train", str(bare), "--test"])
     assert refused.exit_code == 2 and "test_fraction" in refused.stderr
+
+
+def test_a_process_that_finds_digits_kept_does_not_import_scikit_learn(tmp_path):
+    """The point of the cache: `study run` on the default data set no longer pays scikit-learn's
+    import (about 1.5 s of a core) once a process on this machine has loaded it."""
+    code = (
+        "import sys; from trainables.data import load_builtin; "
+        "load_builtin({'name': 'digits'}, seed=0); print('sklearn' in sys.modules)"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def imports_sklearn() -> bool:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip() == "True"
+
+    assert imports_sklearn()  # the first process makes the entries
+    assert not imports_sklearn()

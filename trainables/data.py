@@ -5,6 +5,7 @@ Images stay uint8 (N, C, H, W) until they reach the trial's device, where they b
 [0, 1]; augmentation works on those and `Dataset.normalize` standardises each batch.
 """
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from trainables.catalog import NORMALIZATION, TASKS
 from trainables.catalog import TORCHVISION_SETS as TORCHVISION_SETS
 from trainables.feed import MemoryFeed
 from trainables.interface import DataError, Placement, Task
+from trainables.memo import remembered
 from trainables.transform import as_floats, normalize
 
 
@@ -176,8 +178,6 @@ def cross_validation(
 ) -> Folds:
     """`spec["cv_folds"]` folds of (x, y), stratified by class for classification and seeded
     by `seed`: the same folds for every trial of a study."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
     folds = spec["cv_folds"]
     if task == "classification":
         smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
@@ -186,11 +186,9 @@ def cross_validation(
                 f"dataset.cv_folds: {folds} folds, but {name}'s smallest class has {smallest} "
                 f"examples, too few to put one in each fold; use at most {smallest}"
             )
-        cut = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y)
-    else:
-        if folds > len(y):
-            raise DataError(f"dataset.cv_folds: {folds} folds of {len(y)} examples; use fewer")
-        cut = KFold(n_splits=folds, shuffle=True, random_state=seed).split(x)
+    elif folds > len(y):
+        raise DataError(f"dataset.cv_folds: {folds} folds of {len(y)} examples; use fewer")
+    cut = fold_indices(y, folds, seed, task == "classification")
     parts = [
         assemble(name, (x[fit], y[fit]), (x[held], y[held]), *test, spec, seed, mean_std, task)
         for fit, held in cut
@@ -207,11 +205,47 @@ def split(
     y: np.ndarray, fraction: float, seed: int, stratified: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a seeded split, stratified by class unless `stratified` is off (regression):
-    (the rest, the `fraction` held out)."""
-    from sklearn.model_selection import train_test_split
+    (the rest, the `fraction` held out). scikit-learn's, kept in this machine's cache."""
 
-    by = y if stratified else None
-    return train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=by)
+    def make() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import train_test_split
+
+        by = y if stratified else None
+        indices = np.arange(len(y))
+        rest, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=by)
+        return {"rest": rest, "held": held}
+
+    key = {**targets_key(y), "fraction": fraction, "seed": seed, "stratified": stratified}
+    kept = remembered("split", key, make)
+    return kept["rest"], kept["held"]
+
+
+def fold_indices(
+    y: np.ndarray, folds: int, seed: int, stratified: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held) indices of each of `folds` seeded folds, stratified by class unless
+    `stratified` is off (regression). scikit-learn's, kept in this machine's cache."""
+
+    def make() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        kind = StratifiedKFold if stratified else KFold
+        cut = kind(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+        kept = {}
+        for i, (fit, held) in enumerate(cut):
+            kept[f"fit{i}"], kept[f"held{i}"] = fit, held
+        return kept
+
+    key = {**targets_key(y), "folds": folds, "seed": seed, "stratified": stratified}
+    kept = remembered("folds", key, make)
+    return [(kept[f"fit{i}"], kept[f"held{i}"]) for i in range(folds)]
+
+
+def targets_key(y: np.ndarray) -> dict[str, Any]:
+    """What a split's cache entry is keyed by of the targets it splits: their bytes' hash,
+    dtype and shape."""
+    digest = hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()
+    return {"targets": digest, "dtype": str(y.dtype), "shape": list(y.shape)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,31 +253,49 @@ def split(
 
 
 def _digits(spec: dict[str, Any], seed: int):
-    from sklearn.datasets import load_digits
+    def make() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    return (digits.images[:, None] / 16.0).astype(np.float32), digits.target, None, None
+        digits = load_digits()
+        return {"x": (digits.images[:, None] / 16.0).astype(np.float32), "y": digits.target}
+
+    kept = remembered("digits", {}, make)
+    return kept["x"], kept["y"], None, None
 
 
 def _circles(spec: dict[str, Any], seed: int):
-    from sklearn.datasets import make_circles
+    key = {
+        "n_samples": spec.get("n_samples", 2000),
+        "noise": spec.get("noise", 0.1),
+        "factor": spec.get("factor", 0.4),
+        "random_state": seed,
+    }
 
-    x, y = make_circles(
-        n_samples=spec.get("n_samples", 2000),
-        noise=spec.get("noise", 0.1),
-        factor=spec.get("factor", 0.4),
-        random_state=seed,
-    )
-    return x.astype(np.float32), y, None, None
+    def make() -> dict[str, np.ndarray]:
+        from sklearn.datasets import make_circles
+
+        x, y = make_circles(**key)
+        return {"x": x.astype(np.float32), "y": y}
+
+    kept = remembered("circles", key, make)
+    return kept["x"], kept["y"], None, None
 
 
 def _moons(spec: dict[str, Any], seed: int):
-    from sklearn.datasets import make_moons
+    key = {
+        "n_samples": spec.get("n_samples", 2000),
+        "noise": spec.get("noise", 0.1),
+        "random_state": seed,
+    }
 
-    x, y = make_moons(
-        n_samples=spec.get("n_samples", 2000), noise=spec.get("noise", 0.1), random_state=seed
-    )
-    return x.astype(np.float32), y, None, None
+    def make() -> dict[str, np.ndarray]:
+        from sklearn.datasets import make_moons
+
+        x, y = make_moons(**key)
+        return {"x": x.astype(np.float32), "y": y}
+
+    kept = remembered("moons", key, make)
+    return kept["x"], kept["y"], None, None
 
 
 def _torchvision(spec: dict[str, Any], seed: int):
@@ -317,10 +369,14 @@ def _svhn_class():
 
 
 def _diabetes(spec: dict[str, Any], seed: int):
-    from sklearn.datasets import load_diabetes
+    def make() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_diabetes
 
-    x, y = load_diabetes(return_X_y=True, scaled=False)  # the target in its own units
-    return x.astype(np.float32), y.astype(np.float32), None, None
+        x, y = load_diabetes(return_X_y=True, scaled=False)  # the target in its own units
+        return {"x": x.astype(np.float32), "y": y.astype(np.float32)}
+
+    kept = remembered("diabetes", {}, make)
+    return kept["x"], kept["y"], None, None
 
 
 def _noise(spec: dict[str, Any], seed: int):

@@ -6,7 +6,6 @@ from study.core.found import Found
 from study.core.layout import (
     STATE_FILE,
     Layout,
-    cache_dir,
     store_uri,
     trial_dirname,
     write_whole,
@@ -34,7 +33,6 @@ __all__ = [
     "Outcome",
     "RunSettings",
     "TrialConfig",
-    "cache_dir",
     "decide",
     "finite",
     "label",

@@ -6,7 +6,6 @@ the Optuna storage (optuna.db), Ray's experiment folders (ray/), each study's ow
 the stores elsewhere with tracking.uri, search.storage and cluster.storage.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,6 @@ def store_uri(root: Path) -> str:
 def mlflow_db(root: Path) -> Path:
     """The default MLflow store's SQLite file."""
     return root / "mlflow.db"
-
-
-def cache_dir() -> Path:
-    """This machine's cache of what any root may reuse (an empty MLflow store per version):
-    $XDG_CACHE_HOME/regularization-study, by default under ~/.cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "regularization-study"
 
 
 def artifact_root(root: Path) -> Path:
