@@ -30,7 +30,7 @@ def cache_dir() -> Path:
 def entry(name: str, key: dict[str, Any]) -> Path:
     """The file that holds the arrays of `name` for `key` and the libraries' versions."""
     versions = {package: importlib.metadata.version(package) for package in VERSIONED}
-    text = json.dumps({"key": key, "versions": versions}, sort_keys=True)
+    text = json.dumps({"key": key, "versions": versions}, sort_keys=True, default=str)
     return cache_dir() / "arrays" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
 
 

@@ -77,6 +77,10 @@ def test_splits_and_folds_are_keyed_by_targets_fraction_seed_and_stratification(
         )
         assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
     assert not np.array_equal(split(y[::-1].copy(), 0.2, 0)[0], split(y, 0.2, 0)[0])
+    numpy_seed = split(y, 0.2, np.int64(1), False)  # a seed numpy made: keyed all the same
+    assert all(
+        np.array_equal(a, b) for a, b in zip(numpy_seed, split(y, 0.2, 1, False), strict=True)
+    )
     for stratified, kind in [(True, StratifiedKFold), (False, KFold)]:
         want = list(kind(n_splits=4, shuffle=True, random_state=2).split(x, y))
         for _ in range(2):  # made, then read back
