@@ -264,37 +264,35 @@ def _digits(spec: dict[str, Any], seed: int):
 
 
 def _circles(spec: dict[str, Any], seed: int):
-    key = {
-        "n_samples": spec.get("n_samples", 2000),
-        "noise": spec.get("noise", 0.1),
-        "factor": spec.get("factor", 0.4),
-        "random_state": seed,
-    }
-
-    def make() -> dict[str, np.ndarray]:
-        from sklearn.datasets import make_circles
-
-        x, y = make_circles(**key)
-        return {"x": x.astype(np.float32), "y": y}
-
-    kept = remembered("circles", key, make)
-    return kept["x"], kept["y"], None, None
+    return _generated(
+        "make_circles",
+        n_samples=spec.get("n_samples", 2000),
+        noise=spec.get("noise", 0.1),
+        factor=spec.get("factor", 0.4),
+        random_state=seed,
+    )
 
 
 def _moons(spec: dict[str, Any], seed: int):
-    key = {
-        "n_samples": spec.get("n_samples", 2000),
-        "noise": spec.get("noise", 0.1),
-        "random_state": seed,
-    }
+    return _generated(
+        "make_moons",
+        n_samples=spec.get("n_samples", 2000),
+        noise=spec.get("noise", 0.1),
+        random_state=seed,
+    )
+
+
+def _generated(function: str, **arguments: Any):
+    """What `sklearn.datasets.<function>(**arguments)` generates, features as float32, kept in
+    this machine's cache."""
 
     def make() -> dict[str, np.ndarray]:
-        from sklearn.datasets import make_moons
+        import sklearn.datasets
 
-        x, y = make_moons(**key)
+        x, y = getattr(sklearn.datasets, function)(**arguments)
         return {"x": x.astype(np.float32), "y": y}
 
-    kept = remembered("moons", key, make)
+    kept = remembered(function, arguments, make)
     return kept["x"], kept["y"], None, None
 
 
