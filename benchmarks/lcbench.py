@@ -36,14 +36,10 @@ from typing import Any
 
 import numpy as np
 import optuna
-from ray import tune
 
 from benchmarks.common import arguments, record, timer
-from benchmarks.search import Epochs, searcher
 from study import sampling
-from study.cluster import connect
 from study.core import TrialConfig
-from study.runner import tune_config, with_data
 from study.spec import SchedulerSpec, StudySpec
 
 DEVELOPMENT = ("167149", "167168", "168330", "189862", "146212")
@@ -228,6 +224,11 @@ def study_spec(method: Method, instance: str, seed: int, trials: int, epochs: in
 def tuned(spec: StudySpec, method: Method, curves: Any, root: Path) -> list[float]:
     """val_acc of every epoch a study spent, in the order the driver got them, through the
     searcher, scheduler and Tuner wiring of `study run` (no MLflow: it changes nothing here)."""
+    from ray import tune  # here, as in main(): without --data the refusal takes a second
+
+    from benchmarks.search import Epochs, searcher
+    from study.runner import tune_config, with_data
+
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
         with_data(spec, curves, train=replay),
@@ -395,6 +396,8 @@ def main() -> None:
         chosen = {"development": DEVELOPMENT, "held-out": HELD_OUT}
         instances = chosen.get(args.instances) or args.instances.split(",")
         seeds, trials, epochs = args.seeds, TRIALS, EPOCHS
+    from study.cluster import connect
+
     out = Path(args.out)
     connect(StudySpec())
     benchmarks, best, runs = {}, {}, {name: {} for name in names}
