@@ -71,7 +71,9 @@ class Sizes:
 
 FULL = Sizes((60000, 10000), 10000, (), 2, 2, (1, 0.5, 0.25, 0.125), 4)
 TINY = Sizes(
-    (600, 100), 60, ("search.num_samples=2", "scheduler.max_epochs=3", "scheduler.grace_period=1"),
+    (600, 100), 60,
+    ("search.num_samples=2", "search.max_concurrent=1", "scheduler.max_epochs=3",
+     "scheduler.grace_period=1"),
     2, 1, (1, 0.5), 2
 )  # fmt: skip
 
@@ -360,6 +362,7 @@ def step_runs(step: Step, context: Context) -> None:
         "scheduler.grace_period=1",
         f"search.num_samples={context.sizes.cnn_trials}",
         f"resources.gpu={1 if context.cuda else 0}",
+        f"search.max_concurrent={context.gpus}",  # one a GPU (on the CPU: one trial actor)
     ]
     studies = [
         ("default", None, list(context.sizes.default_study), None),

@@ -38,7 +38,7 @@ def studies(quick: bool) -> dict[str, tuple[StudySpec, StudySpec]]:
         shipped = params.pop("patience", None)
         choices = shipped["choices"] if shipped else DIGITS_PATIENCE
         if quick:
-            raw["search"] = {**raw["search"], "num_samples": 2}
+            raw["search"] = {**raw["search"], "num_samples": 2, "max_concurrent": 1}
             raw["scheduler"] = {**raw["scheduler"], "max_epochs": 4, "grace_period": 2}
         without = {**raw, "space": {"params": params}}
         patient = {"type": "categorical", "choices": choices}

@@ -16,7 +16,9 @@ from mlflow.tracking import MlflowClient
 from benchmarks.common import free_port
 from tests.conftest import study_cli
 
-TINY = ["search.num_samples=3", "scheduler.max_epochs=2", "scheduler.grace_period=1"]
+# one at a time: a single trial actor to start (this study checks no concurrency)
+TINY = ["search.num_samples=3", "search.max_concurrent=1", "scheduler.max_epochs=2",
+        "scheduler.grace_period=1"]  # fmt: skip
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -119,6 +119,7 @@ def test_a_plugin_study_runs_exports_retrains_and_reports(tmp_path, ray_head):
     root = tmp_path / "elsewhere" / "runs"  # study_cli runs in root's parent, not in `code`
     root.parent.mkdir()
     small = ["search.num_samples=4", "scheduler.max_epochs=4", "scheduler.grace_period=2"]
+    small.append("search.max_concurrent=1")  # one trial actor to start
     args = [a for o in small for a in ("--set", o)]
     done = study_cli("run", str(spec), *args, root=root, ray=ray_head["address"])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

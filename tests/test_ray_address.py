@@ -25,6 +25,7 @@ def test_an_unset_address_is_ray_address_and_a_given_one_wins(monkeypatch):
 def test_a_study_where_ray_address_is_set_runs_on_that_cluster(ray_head, tmp_path):
     root, name = tmp_path / "runs", "on-the-head"
     overrides = [f"name={name}", "search.num_samples=2", "scheduler.name=none"]
+    overrides.append("search.max_concurrent=1")  # one trial actor to start: the node is the point
     overrides.append("scheduler.max_epochs=1")
     args = [a for o in overrides for a in ("--set", o)]
     done = study_cli("run", *args, root=root, ray=ray_head["address"])

@@ -185,7 +185,9 @@ def children(root, name):
     )
 
 
-SMALL = ["search.num_samples=2", "scheduler.max_epochs=2", "scheduler.grace_period=2"]
+# one at a time: a single trial actor to start (these studies check no concurrency)
+SMALL = ["search.num_samples=2", "search.max_concurrent=1", "scheduler.max_epochs=2",
+         "scheduler.grace_period=2"]  # fmt: skip
 
 
 def run_study(tmp_path, study: dict, name: str, ray: str):

@@ -51,6 +51,7 @@ def test_non_finite_metrics_end_as_diverged_and_a_failure_is_one_line(tmp_path, 
             f"space={{params: {{lr: {{type: categorical, choices: {[NAN, INF, RAISE, FINE]}}}}}}}",
             "search.sampler=grid",
             "search.num_samples=4",
+            "search.max_concurrent=1",  # one trial actor to start
             "scheduler.name=none",
             f"scheduler.max_epochs={EPOCHS}",
             "cluster.max_failures=1",
