@@ -30,6 +30,12 @@ SAMPLES, EPOCHS = 6, 4
 OUTAGE_S = 10
 
 
+def on(ray_head: dict) -> dict[str, str]:
+    """A driver's environment on this test worker's Ray head (the stores are the point here,
+    not a Ray of the study's own), as `ray job submit` sets it."""
+    return {**os.environ, "RAY_ADDRESS": ray_head["address"], "RAY_AUTH_MODE": "disabled"}
+
+
 def ended_trials(engine: sqlalchemy.Engine) -> int:
     sql = "select count(*) from tags where key = 'outcome' and value != 'running'"
     try:
@@ -39,7 +45,7 @@ def ended_trials(engine: sqlalchemy.Engine) -> int:
         return 0
 
 
-def test_a_study_on_postgresql_killed_and_resumed_is_exactly_once(tmp_path):
+def test_a_study_on_postgresql_killed_and_resumed_is_exactly_once(tmp_path, ray_head):
     if postgres_bin() is None and not os.environ.get("STUDY_REQUIRE_POSTGRES"):
         pytest.skip("no PostgreSQL server: apt-get install -y postgresql (.ci/run does)")
     with (
@@ -59,7 +65,7 @@ def test_a_study_on_postgresql_killed_and_resumed_is_exactly_once(tmp_path):
         ]
         driver = subprocess.Popen(
             [sys.executable, "-m", "study", "run", *[a for o in overrides for a in ("--set", o)]],
-            env={**os.environ, "STUDY_ROOT": str(root)},
+            env={**on(ray_head), "STUDY_ROOT": str(root)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -74,7 +80,7 @@ def test_a_study_on_postgresql_killed_and_resumed_is_exactly_once(tmp_path):
         assert driver.wait() == -signal.SIGKILL
         assert ended_trials(engine) < SAMPLES  # killed mid-study
 
-        resumed = study_cli("resume", NAME, root=root)
+        resumed = study_cli("resume", NAME, root=root, ray=ray_head["address"])
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         runs = check_exactly_once(root, NAME, SAMPLES, EPOCHS, tracking_uri, storage_url)
         assert any(r.data.tags["outcome"] == "early_stopped" for r in runs.values())
@@ -82,7 +88,7 @@ def test_a_study_on_postgresql_killed_and_resumed_is_exactly_once(tmp_path):
         engine.dispose()
 
 
-def test_stores_that_blink_are_waited_for_and_said_in_one_line_each(tmp_path):
+def test_stores_that_blink_are_waited_for_and_said_in_one_line_each(tmp_path, ray_head):
     """The Optuna storage's PostgreSQL server stopped (immediate mode, as in a crash) for 10 s
     after the first trial ends, later the MLflow tracking server SIGKILLed for 10 s and started
     again on the same store: the study finishes without a resume, exactly once, and the console
@@ -106,7 +112,7 @@ def test_stores_that_blink_are_waited_for_and_said_in_one_line_each(tmp_path):
         ]
         driver = subprocess.Popen(
             [sys.executable, "-m", "study", "run", *[a for o in overrides for a in ("--set", o)]],
-            env={**os.environ, "STUDY_ROOT": str(root), "COLUMNS": "200"},
+            env={**on(ray_head), "STUDY_ROOT": str(root), "COLUMNS": "200"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -147,7 +153,9 @@ def test_stores_that_blink_are_waited_for_and_said_in_one_line_each(tmp_path):
         check_exactly_once(root, name, samples, epochs, tracking.uri, storage_url)
 
 
-def test_a_storage_down_past_the_limit_stops_the_study_in_one_line_and_resume_ends_it(tmp_path):
+def test_a_storage_down_past_the_limit_stops_the_study_in_one_line_and_resume_ends_it(
+    tmp_path, ray_head
+):
     """The Optuna storage's server stopped for longer than the study waits (3 s here): the
     driver stops with one line naming the store and `study resume`, exit code 1; once the
     server is back, `study resume` ends the study exactly once."""
@@ -166,7 +174,7 @@ def test_a_storage_down_past_the_limit_stops_the_study_in_one_line_and_resume_en
         ]
         driver = subprocess.Popen(
             [sys.executable, "-m", "study", "run", *[a for o in overrides for a in ("--set", o)]],
-            env={**os.environ, "STUDY_ROOT": str(root), "STUDY_STORE_PATIENCE": "3"},
+            env={**on(ray_head), "STUDY_ROOT": str(root), "STUDY_STORE_PATIENCE": "3"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -187,7 +195,7 @@ def test_a_storage_down_past_the_limit_stops_the_study_in_one_line_and_resume_en
         assert f"store down       search.storage {storage_url}" in out + err
 
         postgres.start()
-        resumed = study_cli("resume", name, root=root)
+        resumed = study_cli("resume", name, root=root, ray=ray_head["address"])
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         check_exactly_once(root, name, samples, epochs, storage_url=storage_url)
 

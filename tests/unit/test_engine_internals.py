@@ -281,3 +281,21 @@ def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path):
     again.write_bytes(b"kept")  # a store that exists is never replaced
     seed_local_store(f"sqlite:///{again}", cache)
     assert again.read_bytes() == b"kept"
+
+
+# -- Ray: the local node whose logs a benchmark reads ---------------------------------------------
+
+
+def test_the_local_node_names_its_session_folder():
+    """benchmarks/tracking.py counts "database is locked" in the logs of the local Ray its
+    study started: ray._private.worker._global_node is that node, and it names its folder."""
+    import ray._private.node
+    import ray._private.worker
+
+    from benchmarks.tracking import locked_study
+
+    relied = ("ray", locked_study)
+    name = "ray._private.worker._global_node"
+    expect(hasattr(ray._private.worker, "_global_node"), name, relied)
+    method = getattr(ray._private.node.Node, "get_session_dir_path", None)
+    expect(callable(method), "ray._private.node.Node.get_session_dir_path", relied)
