@@ -39,6 +39,12 @@ def study_cli(
     )
 
 
+def on_head(ray_head: dict) -> dict[str, str]:
+    """The environment of a process that runs on the `ray_head` fixture's head: its address as
+    `RAY_ADDRESS` (as `ray job submit` sets it), Ray's token auth off."""
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ray_head["address"]}
+
+
 def study_here(*args: str, root: Path) -> subprocess.CompletedProcess:
     """A reading command (status, export, report) or a refusal through the CLI's own entry
     point in this process: its exit code and streams as `study_cli` gives them, without a

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import on_head
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     "throughput", "overhead", "tracking", "search", "scale", "placement", "patience", "folds",
@@ -22,8 +24,7 @@ OWN_RAY = {"throughput", "tracking", "scale", "folds"}
 
 def on(ray_head: dict, name: str = "") -> dict[str, str]:
     """The environment of a benchmark: RAY_ADDRESS the worker's head, unless `name` has its own."""
-    shared = {} if name in OWN_RAY else {"RAY_ADDRESS": ray_head["address"]}
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", **shared}
+    return {**os.environ, "RAY_AUTH_MODE": "disabled"} if name in OWN_RAY else on_head(ray_head)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

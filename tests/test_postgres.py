@@ -20,20 +20,16 @@ from benchmarks.common import (
     postgres_server,
     postgres_service,
 )
-from tests.conftest import study_cli
+from tests.conftest import on_head, study_cli
 from tests.exactly_once import check_exactly_once
 
+# The drivers run on the test worker's Ray head: the stores are the point here, not a Ray of the
+# study's own (tests/test_resume.py kills a driver on its own local Ray).
 NAME = "postgres-study"
 SAMPLES, EPOCHS = 6, 4
 # Long enough for several of the Optuna storage's retries (0.5, 1, 2, 4, 8 s apart) and
 # MLflow's; the study waits for 300 s.
 OUTAGE_S = 10
-
-
-def on(ray_head: dict) -> dict[str, str]:
-    """A driver's environment on this test worker's Ray head (the stores are the point here,
-    not a Ray of the study's own), as `ray job submit` sets it."""
-    return {**os.environ, "RAY_ADDRESS": ray_head["address"], "RAY_AUTH_MODE": "disabled"}
 
 
 def ended_trials(engine: sqlalchemy.Engine) -> int:
@@ -65,7 +61,7 @@ def test_a_study_on_postgresql_killed_and_resumed_is_exactly_once(tmp_path, ray_
         ]
         driver = subprocess.Popen(
             [sys.executable, "-m", "study", "run", *[a for o in overrides for a in ("--set", o)]],
-            env={**on(ray_head), "STUDY_ROOT": str(root)},
+            env={**on_head(ray_head), "STUDY_ROOT": str(root)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -112,7 +108,7 @@ def test_stores_that_blink_are_waited_for_and_said_in_one_line_each(tmp_path, ra
         ]
         driver = subprocess.Popen(
             [sys.executable, "-m", "study", "run", *[a for o in overrides for a in ("--set", o)]],
-            env={**on(ray_head), "STUDY_ROOT": str(root), "COLUMNS": "200"},
+            env={**on_head(ray_head), "STUDY_ROOT": str(root), "COLUMNS": "200"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -174,7 +170,7 @@ def test_a_storage_down_past_the_limit_stops_the_study_in_one_line_and_resume_en
         ]
         driver = subprocess.Popen(
             [sys.executable, "-m", "study", "run", *[a for o in overrides for a in ("--set", o)]],
-            env={**on(ray_head), "STUDY_ROOT": str(root), "STUDY_STORE_PATIENCE": "3"},
+            env={**on_head(ray_head), "STUDY_ROOT": str(root), "STUDY_STORE_PATIENCE": "3"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
