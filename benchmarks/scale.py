@@ -187,7 +187,7 @@ def main() -> None:
         import ray
 
         ray.shutdown()
-        for node in reversed(nodes):  # at once: a head stopped as `ray stop` does takes 33 s
+        for node in reversed(nodes):  # at once: a head sent SIGTERM takes 33 s to exit
             if node.poll() is None:
                 stop_node(node, force=True)
     ideal = math.ceil(trials / slots) * epochs * EPOCH_S
