@@ -32,7 +32,10 @@ from study.preflight import preflight, saved_spec
 from study.runner import run_study
 from study.spec import StudySpec, load_spec
 
-QUICK = {"search": {"num_samples": 2}, "scheduler": {"max_epochs": 3, "grace_period": 1}}
+QUICK = {
+    "search": {"num_samples": 2, "max_concurrent": 1},
+    "scheduler": {"max_epochs": 3, "grace_period": 1},
+}
 
 
 def the_study(quick: bool) -> StudySpec:

@@ -199,8 +199,10 @@ LABELS = {
 }
 
 
-def study_spec(method: Method, instance: str, seed: int, trials: int, epochs: int) -> StudySpec:
-    """The study one method runs on one instance with one seed."""
+def study_spec(
+    method: Method, instance: str, seed: int, trials: int, epochs: int, at_once: int = CONCURRENT
+) -> StudySpec:
+    """The study one method runs on one instance with one seed, `at_once` trials at a time."""
     scheduler = {**method.scheduler, "max_epochs": epochs}
     if scheduler["name"] == "asha":
         scheduler["grace_period"] = min(scheduler["grace_period"], epochs)
@@ -213,7 +215,7 @@ def study_spec(method: Method, instance: str, seed: int, trials: int, epochs: in
                 "sampler": method.sampler,
                 "startup_trials": method.startup,
                 "num_samples": trials,
-                "max_concurrent": CONCURRENT,
+                "max_concurrent": at_once,
                 "seed": seed,
             },
             "scheduler": scheduler,
@@ -269,10 +271,17 @@ def optuna_hyperband(spec: StudySpec, curves: Any) -> list[float]:
 
 
 def run_method(
-    method: Method, instance: str, seed: int, curves: Any, trials: int, epochs: int
+    method: Method,
+    instance: str,
+    seed: int,
+    curves: Any,
+    trials: int,
+    epochs: int,
+    at_once: int = CONCURRENT,
 ) -> list[float]:
-    """One study of `method`; val_acc of every epoch it spent, in order."""
-    spec = study_spec(method, instance, seed, trials, epochs)
+    """One study of `method`, `at_once` trials at a time; val_acc of every epoch it spent, in
+    order."""
+    spec = study_spec(method, instance, seed, trials, epochs, at_once)
     if method.searcher == "optuna":
         return optuna_hyperband(spec, curves)
     with tempfile.TemporaryDirectory() as folder:
@@ -389,13 +398,14 @@ def main() -> None:
     if args.quick:
         instances, seeds, trials, epochs = ["synthetic"], 1, 4, 4
         names = ["tpe", "default", "stock-default"]
+        at_once = 1  # one trial actor a study to start: the wiring is what --quick checks
     else:
         if not args.data or not (Path(args.data) / "model.onnx").is_file():
             print(f"error: {WHERE}", file=sys.stderr)
             sys.exit(2)
         chosen = {"development": DEVELOPMENT, "held-out": HELD_OUT}
         instances = chosen.get(args.instances) or args.instances.split(",")
-        seeds, trials, epochs = args.seeds, TRIALS, EPOCHS
+        seeds, trials, epochs, at_once = args.seeds, TRIALS, EPOCHS, CONCURRENT
     from study.cluster import connect
 
     out = Path(args.out)
@@ -415,7 +425,13 @@ def main() -> None:
                         values = json.loads(file.read_text())
                     else:
                         values = run_method(
-                            METHODS[name], instance, seed, benchmarks[instance], trials, epochs
+                            METHODS[name],
+                            instance,
+                            seed,
+                            benchmarks[instance],
+                            trials,
+                            epochs,
+                            at_once,
                         )
                         if not args.quick:
                             file.parent.mkdir(parents=True, exist_ok=True)
@@ -432,7 +448,7 @@ def main() -> None:
     ]
     notes = (
         f"LCBench (YAHPO surrogate), instances {', '.join(instances)}, seeds 0-{seeds - 1}, "
-        f"{trials} trials of up to {epochs} epochs, {CONCURRENT} at a time (Optuna + Hyperband: "
+        f"{trials} trials of up to {epochs} epochs, {at_once} at a time (Optuna + Hyperband: "
         f"one at a time). Regret: accuracy points below the best of 10,000 random configs at "
         f"epoch {epochs} (per instance: "
         + ", ".join(f"{i} {b:.2f}" for i, b in best.items())

@@ -121,8 +121,8 @@ def measure(grid: dict[str, list], epochs: int, cores: int) -> dict[str, float]:
 
 
 def actor_start_cost() -> list[float]:
-    """What one new trial actor spends before its first epoch, in core-seconds: starting its
-    process, importing what a trial imports, its first optimizer step (where torch imports
+    """What one new trial actor spends before its first epoch, in core-seconds: its worker
+    process's start, importing what a trial imports, its first optimizer step (where torch imports
     torch._dynamo). The class is made here so that Ray ships it by value: its worker imports
     nothing of ours until it is asked."""
 
@@ -148,7 +148,8 @@ def actor_start_cost() -> list[float]:
             optimizer.step()
             return [started, imported - started, cpu() - imported]
 
-    # The runtime_env Tune's trial actors carry: Ray starts them a new worker process.
+    # The runtime_env Tune's trial actors carry (none once study.cluster.connect has emptied
+    # it, when the actor takes one of the workers Ray started idle with itself).
     probe = ray.remote(runtime_env={"env_vars": DEFAULT_ENV_VARS})(Probe).remote()
     try:
         return ray.get(probe.start_cost.remote())
@@ -166,9 +167,13 @@ def main() -> None:
     grids = [SMALL, LARGE]
     if args.quick:
         grids = [{"lr": [1e-3], "batch_norm": [True]}, {"lr": [1e-3, 3e-3], "batch_norm": [True]}]
-    with timer() as ray_start:
-        connect(study_spec(epochs, grids[0], cores))
-    runs = [measure(grid, epochs, cores) for grid in grids]
+    runs, ray_starts = [], []
+    for grid in grids:  # each on a new local Ray, as each `study run` process starts its own
+        ray.shutdown()
+        with timer() as ray_start:
+            connect(study_spec(epochs, grid, cores))
+        ray_starts.append(ray_start[0])
+        runs.append(measure(grid, epochs, cores))
     start = actor_start_cost()
     rows = []
     for run in runs:
@@ -178,8 +183,9 @@ def main() -> None:
     notes = (
         f"Digits MLP 128-128, {epochs} epochs a trial, no early stopping, {cores} cores, one "
         f"torch thread per trial. (b)/(a) is to one process, (c)/(a/{cores}) to (a) spread over "
-        f"{cores} cores; overhead per trial = core-seconds of (c) beyond (a), per trial. Ray's "
-        f"start ({ray_start[0]:.1f} s, once per process) is in no column."
+        f"{cores} cores; overhead per trial = core-seconds of (c) beyond (a), per trial. Each "
+        f"size runs on a new local Ray, as each `study run` starts one; Ray's start "
+        f"({max(ray_starts):.1f} s at most, once per process) is in no column."
     )
     small, large = runs
     marginal = ((large["c"] - small["c"]) * cores - (large["a"] - small["a"])) / (
@@ -196,17 +202,19 @@ def main() -> None:
         f"{large['n']} trials); < 0.5 s per trial {verdict[marginal < 0.5]} ({marginal:.3f} s)."
     )
     # 2.0x allows (c) <= 2 (a) / cores: that many core-seconds, for the training, each
-    # concurrent trial's actor start and the driver's work (Ray's own processes aside).
+    # concurrent trial's actor start and the driver's work (Ray's own processes aside). The
+    # actors take the worker processes Ray started idle with itself: their start is Ray's.
     slots = min(cores, large["n"])
-    allowed, actors = 2 * large["a"], slots * sum(start)
+    allowed, actors = 2 * large["a"], slots * sum(start[1:])
     needed = large["a"] + actors + large["driver"]
     notes += (
         f"\n\nCPU at {large['n']} trials: 2.0x allows {allowed:.1f} core-s; the training "
         f"takes {large['a']:.1f}, the driver {large['driver']:.1f} and {slots} "
-        f"trial actors {actors:.1f} before their first epoch (each: {start[0]:.2f} starting its "
-        f"process, {start[1]:.2f} importing study.trial, {start[2]:.2f} its first optimizer "
-        f"step): **{needed:.1f} core-s needed**, before Ray's own processes. Target 2.0x "
-        f"{verdict[ratio <= 2.0]} ({ratio:.2f}x)."
+        f"trial actors {actors:.1f} before their first epoch (each: {start[1]:.2f} importing "
+        f"study.trial, {start[2]:.2f} its first optimizer step; its worker process, "
+        f"{start[0]:.2f}, is one Ray started idle with itself): **{needed:.1f} core-s "
+        f"needed**, before Ray's own processes. Target 2.0x {verdict[ratio <= 2.0]} "
+        f"({ratio:.2f}x)."
     )
     headers = [
         "trials",

@@ -299,3 +299,32 @@ def test_the_local_node_names_its_session_folder():
     expect(hasattr(ray._private.worker, "_global_node"), name, relied)
     method = getattr(ray._private.node.Node, "get_session_dir_path", None)
     expect(callable(method), "ray._private.node.Node.get_session_dir_path", relied)
+
+
+# -- Ray Tune: the runtime_env of its trial actors -------------------------------------------------
+
+
+def test_tune_builds_its_trial_actors_runtime_env_from_a_dict_we_can_empty(monkeypatch):
+    """study.cluster.trials_on_idle_workers empties Tune's DEFAULT_ENV_VARS so that its trial
+    actors carry no env vars and Ray starts them on its idle workers: Tune must still read
+    that dict each time it makes an actor class, and an actor with an empty runtime_env of env
+    vars is an empty one, which is what takes an idle worker (measured in
+    benchmarks/RESULTS.md)."""
+    from ray.tune.execution import class_cache
+
+    from study.cluster import trials_on_idle_workers
+
+    relied = ("ray", trials_on_idle_workers)
+    name = "ray.tune.execution.class_cache.DEFAULT_ENV_VARS"
+    defaults = private(class_cache, "DEFAULT_ENV_VARS", name, dict, relied)
+    monkeypatch.setattr(class_cache, "DEFAULT_ENV_VARS", dict(defaults))  # the test's own copy
+    for variable in class_cache.ENV_VARS_TO_PROPAGATE:
+        monkeypatch.delenv(variable, raising=False)
+
+    class Trainable:
+        pass
+
+    trials_on_idle_workers()
+    actor_class = class_cache._ActorClassCache().get(Trainable)
+    options = private(actor_class, "_default_options", "ActorClass._default_options", dict, relied)
+    expect(not options.get("runtime_env"), name, relied)
