@@ -229,11 +229,11 @@ def main() -> None:
     notes = (
         f"Digits, default space, {trials} trials of up to {epochs} epochs, {at_once} at a time, "
         f"ASHA's rungs from epoch {grace} (reduction factor 3, {args.brackets} bracket(s)), "
-        f"seeds 0-{seeds - 1} (the seed drives the sampler and the training). Epochs to the target: "
-        f"mean over seeds of the epochs spent until one is within {WITHIN * 100:.1f} points of "
-        f"the best val_acc any method reached with that seed (all a method spent when it never "
-        f"did). Budget: {budget} epochs. Target (the default, ours, <= TPE / 3 and <= stock): "
-        f"{verdict}."
+        f"seeds 0-{seeds - 1} (the seed drives the sampler and the training). Epochs to the "
+        f"target: mean over seeds of the epochs spent until one is within {WITHIN * 100:.1f} "
+        f"points of the best val_acc any method reached with that seed (all a method spent "
+        f"when it never did). Budget: {budget} epochs. Target (the default, ours, <= TPE / 3 "
+        f"and <= stock): {verdict}."
     )
     headers = [
         "method",
