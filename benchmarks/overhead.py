@@ -5,16 +5,18 @@ stopping) runs three ways:
   (a) a plain loop in this process calling trainables.fit: the floor;
   (b) a plain in-process Optuna study (grid sampler, in-memory storage) that reports every
       epoch to its pruner (NopPruner: nothing is stopped);
-  (c) `study run`'s code path (runner.run_study): Ray Tune trials on a local Ray, as many at a
-      time as there are cores, Optuna in SQLite, every epoch recorded in MLflow (SQLite).
+  (c) `study run`'s code path (runner.run_study): Ray Tune trials on a new local Ray (as each
+      `study run` process starts one), as many at a time as there are cores, Optuna in SQLite,
+      every epoch recorded in MLflow (SQLite).
 The ratio is (c) / ((a) / cores): 1.0 means the orchestration costs nothing. The per-trial
 overhead is the core-seconds (c) spends beyond (a), per trial. Ray's start is timed apart:
 it happens once per process.
 
 Run at 12 and at 36 trials, the difference gives the overhead each extra trial costs apart
 from the study's fixed start. The CPU (c) needs is accounted for too: the driver's own
-core-seconds, and what one trial actor spends before its first epoch (a new worker process,
-importing study.trial, the first optimizer step), against what the 2.0x target allows.
+core-seconds, and what one trial actor spends before its first epoch (importing study.trial
+and the first optimizer step, in a worker process Ray started idle with itself), against what
+the 2.0x target allows.
 
     python -m benchmarks.overhead           # 12 and 36 trials x 20 epochs
 """

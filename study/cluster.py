@@ -18,14 +18,16 @@ def runtime_env(spec: Any) -> dict[str, Any]:
 
 
 def trials_on_idle_workers() -> None:
-    """Tune's trial actors start on the idle workers Ray keeps started, not on new ones.
+    """Tune's trial actors start on the worker processes a new local Ray starts idle with
+    itself, instead of on new ones.
 
     Tune gives every trial actor the runtime_env {"env_vars": {"PL_DISABLE_FORK": "1"}} (for
     PyTorch Lightning, which trials never run), and Ray starts a new worker process for an
-    actor with env vars, leaving its idle ones idle: about 1 s of a core and 1-2 s of wall
-    time for each actor (benchmarks/RESULTS.md, orchestration overhead). Tune reads this dict
-    of `ray.tune.execution.class_cache` each time it makes an actor class; the variables it
-    propagates from the driver's environment (cloud credentials, Ray Train's) still travel.
+    actor with env vars while its idle ones stay idle: a study's start took about 1 s longer
+    (benchmarks/RESULTS.md, orchestration overhead). Tune reads this dict of
+    `ray.tune.execution.class_cache` each time it makes an actor class (ray < 2.61,
+    tests/unit/test_engine_internals.py); what it propagates from the driver's environment
+    (cloud credentials, Ray Train's variables) still travels.
     """
     from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
 

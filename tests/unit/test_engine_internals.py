@@ -305,11 +305,10 @@ def test_the_local_node_names_its_session_folder():
 
 
 def test_tune_builds_its_trial_actors_runtime_env_from_a_dict_we_can_empty(monkeypatch):
-    """study.cluster.trials_on_idle_workers empties Tune's DEFAULT_ENV_VARS so that its trial
-    actors carry no env vars and Ray starts them on its idle workers: Tune must still read
-    that dict each time it makes an actor class, and an actor with an empty runtime_env of env
-    vars is an empty one, which is what takes an idle worker (measured in
-    benchmarks/RESULTS.md)."""
+    """study.cluster.trials_on_idle_workers empties Tune's DEFAULT_ENV_VARS so that Ray starts
+    its trial actors on the workers it keeps idle: Tune must still read that dict each time it
+    makes an actor class, and the actor class must then carry no runtime_env at all (Ray
+    normalises {"env_vars": {}} to an empty one), as an actor on an idle worker needs."""
     from ray.tune.execution import class_cache
 
     from study.cluster import trials_on_idle_workers
