@@ -1,5 +1,5 @@
 """`python -m study` is the `study` command."""
 
-from study.cli import app
+from study.cli import main
 
-app(prog_name="study")
+main()

@@ -29,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,  # help texts are plain: "[default: ...]" is not markup
+    pretty_exceptions_enable=False,  # an error that escapes is one line (`main`), no boxes
     help="Hyperparameter studies of neural-network regularization on Ray Tune, Optuna and MLflow.",
 )
 console = Console()
@@ -40,6 +41,28 @@ RootOption = Annotated[
 ]
 
 
+def main() -> None:
+    """The `study` command. An error of ours that escapes a command is one line naming the
+    file its traceback went to, exit code 1 (a study's own errors go to its errors.txt)."""
+    try:
+        app(prog_name="study")
+    except Exception as error:  # noqa: BLE001  (one line, whatever it was)
+        import tempfile
+        import traceback
+
+        from study.outages import brief
+
+        try:
+            handle, path = tempfile.mkstemp(prefix="study-error-", suffix=".txt")
+            with os.fdopen(handle, "w") as file:
+                file.write("".join(traceback.format_exception(error)))
+            where = f"traceback: {path}"
+        except OSError as unwritten:
+            where = f"its traceback could not be written: {brief(unwritten)}"
+        errors.print(f"error: {brief(error)} ({where})", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
 def _warn(line: str) -> None:
     errors.print(line, highlight=False, soft_wrap=True, markup=False)
 
@@ -49,27 +72,41 @@ def _fail(error: UserError) -> None:
     raise typer.Exit(2)
 
 
-def _stopped(error: Exception, spec: "StudySpec", folder: Path) -> None:
-    """A study that stopped on an error of its own, not the user's input: one line, never a
-    traceback (that goes to the study's errors.txt, which the line names); exit code 1."""
+def _stopped(error: BaseException, spec: "StudySpec", folder: Path) -> None:
+    """A study that stopped on an error of its own, not the user's input, or on Ctrl-C: one
+    line, never a traceback (that goes to the study's errors.txt, which the line names), also
+    kept in the study's recorded state; exit code 1, or 130 when interrupted."""
     import traceback
 
+    from study.core import stage
     from study.logs import keep_traceback
     from study.outages import brief, store_down
 
     layout = spec.layout(folder)
     down = store_down(error, layout.tracking_uri)
-    if down is not None:
-        errors.print(f"error: {down.line(spec.name)}", highlight=False, soft_wrap=True)
+    interrupted = isinstance(error, KeyboardInterrupt)
+    if interrupted:
+        line = "interrupted (Ctrl-C)"
+        said = f"{line}; continue it with `study resume {spec.name}`"
+    elif down is not None:
+        line = said = down.line(spec.name)
     else:
         keep_traceback(layout.errors_file, "".join(traceback.format_exception(error)))
-        errors.print(
-            f"error: the study stopped on {brief(error)} (traceback: {layout.errors_file}); "
-            f"once it is fixed, continue with `study resume {spec.name}`",
-            highlight=False,
-            soft_wrap=True,
-        )
-    raise typer.Exit(1)
+        line = f"the study stopped on {brief(error)} (traceback: {layout.errors_file})"
+        said = f"{line}; once it is fixed, continue with `study resume {spec.name}`"
+    stage.stopped(layout.stage_record, line, interrupted)
+    errors.print(f"{'' if interrupted else 'error: '}{said}", highlight=False, soft_wrap=True)
+    raise typer.Exit(130 if interrupted else 1)
+
+
+def _ended_short(spec: "StudySpec", folder: Path) -> None:
+    """A study whose trials did not all end (its recorded state says so): one line, exit 1."""
+    from study.core import Stage, stage, standing
+
+    state = stage.load(spec.layout(folder).stage_record)
+    if state is not None and state.stage == Stage.ENDED_SHORT:
+        errors.print(standing(spec.name, state, driven=False).line, highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -119,10 +156,11 @@ def run(
         ranked = run_study(spec, folder, checked, console, replace=replace)
     except UserError as error:  # another driver claimed the name since preflight
         _fail(error)
-    except Exception as error:  # noqa: BLE001  (one line for whatever stopped the study)
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001  (one line, whatever it was)
         _stopped(error, spec, folder)
     elapsed = time.perf_counter() - started
     _summary(ranked, spec.metric, spec.name, elapsed, list(spec.space.params))
+    _ended_short(spec, folder)
 
 
 def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, space: list) -> None:
@@ -164,12 +202,13 @@ def resume(
 ) -> None:
     """Continue a study whose driver stopped: same Optuna study, same MLflow runs, unfinished
     trials from their last checkpoints."""
-    from study.preflight import prepare_resume, saved_spec
+    from study.preflight import check_resumable, prepare_resume, saved_spec
     from study.spec import root_folder
 
     try:
         folder = root_folder(root)
         spec = saved_spec(folder, name, address)
+        check_resumable(spec, spec.layout(folder))  # before its data is read
         checked = prepare_resume(spec, folder)
         spec = checked.spec
     except UserError as error:
@@ -182,9 +221,10 @@ def resume(
         ranked = resume_study(spec, folder, checked, console)
     except UserError as error:
         _fail(error)
-    except Exception as error:  # noqa: BLE001  (one line for whatever stopped the study)
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001  (one line, whatever it was)
         _stopped(error, spec, folder)
     _summary(ranked, spec.metric, name, time.perf_counter() - started, list(spec.space.params))
+    _ended_short(spec, folder)
 
 
 @app.command()

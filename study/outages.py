@@ -164,6 +164,14 @@ def listen_to_tracking(uri: str) -> None:
         logger.addFilter(RETRIES)
 
 
+def still_down() -> StoreDown | None:
+    """A StoreDown for a store that has not answered since it went down, if any."""
+    for field, (since, where) in WATCH.since.items():
+        waited = time.monotonic() - since
+        return StoreDown(field, where, waited, ConnectionError("no answer since"))
+    return None
+
+
 def store_down(error: BaseException, tracking_uri: str) -> StoreDown | None:
     """The StoreDown behind `error`, if a store's outage stopped the study: ours for the Optuna
     storage, or MLflow's HTTP client giving up on the tracking server (Ray Tune wraps what a

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import load_yaml
-from study.core import Found, Layout
+from study.core import Found, Layout, Stage, StudyState, stage, standing
 from study.errors import UserError, already_exists, missing_study
 from study.spec import StudySpec, own_knobs
 from trainables import Data, DataError
@@ -154,6 +154,23 @@ def saved_spec(root: Path, name: str, address: str | None = None) -> StudySpec:
     if address:
         raw["cluster"]["address"] = address
     return StudySpec.model_validate(raw)
+
+
+def check_resumable(spec: StudySpec, layout: Layout) -> StudyState:
+    """The recorded state of a study `study resume` continues; a UserError for one that has
+    nothing to resume (its trials all ended) or that a live driver runs. A study recorded
+    before its state was (an older version's) is taken as one whose driver died while Tune
+    ran."""
+    state = stage.load(layout.stage_record) or StudyState(
+        Stage.TRIALS_STARTED, spec.search.num_samples
+    )
+    if standing(spec.name, state, driven=False).resume == "nothing":
+        raise UserError(
+            f"NAME: study {spec.name!r} finished all its {state.wanted} trials; nothing to "
+            f"resume (see `study report {spec.name}`, or start it over with `study run "
+            "--replace`)"
+        )
+    return state
 
 
 def saved_found(layout: Layout) -> Found | None:

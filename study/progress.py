@@ -1,5 +1,8 @@
-"""Progress of a running study: one line per finished trial and one live status line."""
+"""Progress of a running study: one line per finished trial, one live status line, and the
+study's recorded state (study.core.stage) kept up to date as trials start and end, so that
+`study status` reads what the console shows."""
 
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -8,7 +11,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from study.core import Outcome
+from study.core import Outcome, Stage, StudyState, stage
+from study.records import TrialRecord, trial_runs
 from study.tracking import MlflowTracker, last_error
 
 COLOURS = {
@@ -21,45 +25,62 @@ COLOURS = {
 
 
 class Progress(tune.Callback):
-    """Prints each trial's outcome as it ends and keeps one status line up to date."""
+    """Prints each trial's outcome as it ends, keeps one status line up to date, and records
+    the study's state (`record`: its file) at the start of the trials and at each trial's
+    start and end. A resumed study's trials that earlier drivers recorded count too."""
 
     def __init__(
-        self, tracker: MlflowTracker, metric: str, mode: str, num_samples: int, console: Console
+        self,
+        tracker: MlflowTracker,
+        metric: str,
+        mode: str,
+        num_samples: int,
+        console: Console,
+        record: Path,
     ) -> None:
         self.tracker = tracker
-        self.metric = metric
-        self.better = max if mode == "max" else min
+        self.metric, self.mode = metric, mode
         self.num_samples = num_samples
         self.console = console
         self.live = Live(Text(""), console=console, transient=True, auto_refresh=False)
+        self.record = record
+        self.state = StudyState(Stage.TRIALS_STARTED, num_samples)
+        self.earlier: dict[int, TrialRecord] = {}  # trials that earlier drivers recorded
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
-        return {k: v for k, v in self.__dict__.items() if k not in ("console", "live")}
+        skip = ("console", "live", "earlier")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         console = Console()
         live = Live(Text(""), console=console, transient=True, auto_refresh=False)
-        self.__dict__.update(state, console=console, live=live)
+        self.__dict__.update(state, console=console, live=live, earlier={})
 
     def setup(self, **info: Any) -> None:
+        tracker = self.tracker
+        if tracker.resumed:
+            runs = trial_runs(tracker.client, tracker.experiment_id, tracker.parent_run_id)
+            self.earlier = {record.number: record for record in runs}
+        self._save()
         self.live.start()
 
-    def _best(self) -> tuple[str, float] | None:
-        scored = [
-            (r.last[self.metric], r.label)
-            for r in self.tracker.records.values()
-            if self.metric in r.last
-        ]
-        if not scored:
-            return None
-        value, trial = self.better(scored)
-        return trial, value
+    def _save(self) -> None:
+        """Record the study's state with the trials counted so far."""
+        trials = {**self.earlier, **self.tracker.records}.values()
+        self.state = stage.counted(
+            self.state.at(Stage.TRIALS_STARTED), trials, self.metric, self.mode
+        )
+        stage.save(self.record, self.state)
 
     def _status(self, latest: str) -> Text:
-        done = sum(r.outcome != Outcome.RUNNING for r in self.tracker.records.values())
-        best = self._best()
-        best_text = f" · best {self.metric} {best[1]:.4f} ({best[0]})" if best else ""
-        return Text(f"trials {done}/{self.num_samples} done{best_text} · {latest}", style="dim")
+        best = self.state.best
+        best_text = f" · best {self.metric} {best[1]:.4f} ({best[0].split()[0]})" if best else ""
+        done = f"trials {self.state.ended}/{self.num_samples} done"
+        return Text(f"{done}{best_text} · {latest}", style="dim")
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.record(trial)
+        self._save()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
         record = self.tracker.record(trial)
@@ -83,6 +104,7 @@ class Progress(tune.Callback):
             highlight=False,
             soft_wrap=True,
         )
+        self._save()
         self.live.update(self._status(""), refresh=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

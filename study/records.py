@@ -22,7 +22,7 @@ from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
-from study.core import ENDED, Layout, Outcome, label
+from study.core import Layout, Outcome, label
 from study.driver import stores_made
 from trainables.plugins import is_plugin
 
@@ -357,8 +357,3 @@ def delete_runs(layout: Layout) -> None:
     if experiment_id is not None:
         for run in client.search_runs([experiment_id], max_results=50000):
             client.delete_run(run.info.run_id)
-
-
-def counts(table: list[dict[str, Any]]) -> dict[str, int]:
-    """Trials per outcome, running first."""
-    return {o.value: sum(r["outcome"] == o for r in table) for o in (Outcome.RUNNING, *ENDED)}

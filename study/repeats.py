@@ -84,11 +84,16 @@ class RepeatTracker(MlflowTracker):
         super().__init__(tracking_uri, experiment_id, role_id, [], metric, mode)
         self.role, self.repeats = role, repeats
 
+    def key(self, trial_id: str, config: dict[str, Any]) -> Any:
+        """Repeats are keyed by Ray's trial id: several share the trial number they repeat."""
+        return trial_id
+
     def record(self, trial: Any) -> TrialRecord:
         """The record of `trial`, made with its child run when first seen."""
-        if trial.trial_id not in self.records:
-            self.records[trial.trial_id] = self._make(trial)
-        return self.records[trial.trial_id]
+        key = self.key(trial.trial_id, trial.config)
+        if key not in self.records:
+            self.records[key] = self._make(trial)
+        return self.records[key]
 
     def _make(self, trial: Any) -> TrialRecord:
         config = trial.config

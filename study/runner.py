@@ -5,8 +5,10 @@ whose driver died."""
 import logging
 import os
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any
 
+import pyarrow.fs
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
@@ -14,10 +16,10 @@ from rich.console import Console
 
 from study import driver, outages, records, results, sampling, stores
 from study.cluster import connect
-from study.core import Layout, trial_dirname
+from study.core import Layout, Stage, StudyState, stage, standing, trial_dirname
 from study.errors import UserError, already_exists
 from study.logs import loud_engines, quiet_engines
-from study.preflight import Checked
+from study.preflight import Checked, check_resumable
 from study.progress import Progress
 from study.schedule import build_scheduler
 from study.search import build_searcher
@@ -85,10 +87,13 @@ def run_study(
                 stores.forget(layout)
         elif layout.spec_file.exists():
             raise UserError(already_exists(spec.name, root))
+        state = StudyState(Stage.CREATED, spec.search.num_samples)
+        stage.save(layout.stage_record, state)  # first: a saved spec always has a state
         stores.save_spec(layout, spec, checked.found)  # from here `study status` reads it
         with driver.root_lock(layout):  # the stores are made one at a time
             client, experiment_id = stores.open_records(layout)
         parent_id = stores.new_parent(client, experiment_id, spec, checked.found, checked.data)
+        stage.save(layout.stage_record, state.at(Stage.STORES_MADE))
         return tune_study(spec, layout, checked, console, client, experiment_id, parent_id, train)
 
 
@@ -111,7 +116,9 @@ def tune_study(
     tracker = MlflowTracker(
         client.tracking_uri, experiment_id, parent_id, sampled, spec.metric, spec.mode, resumed
     )
-    progress = Progress(tracker, spec.metric, spec.mode, spec.search.num_samples, console)
+    progress = Progress(
+        tracker, spec.metric, spec.mode, spec.search.num_samples, console, layout.stage_record
+    )
     connect(spec)
     searcher = build_searcher(spec, layout, checked.found, resumed)
     tuner = tune.Tuner(
@@ -138,11 +145,15 @@ def resume_study(
 ) -> list[dict[str, Any]]:
     """Continue a study whose driver stopped: same Optuna study, same MLflow runs, each
     unfinished trial from its last checkpoint, ASHA's rungs rebuilt from the Optuna storage.
-    A driver that died before Ray saved any state leaves nothing to restore: the trials then
-    start anew under the same parent run and Optuna study, each still recorded once."""
+    Where the study stands (its recorded state) decides how: a driver that died while Tune
+    ran, after Tune saved its state, is restored from it; any other (before Tune saved a
+    state, after its trials ended, a study that ended short) gets a new Tune run under the
+    same parent run and Optuna study, which runs the trials still missing, each recorded
+    once, up to the study's `search.num_samples`."""
     on_console(console)
     layout = spec.layout(root)
     with driver.driving(layout):
+        state = check_resumable(spec, layout)
         with driver.root_lock(layout):  # the driver may have died before making the stores
             client, experiment_id = stores.open_records(layout)
         parent_id = records.parent_run(client, experiment_id)
@@ -151,7 +162,9 @@ def resume_study(
         client.update_run(parent_id, status="RUNNING")
         records.repair_runs(client, experiment_id, parent_id, sampling.ended_trials(layout))
         path = str(layout.ray_experiment)
-        if not tune.Tuner.can_restore(path):
+        restore = standing(spec.name, state, driven=False).resume == "restore"
+        stage.save(layout.stage_record, state.at(Stage.STORES_MADE))
+        if not (restore and tune_saved(path)):
             return tune_study(
                 spec, layout, checked, console, client, experiment_id, parent_id, resumed=True
             )
@@ -163,41 +176,70 @@ def resume_study(
         return finish(tuner, spec, layout, client, parent_id)
 
 
+def tune_saved(path: str) -> bool:
+    """Whether Ray Tune saved a state of the experiment at `path` (a folder or a URI) that it
+    can restore: its tuner and at least one experiment state. A tuner alone is what a driver
+    killed before Tune's first save leaves; restoring it runs one trial and ends."""
+    if "://" in path:
+        filesystem, where = pyarrow.fs.FileSystem.from_uri(path)
+    else:
+        filesystem, where = pyarrow.fs.LocalFileSystem(), path
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(where, allow_not_found=True))
+    names = {PurePosixPath(info.path).name for info in found}
+    return "tuner.pkl" in names and any(
+        name.startswith("experiment_state-") and name.endswith(".json") for name in names
+    )
+
+
 def finish(
     tuner: tune.Tuner, spec: StudySpec, layout: Layout, client: MlflowClient, parent_id: str
 ) -> list[dict[str, Any]]:
     """Fit, then write the results table and close the parent run; returns the trials best
-    first."""
+    first. The trials ended while a store is still down: StoreDown, the records kept as they
+    are (`study resume` closes them once it answers)."""
     # A failed trial gets one line from Progress, not Ray's traceback on the console: the
     # traceback stays in the trial's folder (error.txt) and on its MLflow run. Ray's other
     # errors are one line each too, their tracebacks in the study's folder.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     quieted = quiet_engines(layout.errors_file)
-    status = "FAILED"
     try:
         tuner.fit()
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
+    except BaseException as error:
         loud_engines(quieted)
         # A study stopped by a store that does not answer keeps the records it has: `study
         # resume` completes them (waiting here could be minutes of MLflow's retries more).
         if not outages.WATCH.since:
-            best = close(spec, layout, client, parent_id, status)
-    return best
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            close(spec, layout, client, parent_id, status)
+        raise
+    loud_engines(quieted)
+    stage.save(layout.stage_record, stage.load(layout.stage_record).at(Stage.TRIALS_ENDED))
+    down = outages.still_down()
+    if down is not None:
+        raise down
+    return close(spec, layout, client, parent_id, "FINISHED")
 
 
 def close(
     spec: StudySpec, layout: Layout, client: MlflowClient, parent_id: str, status: str
 ) -> list[dict[str, Any]]:
     """Write the results table (from MLflow, the record of every trial) and close the parent
-    run as `status`; returns the trials best first."""
+    run as `status`; returns the trials best first. A study closed FINISHED is recorded as
+    finished, or as ended short when fewer trials ended than it asked for."""
     experiment_id = client.get_run(parent_id).info.experiment_id
-    table = results.rows(records.trial_runs(client, experiment_id, parent_id), spec.metric)
+    trials = records.trial_runs(client, experiment_id, parent_id)
+    table = results.rows(trials, spec.metric)
     results.save(layout, table)
     best = results.ranked(table, spec.metric, spec.mode)
     records.finish_parent(client, parent_id, table, best, layout.results_csv)
     client.set_terminated(parent_id, status)
+    if status == "FINISHED":
+        state = stage.counted(
+            stage.load(layout.stage_record) or StudyState(Stage.TRIALS_ENDED, len(table)),
+            trials,
+            spec.metric,
+            spec.mode,
+        )
+        whole = state.ended >= spec.search.num_samples
+        stage.save(layout.stage_record, state.at(Stage.FINISHED if whole else Stage.ENDED_SHORT))
     return best

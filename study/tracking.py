@@ -89,9 +89,14 @@ class MlflowTracker(tune.Callback):
     def _answered(self) -> None:
         outages.WATCH.up(outages.TRACKING)
 
+    def key(self, trial_id: str, config: dict[str, Any]) -> Any:
+        """What the tracker's records are keyed by: the trial's number (the same across
+        resumes, where Ray's trial id is not)."""
+        return trial_number(config)
+
     def record(self, trial: Any) -> TrialRecord:
         """The record of `trial`: known, found in MLflow, or made with a new child run."""
-        number = trial_number(trial.config)
+        number = self.key(trial.trial_id, trial.config)
         if number not in self.records:
             found = self._find(number) if self.resumed else None
             self.records[number] = found or self._create(number, trial)
@@ -261,7 +266,7 @@ class StudyStopper(tune.Stopper):
     def __call__(self, trial_id: str, result: dict) -> bool:
         if not finite(result.get(self.tracker.metric, 0.0)):
             return True
-        record = self.tracker.records.get(trial_number(result["config"]))
+        record = self.tracker.records.get(self.tracker.key(trial_id, result["config"]))
         return record is not None and record.outcome != Outcome.RUNNING
 
     def stop_all(self) -> bool:

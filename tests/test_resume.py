@@ -68,7 +68,7 @@ def assert_interrupted(root, pid: int) -> None:
     assert "mlflow.db" not in before and "INFO" not in status.stdout + status.stderr
     assert f"{NAME}: interrupted, " in status.stdout, status.stdout
     assert f"its driver (pid {pid} on " in status.stdout
-    assert f"continue the study with `study resume {NAME}`" in status.stdout
+    assert f"continue it with `study resume {NAME}`" in status.stdout
 
 
 def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):

@@ -1,5 +1,6 @@
 """The facts every part of a study shares, written once: where its files live (layout), what a
-trial runs (config), how a trial ended (outcome). Imports no Ray, Optuna, MLflow or torch."""
+trial runs (config), how a trial ended (outcome), where the study stands (stage). Imports no
+Ray, Optuna, MLflow or torch."""
 
 from study.core.config import RUN_KEYS, RunSettings, TrialConfig, label, trial_number
 from study.core.found import Found
@@ -20,12 +21,16 @@ from study.core.outcome import (
     finite,
     scored,
 )
+from study.core.stage import Stage, Standing, StudyState, standing
 
 __all__ = [
     "ENDED",
     "FINISHED",
     "RUN_KEYS",
     "SCORED",
+    "Stage",
+    "Standing",
+    "StudyState",
     "STATE_FILE",
     "Decision",
     "Found",
@@ -37,6 +42,7 @@ __all__ = [
     "finite",
     "label",
     "scored",
+    "standing",
     "store_uri",
     "trial_dirname",
     "trial_number",

@@ -15,6 +15,7 @@ SPEC_FILE = "spec.yaml"
 FOUND_FILE = "found.yaml"  # what preflight found: data source, shape, statistics, model file
 LOCK_FILE = "driver.lock"  # in the study's folder, held by its driver
 DRIVER_FILE = "driver.json"  # beside it: who holds it, for the messages
+STAGE_FILE = "stage.json"  # beside them: the study's recorded state (study.core.stage)
 REPEAT_ROLES = ("ablation", "confirm")  # `study ablate`, `study confirm`: their MLflow roles
 
 
@@ -143,6 +144,11 @@ class Layout:
     @property
     def driver_record(self) -> Path:
         return self.study_dir / DRIVER_FILE
+
+    @property
+    def stage_record(self) -> Path:
+        """The study's recorded state: its stage and its driver's counts (study.core.stage)."""
+        return self.study_dir / STAGE_FILE
 
     @property
     def exports_dir(self) -> Path:

@@ -4,14 +4,18 @@ import math
 from types import SimpleNamespace
 
 import pytest
+from mlflow.tracking import MlflowClient
 
+from study.core import trial_number
 from study.tracking import StudyStopper
 
 
 @pytest.fixture
 def tracker() -> SimpleNamespace:
     """What the stopper reads of the MLflow tracker: the metric and the records by number."""
-    return SimpleNamespace(metric="val_acc", records={})
+    return SimpleNamespace(
+        metric="val_acc", records={}, key=lambda trial_id, config: trial_number(config)
+    )
 
 
 @pytest.fixture
@@ -52,3 +56,27 @@ def test_a_trial_that_already_ended_stops(stopper, tracker, outcome):
 def test_the_stopper_never_stops_the_whole_study(stopper):
     """stop_all is False: the study ends when Tune runs out of trials."""
     assert stopper.stop_all() is False
+
+
+def test_a_repeat_that_already_ended_stops_too(tmp_path):
+    """`study ablate` and `study confirm` key their records by Ray's trial id (repeats share
+    the number of the trial they repeat): the stopper finds an ended repeat by the same key."""
+    from ray.tune.experiment import Trial
+
+    from study.repeats import RepeatTracker, config_key
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("e")
+    role_id = client.create_run(experiment_id).info.run_id
+    run = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "epochs": 9, "threads": 1}
+    configs = [{**run, "optuna_trial": 6, "seed": seed, "lr": 0.01} for seed in (0, 1)]
+    repeats = {config_key(c): ("best", c["seed"], f"best seed {c['seed']}") for c in configs}
+    tracker = RepeatTracker(uri, experiment_id, role_id, "confirm", repeats, "val_acc", "max")
+    first, second = (Trial("trainable", config=c, stub=True) for c in configs)
+    tracker.on_trial_start(0, [], first)
+    tracker.on_trial_start(0, [], second)
+    tracker.on_trial_complete(0, [], first)  # ended (no result: failed)
+    stopper = StudyStopper(tracker)
+    assert stopper(first.trial_id, {"val_acc": 0.5, "config": first.config})
+    assert not stopper(second.trial_id, {"val_acc": 0.5, "config": second.config})
