@@ -75,8 +75,8 @@ def kill_and_resume(
     """Start the study under `root`, kill its driver after a random delay (uniform in 0 ..
     `longest` s), resume, kill again, `kills` times or until a driver ends the study first;
     then resume it to its end. Returns a row per kill."""
-    command = ["run", *[a for o in STUDY for a in ("--set", o)]]
-    rows = []
+    run = ["run", *[a for o in STUDY for a in ("--set", o)]]
+    command, rows = run, []
     for _ in range(kills):
         delay = rng.uniform(0.0, longest)
         started = driver(root, command, env)
@@ -86,7 +86,9 @@ def kill_and_resume(
             os.killpg(started.pid, signal.SIGKILL)
             started.wait()
             rows.append({"command": command[0], "after s": round(delay, 1), **after_kill(root)})
-            command = ["resume", NAME]
+            # killed before it saved its spec, the study does not exist: a user runs it again
+            exists = (root / "studies" / NAME / "spec.yaml").exists()
+            command = ["resume", NAME] if exists else run
             continue
         assert started.returncode == 0, started.stderr.read()[-3000:]
         rows.append({"command": command[0], "after s": round(delay, 1), "stage": "ended first"})

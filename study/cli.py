@@ -80,7 +80,7 @@ def _stopped(error: BaseException, spec: "StudySpec", folder: Path) -> None:
 
     from study.core import stage
     from study.logs import keep_traceback
-    from study.outages import brief, store_down
+    from study.outages import brief, store_down, unwritable
 
     layout = spec.layout(folder)
     down = store_down(error, layout.tracking_uri)
@@ -91,9 +91,14 @@ def _stopped(error: BaseException, spec: "StudySpec", folder: Path) -> None:
     elif down is not None:
         line = said = down.line(spec.name)
     else:
-        keep_traceback(layout.errors_file, "".join(traceback.format_exception(error)))
-        line = f"the study stopped on {brief(error)} (traceback: {layout.errors_file})"
-        said = f"{line}; once it is fixed, continue with `study resume {spec.name}`"
+        kept = keep_traceback(layout.errors_file, "".join(traceback.format_exception(error)))
+        where = f"traceback: {layout.errors_file}" if kept else "no room for its traceback"
+        line = unwritable(error, folder, spec.name)
+        if line is not None:
+            line = said = f"{line} ({where})"
+        else:
+            line = f"the study stopped on {brief(error)} ({where})"
+            said = f"{line}; once it is fixed, continue with `study resume {spec.name}`"
     stage.stopped(layout.stage_record, line, interrupted)
     errors.print(f"{'' if interrupted else 'error: '}{said}", highlight=False, soft_wrap=True)
     raise typer.Exit(130 if interrupted else 1)

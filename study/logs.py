@@ -30,11 +30,24 @@ class NoReconnectNoise(logging.Filter):
         return not record.getMessage().startswith("Caught an error from sqlalchemy")
 
 
-def keep_traceback(path: Path, text: str) -> None:
-    """Append a traceback (`text`, with what led to it) to the study's errors file `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as file:
-        file.write(f"{text}\n")
+class RaisedAfter(logging.Filter):
+    """Drops MLflow's log of a database error it raises right after (with the failed SQL and
+    a traceback): the study says the raised error once, in its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SQLAlchemy database error")
+
+
+def keep_traceback(path: Path, text: str) -> bool:
+    """Append a traceback (`text`, with what led to it) to the study's errors file `path`;
+    False where the disk takes no write (full, read-only), which the console says instead."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as file:
+            file.write(f"{text}\n")
+    except OSError:
+        return False
+    return True
 
 
 class OneLine(logging.Filter):
@@ -70,6 +83,7 @@ def quiet_engines(errors_file: Path) -> list[tuple[Filterer, logging.Filter]]:
     ]
     # Optuna's storage logs on a module's logger; its console handler sits on "optuna"
     attached += [(handler, NoReconnectNoise()) for handler in logging.getLogger("optuna").handlers]
+    attached.append((logging.getLogger("mlflow.store.db.utils"), RaisedAfter()))
     for where, log_filter in attached:
         where.addFilter(log_filter)
     return attached

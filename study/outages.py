@@ -1,5 +1,7 @@
 """A store that stops answering in the middle of a study: the study waits for it, says so once
-on the console, and once more when it answers again; past a limit it stops with one line.
+on the console, and once more when it answers again; past a limit it stops with one line. A
+disk that stops taking writes (full, read-only, not writable) is no outage to wait for: the
+study stops at once, in one line that names the folder and the fix (`unwritable`).
 
 The Optuna storage is retried here (`retry`, used by study.sampling.Storage); the MLflow
 tracking server is retried by MLflow's own HTTP client (MLFLOW_HTTP_REQUEST_MAX_RETRIES, about
@@ -7,12 +9,18 @@ four minutes with its defaults), whose retries we only listen to (`RETRIES`). Ei
 the console gets one line when a store goes away and one when it is back.
 """
 
+import errno
 import logging
 import os
+import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
+
+from study.core.layout import artifact_root
 
 T = TypeVar("T")
 
@@ -57,15 +65,103 @@ def brief(error: BaseException) -> str:
 
 def transient(error: BaseException) -> bool:
     """Whether `error` (or what caused it) is a lost connection to a database server, as
-    opposed to a mistake in what was asked. Optuna wraps these in StorageInternalError."""
+    opposed to a mistake in what was asked or a disk that takes no writes. Optuna wraps these
+    in StorageInternalError."""
     import sqlalchemy.exc
 
+    if disk_fault(error):
+        return False
     lost = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
     return any(
         isinstance(seen, lost)
         or (isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated)
         for seen in chain(error)
     )
+
+
+# What a disk that takes no writes raises: the OS's errors, and SQLite's words for them.
+DISK_ERRNOS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only"}
+SQLITE_WORDS = {"database or disk is full": "full", "readonly database": "read-only"}
+
+
+def disk_fault(error: BaseException) -> tuple[str, str] | None:
+    """How the disk behind `error` (or what caused it) took no write: ("full" | "read-only" |
+    "not writable", what was being written, or "" where the errors do not tell). An error
+    that names its file is preferred, then SQLite's (which name their store), then any."""
+    faults: list[tuple[int, str, str]] = []
+    for seen in chain(error):
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
+            faults.append((0 if seen.filename else 2, DISK_ERRNOS[seen.errno], seen.filename or ""))
+        elif isinstance(seen, PermissionError) and seen.filename:
+            faults.append((0, "not writable", seen.filename))
+        faults += [
+            (1, fault, store_file(error))
+            for words, fault in SQLITE_WORDS.items()
+            if words in str(seen)
+        ]
+    return min(faults)[1:] if faults else None
+
+
+def store_file(error: BaseException) -> str:
+    """Which SQLite store an error came from, as far as its chain tells: MLflow's or Optuna's."""
+    modules = {type(seen).__module__.partition(".")[0] for seen in chain(error)}
+    return "the MLflow store" if "mlflow" in modules else "a SQLite store"
+
+
+def unwritable(error: BaseException, root: Path, name: str) -> str | None:
+    """The one line for a study that stopped because its disk took no write, naming the
+    folder, what was being written, and the fix; None for any other error."""
+    fault = disk_fault(error)
+    if fault is None:
+        return None
+    how, written = fault
+    if not written and wrote_artifacts(error):  # MLflow copies them without naming the file
+        written = str(artifact_root(root))
+    folder = disk_folder(Path(written), root) if written.startswith("/") else root
+    what = f" (writing {written})" if written else ""
+    try:
+        left = f"{size(shutil.disk_usage(folder).free)} left"
+    except OSError:
+        left = "its space unknown"
+    fix = {
+        "full": f"free space under {folder} ({left})",
+        "read-only": f"make {folder} writable again (it is mounted read-only)",
+        "not writable": f"make {folder} writable for this user",
+    }[how]
+    return (
+        f"the disk under {folder} is {how}{what}; the study stopped, its records are kept: "
+        f"{fix}, then continue with `study resume {name}`"
+    )
+
+
+def wrote_artifacts(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) was raised writing a local MLflow artifact."""
+    for seen in chain(error):
+        frames = traceback.extract_tb(seen.__traceback__)
+        if any("mlflow/store/artifact/" in frame.filename for frame in frames):
+            return True
+    return False
+
+
+def disk_folder(written: Path, root: Path) -> Path:
+    """The top folder of the filesystem `written` is on (its mount point), or the root folder
+    where the root holds it and is on that filesystem."""
+    folder = written
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    device = folder.stat().st_dev
+    while folder != folder.parent and folder != root and folder.parent.stat().st_dev == device:
+        folder = folder.parent
+    return folder
+
+
+def size(count: float) -> str:
+    """A number of bytes as a person reads it: 0 B, 512 KiB, 3.2 MiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit in ("B", "KiB") else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"  # pragma: no cover
 
 
 def hidden(url: str) -> str:

@@ -1,10 +1,12 @@
 """The driver killed with SIGKILL, then `study resume`: every trial ends with exactly one MLflow
-run and one Optuna trial, and no metric step is logged twice. Five moments, from before Ray
-saved anything to mid-study, each killing the driver that resumed the one before."""
+run and one Optuna trial, and no metric step is logged twice. Six named moments, from before
+Ray saved anything to mid-study, each killing the driver that resumed the one before; and
+kills at seeded random moments (benchmarks/kills.py)."""
 
 import glob
 import os
 import pickle
+import random
 import signal
 import sqlite3
 import subprocess
@@ -15,8 +17,9 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
+from benchmarks import kills
 from study.tracking import MlflowTracker
-from tests.conftest import files, study_cli, study_here
+from tests.conftest import files, on_head, study_cli, study_here
 from tests.exactly_once import check_exactly_once
 from trainables import HYPERPARAMETERS
 
@@ -39,15 +42,30 @@ def count(db, sql: str | None) -> int:
 
 
 ENDED = "select count(*) from tags where key = 'outcome' and value != 'running'"
-# Each moment: what the MLflow store holds then, and how much of it. The first two come before
-# Ray saved any state, the rest mid-study. At the first the stores do not exist yet: the test
-# holds the root's lock, under which the driver makes them.
+
+
+def recorded(query: str, threshold: int):
+    """A moment: the MLflow store holds `threshold` rows or more that `query` counts."""
+    return lambda root: count(root / "mlflow.db", query) >= threshold
+
+
+def tuner_alone(root) -> bool:
+    """Tune wrote its tuner and has not saved an experiment state yet (a driver killed now
+    once left a study that `study resume` ran one trial of and called finished)."""
+    folder = root / "ray" / NAME
+    return (folder / "tuner.pkl").exists() and not glob.glob(str(folder / "experiment_state*"))
+
+
+# Each moment, as the study's files show it. The first three come before Ray saved any state,
+# the rest mid-study. At the first the stores do not exist yet: the test holds the root's lock,
+# under which the driver makes them.
 MOMENTS = [
-    ("the spec saved", None, 0),
-    ("the parent run made", "select count(*) from tags where key = 'study.role'", 1),
-    ("the first trial started", "select count(*) from tags where key = 'trial'", 1),
-    ("three trials ended", ENDED, 3),
-    ("six trials ended", ENDED, 6),
+    ("the spec saved", lambda root: (root / "studies" / NAME / "spec.yaml").exists()),
+    ("the parent run made", recorded("select count(*) from tags where key = 'study.role'", 1)),
+    ("Tune's tuner written, no state saved", tuner_alone),
+    ("the first trial started", recorded("select count(*) from tags where key = 'trial'", 1)),
+    ("three trials ended", recorded(ENDED, 3)),
+    ("six trials ended", recorded(ENDED, 6)),
 ]
 
 
@@ -71,7 +89,7 @@ def assert_interrupted(root, pid: int) -> None:
     assert f"continue it with `study resume {NAME}`" in status.stdout
 
 
-def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):
+def test_sigkill_at_six_moments_then_resume_is_exactly_once(tmp_path):
     """The driver, and then each driver that resumes it, killed with SIGKILL at the next
     moment; the last `study resume` ends the study, with one MLflow run and one Optuna trial
     per trial and no metric step logged twice."""
@@ -79,25 +97,21 @@ def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):
     command = ["run", *[a for o in OVERRIDES for a in ("--set", o)]]
     root.mkdir()
     held = FileLock(root / ".study.lock")  # the root's lock (study.driver.root_lock)
-    for number, (moment, query, threshold) in enumerate(MOMENTS):
+    for number, (moment, reached) in enumerate(MOMENTS):
         if number == 0:
             held.acquire()
         driver = start(root, command)
         deadline = time.time() + 180
-        while not (
-            count(root / "mlflow.db", query) >= threshold
-            if query
-            else (root / "studies" / NAME / "spec.yaml").exists()
-        ):
+        while not reached(root):
             assert driver.poll() is None, f"the study ended before {moment}"
             assert time.time() < deadline, f"{moment} never came"
-            time.sleep(0.02)
+            time.sleep(0.005)
         driver.send_signal(signal.SIGKILL)
         assert driver.wait() == -signal.SIGKILL
         if number == 0:
             held.release()
         saved = glob.glob(str(root / "ray" / NAME / "experiment_state*"))
-        if number < 2:
+        if number < 3:
             assert not saved, f"Ray saved its state before {moment}"
         if number == 0:
             assert_interrupted(root, driver.pid)
@@ -115,6 +129,18 @@ def test_sigkill_at_five_moments_then_resume_is_exactly_once(tmp_path):
     assert status.returncode == 0
     assert f"finished, {SAMPLES} of {SAMPLES} trials started" in status.stdout
     assert files(root) == before
+
+
+def test_kills_at_random_moments_then_resume_is_exactly_once(tmp_path, ray_head):
+    """A handful of the benchmark's seeded random kills (20 and more there): the driver's
+    process group killed at moments drawn from 0-15 s after each start, on the test worker's
+    Ray head; after each kill no lock is held, and after the last resume every trial is
+    recorded once in both stores, ended, and `study status` says the study finished."""
+    root = tmp_path / "runs"
+    rows = kills.kill_and_resume(root, random.Random(3), 3, 15.0, on_head(ray_head))
+    assert any(row["stage"] != "ended first" for row in rows), rows  # a kill landed
+    assert all(row.get("locks free", True) for row in rows), rows
+    kills.check(root)
 
 
 def test_a_run_made_just_before_the_driver_died_gets_its_params_on_resume(tmp_path):

@@ -1,7 +1,9 @@
 """A store that stops answering: waited for with growing pauses, said once when it goes and once
 when it is back, and past the limit one line naming the store and `study resume`."""
 
+import errno
 import logging
+import sqlite3
 
 import pytest
 import requests
@@ -157,3 +159,50 @@ def test_mlflow_retrying_a_request_is_said_once_and_not_printed(said):
     assert "Connection refused" in said[0]
     outages.WATCH.up(outages.TRACKING)
     assert said[1].startswith("store back       tracking.uri http://127.0.0.1:5999 answers again")
+
+
+def disk_full_in_sqlite() -> sqlalchemy.exc.OperationalError:
+    """What SQLAlchemy raises when SQLite finds no room for a write."""
+    full = sqlite3.OperationalError("database or disk is full")
+    try:
+        raise sqlalchemy.exc.OperationalError("INSERT INTO tags", {}, full) from full
+    except sqlalchemy.exc.OperationalError as error:
+        return error
+
+
+def test_a_disk_that_takes_no_write_is_no_outage_to_wait_for():
+    """SQLite's full disk is an OperationalError, as a lost connection is: it is not waited
+    for (five minutes of retries would change nothing)."""
+    assert outages.disk_fault(disk_full_in_sqlite()) == ("full", "a SQLite store")
+    assert not outages.transient(disk_full_in_sqlite())
+    assert outages.transient(lost_connection())
+
+
+def test_the_written_file_is_named_before_a_store_and_the_root_is_the_folder(tmp_path):
+    written = str(tmp_path / "ray" / "s" / "checkpoint_000003" / "state.pt")
+    try:
+        try:
+            raise disk_full_in_sqlite()
+        except sqlalchemy.exc.OperationalError as store:
+            raise OSError(errno.ENOSPC, "No space left on device", written) from store
+    except OSError as error:
+        assert outages.disk_fault(error) == ("full", written)
+        line = outages.unwritable(error, tmp_path, "s")
+    assert line.startswith(f"the disk under {tmp_path} is full (writing {written}); ")
+    assert f"free space under {tmp_path} (" in line and " left)" in line
+    assert line.endswith("then continue with `study resume s`")
+
+
+def test_a_read_only_root_says_how_to_make_it_writable(tmp_path):
+    error = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "studies" / "x"))
+    line = outages.unwritable(error, tmp_path, "s")
+    assert f"the disk under {tmp_path} is read-only" in line
+    assert f"make {tmp_path} writable again (it is mounted read-only)" in line
+    assert outages.unwritable(ValueError("a bug"), tmp_path, "s") is None
+
+
+@pytest.mark.parametrize(
+    "count, said", [(0, "0 B"), (1023, "1023 B"), (2048, "2 KiB"), (3 * 2**20, "3.0 MiB")]
+)
+def test_sizes_read_as_a_person_reads_them(count, said):
+    assert outages.size(count) == said
