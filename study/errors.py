@@ -9,11 +9,19 @@ class UserError(Exception):
     """Bad input from the user; the CLI prints the message and exits with code 2."""
 
 
-def already_exists(name: str, root: Path) -> str:
-    """The message for a study name taken under the root."""
+def already_exists(name: str, root: Path, standing: str = "") -> str:
+    """The message for a study name taken under the root; `standing`, where it stands (its
+    state's word: finished, interrupted, ...), when it was recorded."""
+    if standing == "finished":
+        return (
+            f"name: a study {name!r} already exists under {root} and finished; pick another "
+            "name with --set name=NEW, or pass --replace to start it over"
+        )
+    where = f" ({standing})" if standing else ""
     return (
-        f"name: a study {name!r} already exists under {root}; continue it with `study resume "
-        f"{name}`, pick another name with --set name=NEW, or pass --replace to start it over"
+        f"name: a study {name!r} already exists under {root}{where}; continue it with `study "
+        f"resume {name}`, pick another name with --set name=NEW, or pass --replace to start it "
+        "over"
     )
 
 

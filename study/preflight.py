@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import load_yaml
+from study import driver
 from study.core import Found, Layout, Stage, StudyState, stage, standing
 from study.errors import UserError, already_exists, missing_study
 from study.spec import StudySpec, own_knobs
@@ -84,9 +85,13 @@ def check_tracking(spec: StudySpec, root: Path) -> None:
 
 
 def check_new(spec: StudySpec, root: Path) -> None:
-    """A study name is used once per root folder unless the user asks to replace it."""
-    if spec.layout(root).spec_file.exists():
-        raise UserError(already_exists(spec.name, root))
+    """A study name is used once per root folder unless the user asks to replace it; the
+    refusal says where the study stands."""
+    layout = spec.layout(root)
+    if layout.spec_file.exists():
+        state = stage.load(layout.stage_record)
+        now = state and standing(spec.name, state, driver.is_driven(layout))
+        raise UserError(already_exists(spec.name, root, now.word if now else ""))
 
 
 def unanswered(address: str) -> str | None:

@@ -24,6 +24,13 @@ COLOURS = {
 }
 
 
+def node_lost(error: str) -> bool:
+    """Whether a trial's error (its traceback's last line) says its node went away: Ray's
+    words for an actor whose node died or was taken back."""
+    words = ("node has died", "node died", "node was", "NodeDiedError", "raylet", "node is dead")
+    return any(word in error for word in words)
+
+
 class Progress(tune.Callback):
     """Prints each trial's outcome as it ends, keeps one status line up to date, and records
     the study's state (`record`: its file) at the start of the trials and at each trial's
@@ -111,12 +118,17 @@ class Progress(tune.Callback):
         self._ended(trial)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        name, error = escape(self.tracker.record(trial).name), escape(last_error(trial))
-        self.console.print(
-            f"[yellow]{'retrying':<16}[/] {name:<40} after {error}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        record, error = self.tracker.record(trial), last_error(trial)
+        retry = f"retry {trial.num_failures} of {trial.max_failures}"
+        if node_lost(error) and record.node:
+            line = (
+                f"[yellow]{'node lost':<16}[/] {escape(record.name)} was on node {record.node_ip} "
+                f"({record.node[:8]}), which went away; it continues from its last checkpoint "
+                f"on another node ({retry})"
+            )
+        else:
+            line = f"[yellow]{'retrying':<16}[/] {escape(record.name):<40} after {escape(error)}"
+        self.console.print(line, highlight=False, soft_wrap=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial)

@@ -163,7 +163,10 @@ def resume_study(
         records.repair_runs(client, experiment_id, parent_id, sampling.ended_trials(layout))
         path = str(layout.ray_experiment)
         restore = standing(spec.name, state, driven=False).resume == "restore"
-        stage.save(layout.stage_record, state.at(Stage.STORES_MADE))
+        # a new step (no stop line); a driver killed before Tune starts leaves it restorable
+        stage.save(
+            layout.stage_record, state.at(Stage.TRIALS_STARTED if restore else Stage.STORES_MADE)
+        )
         if not (restore and tune_saved(path)):
             return tune_study(
                 spec, layout, checked, console, client, experiment_id, parent_id, resumed=True
@@ -201,6 +204,9 @@ def finish(
     # traceback stays in the trial's folder (error.txt) and on its MLflow run. Ray's other
     # errors are one line each too, their tracebacks in the study's folder.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # Ctrl-C raises KeyboardInterrupt at once: the study is recorded as interrupted (Tune's
+    # own handler would wind the trials down and return, as if the study had ended short).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     quieted = quiet_engines(layout.errors_file)
     try:
         tuner.fit()

@@ -195,10 +195,10 @@ class MlflowTracker(tune.Callback):
             params, record.sized = [Param("num_params", str(int(result["num_params"])))], True
         tags = []
         if result.get("node_id") and result["node_id"] != record.node:
-            record.node = result["node_id"]
+            record.node, record.node_ip = result["node_id"], str(result.get("node_ip", ""))
             tags = [
                 RunTag("node_id", record.node),
-                RunTag("node_ip", str(result.get("node_ip", ""))),
+                RunTag("node_ip", record.node_ip),
                 RunTag("hostname", str(result.get("hostname", ""))),
                 RunTag("device", str(result.get("device", ""))),
                 *([RunTag(GPU_TAG, str(result[GPU_TAG]))] if GPU_TAG in result else []),

@@ -3,11 +3,13 @@ README's cluster recipe does: fractional logical GPUs, trials spread over nodes,
 mid-study, and a preflight refusal when no node can ever run a trial."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -21,6 +23,15 @@ from tests.test_resume import count
 pytestmark = pytest.mark.xdist_group("cluster")
 
 ENV = RAY_ENV
+# The head's GCS calls a node dead after five missed health checks a second apart (Ray's
+# defaults: about 30 s), so that the hung-node test waits seconds, not half a minute; two
+# seconds' grace each keeps a node of this loaded machine from being called dead for nothing.
+HEALTH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "2000",
+    "RAY_health_check_failure_threshold": "5",
+}
+HEALTH_S = 5 * (1 + 2)  # the longest a hung node goes unnoticed
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +44,7 @@ def cluster(tmp_path_factory):
     address = f"127.0.0.1:{port}"
     where = tmp_path_factory.mktemp("ray-nodes-cwd")
     plugin = tmp_path_factory.mktemp("user-code")
-    env = {"PLUGIN_ORIGINAL": str(plugin)}
+    env = {"PLUGIN_ORIGINAL": str(plugin), **HEALTH}
     nodes = [ray_node("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
                        "--include-dashboard=false", cwd=where, env=env)]  # fmt: skip
     try:
@@ -46,7 +57,10 @@ def cluster(tmp_path_factory):
             now = wait_for_nodes(address, count)
             ids += now - alive
             alive = now
-        yield {"address": address, "workers": nodes[1:], "ids": ids, "plugin": plugin}
+        yield {
+            "address": address, "workers": nodes[1:], "ids": ids, "plugin": plugin,
+            "where": where, "env": env,
+        }  # fmt: skip
     finally:
         for node in reversed(nodes):
             if node.poll() is None:
@@ -123,29 +137,68 @@ def test_preflight_refuses_a_trial_no_node_can_hold(cluster, tmp_path):
     assert time.perf_counter() - started < 60 and not (root / "mlflow.db").exists()
 
 
-def test_a_node_removed_mid_study_its_trials_retry_elsewhere(cluster, tmp_path):
-    root = tmp_path / "runs"
-    samples, epochs = 8, 12
+def study_on_a_node(cluster, root, node_id: str) -> subprocess.Popen:
+    """A study whose trials spread over the workers (checkpoints every epoch, three retries),
+    returned once trials run on the node `node_id`."""
     driver = run_on(
         cluster, root,
-        f"search.num_samples={samples}", "search.max_concurrent=8", "resources.gpu=0.5",
-        "scheduler.name=none", f"scheduler.max_epochs={epochs}", "model.widths=[512, 512]",
+        f"search.num_samples={SAMPLES}", "search.max_concurrent=8", "resources.gpu=0.5",
+        "scheduler.name=none", f"scheduler.max_epochs={EPOCHS}", "model.widths=[512, 512]",
         "cluster.checkpoint_every=1", "cluster.max_failures=3",
         background=True,
     )  # fmt: skip
     deadline = time.time() + 240
-    while True:  # wait until the second worker runs trials (the first may not have begun)
+    while not count(root / "mlflow.db", RUNNING_ON.format(node_id)):
         assert driver.poll() is None, driver.stderr.read()[-3000:]
         assert time.time() < deadline
-        if count(root / "mlflow.db", RUNNING_ON.format(cluster["ids"][1])):
-            break
         time.sleep(0.5)
-    stop_node(cluster["workers"][1])
+    return driver
+
+
+def moved_elsewhere(driver: subprocess.Popen, root, node_id: str) -> None:
+    """The study ended whole: every trial once, the trials that ran on the lost node retried
+    (a lost node counts against cluster.max_failures, as any failure) and completed, and the
+    console said which node went and what moved."""
     out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err[-3000:]
-    runs = check_exactly_once(root, "digits-regularization", samples, epochs)
+    runs = check_exactly_once(root, "digits-regularization", SAMPLES, EPOCHS)
     retried = [r for r in runs.values() if int(r.data.tags.get("retries", 0)) >= 1]
     assert retried and all(r.data.tags["outcome"] == "completed" for r in retried)
+    lost = [line for line in out.splitlines() if line.startswith("node lost")]
+    assert lost and all(f"({node_id[:8]}), which went away" in line for line in lost), out
+    assert all("continues from its last checkpoint on another node (retry" in line for line in lost)
+    assert "Traceback" not in out + err
+
+
+SAMPLES, EPOCHS = 8, 12
+
+
+def test_a_node_lost_mid_study_its_trials_continue_elsewhere(cluster, tmp_path):
+    """A worker's processes all killed at once (a spot machine taken back)."""
+    root = tmp_path / "runs"
+    driver = study_on_a_node(cluster, root, cluster["ids"][1])
+    stop_node(cluster["workers"][1], force=True)
+    moved_elsewhere(driver, root, cluster["ids"][1])
+
+
+def test_a_hung_node_is_given_up_and_its_trials_continue_elsewhere(cluster, tmp_path):
+    """A new worker's raylet frozen (SIGSTOP) past the head's health checks, then let go: Ray
+    calls the node dead, its trials move to the other worker, and the node, woken, is gone."""
+    before = wait_for_nodes(cluster["address"], 2)  # the head and the first worker
+    node = ray_node(f"--address={cluster['address']}", "--num-cpus=4", "--num-gpus=2",
+                    cwd=cluster["where"], env=cluster["env"])  # fmt: skip
+    try:
+        (node_id,) = wait_for_nodes(cluster["address"], 3) - before
+        root = tmp_path / "runs"
+        driver = study_on_a_node(cluster, root, node_id)
+        (raylet,) = [p for p in psutil.process_iter(["name"])
+                     if p.info["name"] == "raylet" and os.getpgid(p.pid) == node.pid]  # fmt: skip
+        raylet.send_signal(signal.SIGSTOP)
+        time.sleep(HEALTH_S + 5)
+        raylet.send_signal(signal.SIGCONT)
+        moved_elsewhere(driver, root, node_id)
+    finally:
+        stop_node(node, force=True)
 
 
 def test_plugins_from_an_uninstalled_folder_run_on_the_cluster(cluster, tmp_path):

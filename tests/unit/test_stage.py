@@ -155,3 +155,19 @@ def test_trials_that_end_while_a_store_is_down_stop_the_study_in_one_line(tmp_pa
     assert stopped.value.line(NAME).startswith("tracking.uri: http://t did not answer for 0 s")
     assert "then continue with `study resume s`" in stopped.value.line(NAME)
     assert stage.load(layout.stage_record).stage == Stage.TRIALS_ENDED
+
+
+def test_a_taken_name_is_refused_with_where_its_study_stands(tmp_path):
+    from study.errors import UserError
+    from study.preflight import check_new
+
+    spec = load_spec(None, ["search.num_samples=12"])
+    layout = spec.layout(tmp_path)
+    layout.study_dir.mkdir(parents=True)
+    layout.spec_file.write_text("name: x\n")
+    stage.save(layout.stage_record, state(Stage.TRIALS_STARTED, 3))
+    with pytest.raises(UserError, match=r"already exists under .* \(interrupted\); continue it"):
+        check_new(spec, tmp_path)
+    stage.save(layout.stage_record, state(Stage.FINISHED, 12, completed=12))
+    with pytest.raises(UserError, match="already exists under .* and finished; pick another"):
+        check_new(spec, tmp_path)
