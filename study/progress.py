@@ -2,9 +2,11 @@
 study's recorded state (study.core.stage) kept up to date as trials start and end, so that
 `study status` reads what the console shows."""
 
+import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from rich.console import Console
 from rich.live import Live
@@ -15,6 +17,7 @@ from study.core import Outcome, Stage, StudyState, stage
 from study.records import TrialRecord, trial_runs
 from study.tracking import MlflowTracker, last_error
 
+LOOK_S = 5.0  # how often the driver asks Ray which nodes are alive (one call to its GCS)
 COLOURS = {
     "completed": "green",
     "patience_stopped": "cyan",
@@ -22,13 +25,6 @@ COLOURS = {
     "failed": "red",
     "diverged": "red",
 }
-
-
-def node_lost(error: str) -> bool:
-    """Whether a trial's error (its traceback's last line) says its node went away: Ray's
-    words for an actor whose node died or was taken back."""
-    words = ("node has died", "node died", "node was", "NodeDiedError", "raylet", "node is dead")
-    return any(word in error for word in words)
 
 
 class Progress(tune.Callback):
@@ -53,6 +49,9 @@ class Progress(tune.Callback):
         self.record = record
         self.state = StudyState(Stage.TRIALS_STARTED, num_samples)
         self.earlier: dict[int, TrialRecord] = {}  # trials that earlier drivers recorded
+        self.alive: set[str] = set()  # Ray nodes seen alive
+        self.left: dict[str, set[str]] = {}  # node id -> trials retried away from it
+        self.next_look = 0.0
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
         skip = ("console", "live", "earlier")
@@ -118,20 +117,48 @@ class Progress(tune.Callback):
         self._ended(trial)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record, error = self.tracker.record(trial), last_error(trial)
-        retry = f"retry {trial.num_failures} of {trial.max_failures}"
-        if node_lost(error) and record.node:
-            line = (
-                f"[yellow]{'node lost':<16}[/] {escape(record.name)} was on node {record.node_ip} "
-                f"({record.node[:8]}), which went away; it continues from its last checkpoint "
-                f"on another node ({retry})"
-            )
-        else:
-            line = f"[yellow]{'retrying':<16}[/] {escape(record.name):<40} after {escape(error)}"
-        self.console.print(line, highlight=False, soft_wrap=True)
+        record = self.tracker.record(trial)
+        self.left.setdefault(record.node, set()).add(record.label)  # before it reports elsewhere
+        name, error = escape(record.name), escape(last_error(trial))
+        self.console.print(
+            f"[yellow]{'retrying':<16}[/] {name:<40} after {error}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() >= self.next_look:
+            self.next_look = time.monotonic() + LOOK_S
+            self._look_at_nodes()
+
+    def _look_at_nodes(self) -> None:
+        """Say each node that went away since the last look, and the trials that ran there
+        (those retried from it and those still recorded there), which Ray Tune retries from
+        their last checkpoints on other nodes."""
+        for node in ray.nodes():
+            node_id = node["NodeID"]
+            if node["Alive"]:
+                self.alive.add(node_id)
+            elif node_id in self.alive:
+                self.alive.discard(node_id)
+                there = {
+                    r.label
+                    for r in self.tracker.records.values()
+                    if r.node == node_id and r.outcome == Outcome.RUNNING
+                }
+                moved = sorted(self.left.pop(node_id, set()) | there)
+                trials = ", ".join(moved) if moved else "no trial"
+                self.console.print(
+                    f"[yellow]{'node lost':<16}[/] node {node.get('NodeManagerAddress', '')} "
+                    f"({node_id[:8]}) went away; {trials} ran there and continue from their "
+                    "last checkpoints on other nodes",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._look_at_nodes()
         self.live.stop()

@@ -218,8 +218,7 @@ class TrialRecord:
     error: str = ""
     epochs: int = 0
     last: dict[str, float] = field(default_factory=dict)
-    node: str = ""  # the Ray node it last reported from, and that node's address
-    node_ip: str = ""
+    node: str = ""
     best: float = math.nan  # the best value of the study's metric over the epochs so far
     sized: bool = False  # whether the run has its model's `num_params` param
 
@@ -241,7 +240,6 @@ def record_of(run: Any) -> TrialRecord:
         int(tags.get("epochs", 0)),
         dict(run.data.metrics),
         tags.get("node_id", ""),
-        tags.get("node_ip", ""),
         sized="num_params" in run.data.params,
     )
 

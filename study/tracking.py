@@ -195,10 +195,10 @@ class MlflowTracker(tune.Callback):
             params, record.sized = [Param("num_params", str(int(result["num_params"])))], True
         tags = []
         if result.get("node_id") and result["node_id"] != record.node:
-            record.node, record.node_ip = result["node_id"], str(result.get("node_ip", ""))
+            record.node = result["node_id"]
             tags = [
                 RunTag("node_id", record.node),
-                RunTag("node_ip", record.node_ip),
+                RunTag("node_ip", str(result.get("node_ip", ""))),
                 RunTag("hostname", str(result.get("hostname", ""))),
                 RunTag("device", str(result.get("device", ""))),
                 *([RunTag(GPU_TAG, str(result[GPU_TAG]))] if GPU_TAG in result else []),
@@ -253,7 +253,7 @@ def last_error(trial: Any) -> str:
     if not trial.error_file or not Path(trial.error_file).exists():
         return "unknown error"
     lines = Path(trial.error_file).read_text().strip().splitlines()
-    return lines[-1][:500] if lines else "unknown error"
+    return lines[-1].strip()[:500] if lines else "unknown error"
 
 
 class StudyStopper(tune.Stopper):

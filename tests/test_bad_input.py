@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -418,3 +419,20 @@ def test_csv_targets_no_network_can_regress_are_refused_before_anything_runs(
     (line,) = stderr.strip().splitlines()
     assert line.startswith("error: dataset.") and said in line, line
     assert not root.exists()
+
+
+def test_an_error_of_ours_that_escapes_a_command_is_one_line_and_a_traceback_file(tmp_path):
+    """No rich traceback box: `status` meeting a stage record it cannot read (written by
+    hand: the driver writes it whole) says one line naming the file its traceback went to."""
+    root = tmp_path / "runs"
+    folder = root / "studies" / "digits-regularization"
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump({"name": "digits-regularization"}))
+    (folder / "stage.json").write_text("{not json")
+    done = study_cli("status", "digits-regularization", root=root)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: JSONDecodeError: ") and "(traceback: " in line, line
+    kept = line.rpartition("(traceback: ")[2].rstrip(")")
+    assert "Traceback (most recent call last)" in Path(kept).read_text()
+    assert "─" not in done.stdout + done.stderr  # no box

@@ -206,3 +206,12 @@ def test_a_read_only_root_says_how_to_make_it_writable(tmp_path):
 )
 def test_sizes_read_as_a_person_reads_them(count, said):
     assert outages.size(count) == said
+
+
+def test_a_folder_this_user_cannot_write_says_so(tmp_path):
+    """A permission refused (root is never refused, so it is raised here as the OS would)."""
+    written = tmp_path / "studies" / "s" / "stage.json"
+    error = PermissionError(errno.EACCES, "Permission denied", str(written))
+    line = outages.unwritable(error, tmp_path, "s")
+    assert line.startswith(f"the disk under {tmp_path} is not writable (writing {written}); ")
+    assert f"make {tmp_path} writable for this user, then continue" in line
