@@ -5,6 +5,8 @@ import logging
 import traceback
 from pathlib import Path
 
+from study.outages import disk_fault
+
 Filterer = logging.Logger | logging.Handler
 
 # The loggers whose console handlers print the engines' records (Ray's and Optuna's own, which
@@ -51,21 +53,27 @@ def keep_traceback(path: Path, text: str) -> bool:
 
 
 class OneLine(logging.Filter):
-    """A record with a traceback becomes one line: its message, the error's last line and the
-    file (`path`) its traceback is appended to."""
+    """A record with a traceback, or of several lines, becomes one line: its first line, the
+    error's last line and the file (`path`) its traceback is appended to. A record of a disk
+    that takes no write is dropped: the study stops on it and says so in its own line."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info:
+        message = record.getMessage()
+        if not record.exc_info and "\n" not in message:
             return True
-        message = record.getMessage().rstrip(": ")
-        text = "".join(traceback.format_exception(*record.exc_info))
-        keep_traceback(self.path, f"{message}\n{text}")
-        error = text.strip().splitlines()[-1][:200]
-        record.msg, record.args = f"{message} ({error}; traceback: {self.path})", ()
+        text = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else ""
+        kept = keep_traceback(self.path, f"{message}\n{text}")
+        error = record.exc_info[1] if record.exc_info else None
+        if (error is not None and disk_fault(error)) or disk_fault(Exception(message)):
+            return False
+        first = message.strip().splitlines()[0].rstrip(": ") if message.strip() else "error"
+        last = text.strip().splitlines()[-1][:200] + "; " if text else ""
+        where = f"traceback: {self.path}" if kept else "no room for its traceback"
+        record.msg, record.args = f"{first} ({last}{where})", ()
         record.exc_info, record.exc_text = None, None
         return True
 

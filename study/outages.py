@@ -81,7 +81,13 @@ def transient(error: BaseException) -> bool:
 
 # What a disk that takes no writes raises: the OS's errors, and SQLite's words for them.
 DISK_ERRNOS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only"}
-SQLITE_WORDS = {"database or disk is full": "full", "readonly database": "read-only"}
+SQLITE_WORDS = {
+    "database or disk is full": "full",
+    "readonly database": "read-only",
+    # SQLite's words where a journal could not be made: the folder tells which (`unwritable`)
+    "disk I/O error": "unknown",
+    "unable to open database file": "unknown",
+}
 
 
 def disk_fault(error: BaseException) -> tuple[str, str] | None:
@@ -115,6 +121,10 @@ def unwritable(error: BaseException, root: Path, name: str) -> str | None:
     if fault is None:
         return None
     how, written = fault
+    if how == "unknown":
+        how = probed(root)
+        if how is None:
+            return None
     if not written and wrote_artifacts(error):  # MLflow copies them without naming the file
         written = str(artifact_root(root))
     folder = disk_folder(Path(written), root) if written.startswith("/") else root
@@ -132,6 +142,17 @@ def unwritable(error: BaseException, root: Path, name: str) -> str | None:
         f"the disk under {folder} is {how}{what}; the study stopped, its records are kept: "
         f"{fix}, then continue with `study resume {name}`"
     )
+
+
+def probed(folder: Path) -> str | None:
+    """How the filesystem of `folder` takes no write now: "read-only", "full", or None."""
+    try:
+        found = os.statvfs(folder)
+    except OSError:
+        return None
+    if found.f_flag & os.ST_RDONLY:
+        return "read-only"
+    return "full" if found.f_bavail == 0 else None
 
 
 def wrote_artifacts(error: BaseException) -> bool:

@@ -207,23 +207,24 @@ def finish(
     # Ctrl-C raises KeyboardInterrupt at once: the study is recorded as interrupted (Tune's
     # own handler would wind the trials down and return, as if the study had ended short).
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    quieted = quiet_engines(layout.errors_file)
+    quieted = quiet_engines(layout.errors_file)  # closing the study is quieted too
     try:
-        tuner.fit()
-    except BaseException as error:
+        try:
+            tuner.fit()
+        except BaseException as error:
+            # A study stopped by a store that does not answer keeps the records it has:
+            # `study resume` completes them (waiting here could be minutes of retries more).
+            if not outages.WATCH.since:
+                status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+                close(spec, layout, client, parent_id, status)
+            raise
+        stage.save(layout.stage_record, stage.load(layout.stage_record).at(Stage.TRIALS_ENDED))
+        down = outages.still_down()
+        if down is not None:
+            raise down
+        return close(spec, layout, client, parent_id, "FINISHED")
+    finally:
         loud_engines(quieted)
-        # A study stopped by a store that does not answer keeps the records it has: `study
-        # resume` completes them (waiting here could be minutes of MLflow's retries more).
-        if not outages.WATCH.since:
-            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-            close(spec, layout, client, parent_id, status)
-        raise
-    loud_engines(quieted)
-    stage.save(layout.stage_record, stage.load(layout.stage_record).at(Stage.TRIALS_ENDED))
-    down = outages.still_down()
-    if down is not None:
-        raise down
-    return close(spec, layout, client, parent_id, "FINISHED")
 
 
 def close(

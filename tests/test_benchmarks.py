@@ -16,7 +16,9 @@ BENCHMARKS = [
     "throughput", "overhead", "tracking", "search", "scale", "placement", "patience", "folds",
     "ablation",
 ]  # fmt: skip
-ELSEWHERE = ["lcbench"]  # tests/test_lcbench.py runs it with --quick and checks its table
+# tests/test_lcbench.py runs lcbench with --quick and checks its table; tests/test_resume.py
+# runs a handful of the kills' seeded kills and checks each promise
+ELSEWHERE = ["lcbench", "kills"]
 # Their own local Ray (tracking reads its session's logs; scale starts a cluster of its own) or
 # none; the others run on this test worker's Ray head, given as RAY_ADDRESS.
 OWN_RAY = {"throughput", "tracking", "scale", "folds"}

@@ -54,7 +54,7 @@ def small_disk(folder: Path, megabytes: int):
 def one_line(done: subprocess.CompletedProcess) -> str:
     """The study's stderr, checked to be one line with no traceback; that line."""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in done.stdout + done.stderr, done.stderr[:6000]
     return lines[0]
 
 

@@ -87,3 +87,25 @@ def test_optunas_fallback_warning_after_a_lost_connection_is_dropped(tmp_path):
         "a warning worth reading",
         "Caught an error from sqlalchemy: after the study",
     ]
+
+
+def test_a_disk_that_takes_no_write_is_left_to_the_study_s_own_line(tmp_path, console):
+    """Tune logs each trial it could not stop when the disk took no write (the SQL in the
+    message): dropped, the study stops on it with its own one line; a message of several
+    lines without a traceback is one line too."""
+    errors = tmp_path / "errors.txt"
+    attached = quiet_engines(errors)
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            log.exception("Trial trainable_1: Error stopping trial.")
+        log.error("(sqlite3.OperationalError) disk I/O error\n[SQL: SELECT 1]")
+        log.error("Trial trainable_2: something else\n  with its details")
+    finally:
+        loud_engines(attached)
+    assert console.getvalue().splitlines() == [
+        f"Trial trainable_2: something else (traceback: {errors})"
+    ]
+    assert "No space left on device" in errors.read_text()

@@ -171,3 +171,32 @@ def test_a_taken_name_is_refused_with_where_its_study_stands(tmp_path):
     stage.save(layout.stage_record, state(Stage.FINISHED, 12, completed=12))
     with pytest.raises(UserError, match="already exists under .* and finished; pick another"):
         check_new(spec, tmp_path)
+
+
+def test_a_study_closed_with_fewer_trials_than_asked_is_recorded_ended_short(tmp_path):
+    """Tune returned with one trial of twelve ended: the study is recorded `ended short` (and
+    `study status` says so), never `finished`."""
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+
+    from study.tracking import MlflowTracker
+
+    spec = load_spec(None, ["search.num_samples=12"])
+    layout = spec.layout(tmp_path)
+    layout.study_dir.mkdir(parents=True)
+    stage.save(layout.stage_record, state(Stage.TRIALS_ENDED))
+    client = MlflowClient(layout.tracking_uri)
+    experiment_id = client.create_experiment(spec.name)
+    parent_id = client.create_run(experiment_id).info.run_id
+    tracker = MlflowTracker(layout.tracking_uri, experiment_id, parent_id, ["lr"])
+    run = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "epochs": 9, "threads": 1}
+    trial = Trial("trainable", config={**run, "optuna_trial": 0, "seed": 0}, stub=True)
+    tracker.on_trial_start(0, [], trial)
+    tracker.on_trial_complete(0, [], trial)  # ended (without a result: failed)
+    runner.close(spec, layout, client, parent_id, "FINISHED")
+    recorded = stage.load(layout.stage_record)
+    assert (recorded.stage, recorded.started, recorded.ended) == (Stage.ENDED_SHORT, 1, 1)
+    assert standing(spec.name, recorded, driven=False).line.startswith(
+        f"{spec.name}: ended short: 1 of 12 trials; resume it"
+    )
+    assert client.get_run(parent_id).info.status == "FINISHED"  # the records are closed
