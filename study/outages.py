@@ -92,8 +92,9 @@ SQLITE_WORDS = {
 
 def disk_fault(error: BaseException) -> tuple[str, str] | None:
     """How the disk behind `error` (or what caused it) took no write: ("full" | "read-only" |
-    "not writable", what was being written, or "" where the errors do not tell). An error
-    that names its file is preferred, then SQLite's (which name their store), then any."""
+    "not writable" | "unknown": SQLite's I/O errors, which the folder tells apart, what was
+    being written, or "" where the errors do not tell). An error that names its file is
+    preferred, then SQLite's (which name their store), then any."""
     faults: list[tuple[int, str, str]] = []
     for seen in chain(error):
         if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
@@ -178,11 +179,11 @@ def disk_folder(written: Path, root: Path) -> Path:
 
 def size(count: float) -> str:
     """A number of bytes as a person reads it: 0 B, 512 KiB, 3.2 MiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit in ("B", "KiB") else f"{count:.1f} {unit}"
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.1f} MiB" if unit == "MiB" else f"{count:.0f} {unit}"
         count /= 1024
-    return f"{count:.1f} TiB"  # pragma: no cover
+    return f"{count:.1f} GiB"
 
 
 def hidden(url: str) -> str:
