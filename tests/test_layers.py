@@ -1,5 +1,6 @@
-"""Who may import whom (../DESIGN.md): no import cycle among our modules, a core that loads
-no engine, commands that read records without Ray, and plain-PyTorch trainables."""
+"""Who may import whom (the README's Layout section): no import cycle among our modules, a
+core that loads no engine, commands that read records without Ray, and plain-PyTorch
+trainables."""
 
 import ast
 import subprocess

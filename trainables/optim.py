@@ -44,7 +44,8 @@ def _kept_out(cls: type[torch.optim.Optimizer]) -> Callable[..., Any] | None:
     compiled model runs inside the plain loop), so `cls`'s methods are marked as kept out
     already (the cache torch's wrapper looks up first) and torch's own step function is
     returned, to run with grad mode as torch's wrapper sets it. None where this torch is built
-    otherwise: then nothing changes and the import happens (pinned by tests/unit/test_optim.py)."""
+    otherwise: then nothing changes and the import happens (pinned by name in
+    tests/unit/test_engine_internals.py, and in a fresh interpreter by tests/test_trainables.py)."""
     step = inspect.unwrap(cls.step)
     if _WRAPPED is None or step is cls.step:
         return None

@@ -327,3 +327,66 @@ def test_tune_builds_its_trial_actors_runtime_env_from_a_dict_we_can_empty(monke
     actor_class = class_cache._ActorClassCache().get(Trainable)
     options = private(actor_class, "_default_options", "ActorClass._default_options", dict, relied)
     expect(not options.get("runtime_env"), name, relied)
+
+
+# -- Ray Tune: the controller's use of a scheduler's choose_trial_to_run --------------------------
+
+
+def test_tune_starts_its_pending_trials_in_order_when_the_scheduler_picks_none():
+    """study.schedule.KeepNewActors returns None from choose_trial_to_run so that Tune's
+    controller picks no trial ahead of the others: its actor-adding step must still skip the
+    scheduler's pick when it is None and start its pending trials from their list, in order."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from study.schedule import KeepNewActors
+
+    relied = ("ray", KeepNewActors)
+    name = "ray.tune.execution.tune_controller.TuneController._maybe_add_actors"
+    step = private(TuneController, "_maybe_add_actors", name, type(lambda: None), relied)
+    source = inspect.getsource(step)
+    expect("self._scheduler_alg.choose_trial_to_run(" in source, name, relied)
+    expect("if trial_to_run:" in source, name, relied)  # None: nothing started ahead
+    expect("self._pending_trials_list" in source, name, relied)  # then the pending, in order
+
+
+# -- torch: the compiler guard torch.optim puts on an optimizer's methods -------------------------
+
+
+def test_torch_optim_guards_its_methods_with_a_cache_we_fill():
+    """trainables.optim keeps torch._dynamo out of an optimizer's methods: it fills the cache
+    torch's `_disable_dynamo` wrapper reads first (`__dynamo_disable` on the wrapped function)
+    and runs the function under `step`'s wrapper itself. The optimizers' other methods must
+    still be that wrapper, `step` a wrapper with `__wrapped__`, and the wrapper must call what
+    the cache holds instead of importing torch._dynamo. torch is not capped: this is the pin."""
+    import torch
+
+    from trainables.optim import _kept_out
+
+    relied = ("torch", _kept_out)
+    name = "torch._disable_dynamo"
+    wrap = private(torch, "_disable_dynamo", name, type(lambda: None), relied)
+    marker = wrap(lambda: None).__code__
+    for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
+        wrapped = {
+            n
+            for k in cls.__mro__
+            for n, v in vars(k).items()
+            if getattr(v, "__code__", None) is marker
+        }
+        expect(
+            {"zero_grad", "state_dict"} <= wrapped, f"{cls.__name__}'s methods by {name}", relied
+        )
+        expect(inspect.unwrap(cls.step) is not cls.step, f"{cls.__name__}.step's wrapper", relied)
+
+    calls = []
+
+    def original() -> str:
+        return "original"
+
+    def cached() -> str:
+        calls.append("cached")
+        return "cached"
+
+    guarded = wrap(original)
+    original.__dynamo_disable = cached  # what trainables.optim sets (to the function itself)
+    expect(guarded() == "cached" and calls == ["cached"], f"{name}'s cache", relied)
