@@ -9,7 +9,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from trainables.catalog import DATASETS, KINDS, MODELS, TORCHVISION_SETS
-from trainables.hyperparameters import CHOICES, DOMAINS, HYPERPARAMETERS, METRICS, Domain, resolve
+from trainables.hyperparameters import DOMAINS, HYPERPARAMETERS, METRICS, Domain, resolve
 from trainables.interface import Data, DataError, Feed
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CHOICES",
     "DATASETS",
     "DOMAINS",
     "Data",

@@ -135,9 +135,6 @@ DOMAINS: dict[str, Domain] = {name: domain for name, (_, domain) in TABLE.items(
 NETWORK_KNOBS = ("use_dropout", "dropout", "dropout2d", "batch_norm", "activation", "init",
                  "depth", "width")  # fmt: skip
 
-# Values a categorical hyperparameter may take.
-CHOICES = {name: domain.choices for name, domain in DOMAINS.items() if domain.choices}
-
 # What the loop reports each epoch, by task; a study's `metric` must be one of its task's.
 CLASSIFICATION_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "gap")
 REGRESSION_METRICS = ("train_loss", "train_rmse", "train_mae", "train_r2", "val_loss", "val_rmse",
