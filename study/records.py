@@ -210,7 +210,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 class TrialRecord:
     """What the study knows of one trial: its run, config, outcome and latest metrics."""
 
-    number: int  # Optuna's trial number + 1: the trial's name everywhere, across resumes
+    number: int  # study.core.from_optuna: the trial's name everywhere, across resumes
     run_id: str
     name: str
     config: dict[str, Any]

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from search_spaces import Space
 from study import outages
-from study.core import Layout, TrialConfig
+from study.core import Layout, TrialConfig, from_optuna
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -248,7 +248,10 @@ def ended_trials(layout: Layout) -> dict[int, tuple[str, int]]:
     except KeyError:
         return {}
     return {
-        trial.number + 1: (trial.user_attrs.get("outcome", ""), len(trial.intermediate_values))
+        from_optuna(trial.number): (
+            trial.user_attrs.get("outcome", ""),
+            len(trial.intermediate_values),
+        )
         for trial in study.get_trials(deepcopy=False)
         if trial.state.is_finished()
     }

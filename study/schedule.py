@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from study.core import Layout, finite, label, trial_number
+from study.core import Layout, finite, from_optuna, label, trial_number
 from study.sampling import Storage
 
 
@@ -76,7 +76,8 @@ class ResumableASHA(KeepNewActors, ASHAScheduler):
         except KeyError:  # a new study
             return
         for trial in study.get_trials(deepcopy=False):
-            self.record(label(trial.number + 1), trial.intermediate_values, trial.number + 1)
+            number = from_optuna(trial.number)
+            self.record(label(number), trial.intermediate_values, number)
 
     def record(self, key: str, values: dict[int, float], number: int | None = None) -> None:
         """Put `values` (epoch -> metric) into every rung whose milestone they reached, in the

@@ -2,7 +2,7 @@
 trial runs (config), how a trial ended (outcome), where the study stands (stage). Imports no
 Ray, Optuna, MLflow or torch."""
 
-from study.core.config import RUN_KEYS, RunSettings, TrialConfig, label, trial_number
+from study.core.config import RUN_KEYS, RunSettings, TrialConfig, from_optuna, label, trial_number
 from study.core.found import Found
 from study.core.layout import (
     STATE_FILE,
@@ -40,6 +40,7 @@ __all__ = [
     "TrialConfig",
     "decide",
     "finite",
+    "from_optuna",
     "label",
     "scored",
     "standing",

@@ -55,10 +55,10 @@ class TrialConfig:
 
     @property
     def number(self) -> int:
-        """The trial's number: its Optuna trial's number + 1 (stable across resumes)."""
+        """The trial's number (`from_optuna`: stable across resumes)."""
         if self.run.optuna_trial is None:
             raise ValueError("a config without optuna_trial belongs to no study trial")
-        return self.run.optuna_trial + 1
+        return from_optuna(self.run.optuna_trial)
 
     @property
     def label(self) -> str:
@@ -79,9 +79,15 @@ class TrialConfig:
         return replace(self, run=replace(self.run, stop_epoch=epoch))
 
 
+def from_optuna(number: int) -> int:
+    """A trial's number from its Optuna trial's (Optuna counts from 0, a study's trials from
+    1: t001 is Optuna's trial 0), the same across resumes."""
+    return number + 1
+
+
 def trial_number(flat: Mapping[str, Any]) -> int:
-    """The number of the trial whose flat config this is (Optuna's number + 1)."""
-    return int(flat["optuna_trial"]) + 1
+    """The number of the trial whose flat config this is."""
+    return from_optuna(int(flat["optuna_trial"]))
 
 
 def label(number: int) -> str:
