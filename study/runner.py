@@ -241,12 +241,7 @@ def close(
     records.finish_parent(client, parent_id, table, best, layout.results_csv)
     client.set_terminated(parent_id, status)
     if status == "FINISHED":
-        state = stage.counted(
-            stage.load(layout.stage_record) or StudyState(Stage.TRIALS_ENDED, len(table)),
-            trials,
-            spec.metric,
-            spec.mode,
-        )
+        state = stage.counted(stage.load(layout.stage_record), trials, spec.metric, spec.mode)
         whole = state.ended >= spec.search.num_samples
         stage.save(layout.stage_record, state.at(Stage.FINISHED if whole else Stage.ENDED_SHORT))
     return best
