@@ -51,7 +51,7 @@ class StudyState:
     epochs: int = 0  # epochs trained, every trial's
     best: tuple[str, float] | None = None  # the best trial's run name and metric value
     stopped: str = ""  # the one line an error stopped the driver with ("" while none did)
-    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
+    interrupted: bool = False  # stopped by Ctrl-C
     updated: float = 0.0  # when written (seconds since the epoch)
 
     @property
