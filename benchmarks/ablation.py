@@ -27,9 +27,9 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from benchmarks.common import ROOT, arguments, record, timer
-from study import ablate
-from study.preflight import preflight, saved_spec
-from study.runner import run_study
+from study.commands import ablate
+from study.commands.preflight import preflight, saved_spec
+from study.commands.run import run_study
 from study.spec import StudySpec, load_spec
 
 QUICK = {

@@ -261,9 +261,9 @@ class Sampler(threading.Thread):
 def read_trials(spec_file: Path | None, overrides: list[str], root: Path) -> list[dict]:
     """Each trial of the study under `root` as its MLflow run recorded it: outcome, device,
     GPU, peak GPU memory, val_acc and its epochs' end times (as far as a stopped study got)."""
-    from study.records import TRIAL_TAG, child_runs, study_records
+    from study.engines.records import TRIAL_TAG, child_runs, study_records
+    from study.engines.trial import GPU_PEAK, GPU_TAG
     from study.spec import load_spec
-    from study.trial import GPU_PEAK, GPU_TAG
 
     client, experiment_id, parent_id = study_records(load_spec(spec_file, overrides).layout(root))
     if parent_id is None:

@@ -55,8 +55,8 @@ def free(lock: Path) -> bool:
 
 def after_kill(root: Path) -> dict[str, Any]:
     """Where the study stood when its driver was killed, as its records say."""
+    from study.commands.run import tune_saved
     from study.core import stage
-    from study.runner import tune_saved
 
     folder = root / "studies" / NAME
     state = stage.load(folder / "stage.json")

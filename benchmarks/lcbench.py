@@ -38,8 +38,8 @@ import numpy as np
 import optuna
 
 from benchmarks.common import arguments, record, timer
-from study import sampling
 from study.core import TrialConfig
+from study.engines import sampler as sampling
 from study.spec import SchedulerSpec, StudySpec
 
 DEVELOPMENT = ("167149", "167168", "168330", "189862", "146212")
@@ -229,7 +229,7 @@ def tuned(spec: StudySpec, method: Method, curves: Any, root: Path) -> list[floa
     from ray import tune  # here, as in main(): without --data the refusal takes a second
 
     from benchmarks.search import Epochs, searcher
-    from study.runner import tune_config, with_data
+    from study.commands.run import tune_config, with_data
 
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
@@ -406,7 +406,7 @@ def main() -> None:
         chosen = {"development": DEVELOPMENT, "held-out": HELD_OUT}
         instances = chosen.get(args.instances) or args.instances.split(",")
         seeds, trials, epochs, at_once = args.seeds, TRIALS, EPOCHS, CONCURRENT
-    from study.cluster import connect
+    from study.engines.cluster import connect
 
     out = Path(args.out)
     connect(StudySpec())

@@ -14,7 +14,7 @@ it happens once per process.
 
 Run at 12 and at 36 trials, the difference gives the overhead each extra trial costs apart
 from the study's fixed start. The CPU (c) needs is accounted for too: the driver's own
-core-seconds, and what one trial actor spends before its first epoch (importing study.trial
+core-seconds, and what one trial actor spends before its first epoch (importing study.engines.trial
 and the first optimizer step, in a worker process Ray started idle with itself), against what
 the 2.0x target allows.
 
@@ -34,9 +34,9 @@ from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
 from rich.console import Console
 
 from benchmarks.common import arguments, record, timer
-from study.cluster import connect
-from study.preflight import preflight
-from study.runner import run_study
+from study.commands.preflight import preflight
+from study.commands.run import run_study
+from study.engines.cluster import connect
 from study.spec import StudySpec
 from trainables import fit
 
@@ -139,7 +139,7 @@ def actor_start_cost() -> list[float]:
             started = cpu()
             import torch
 
-            import study.trial  # noqa: F401
+            import study.engines.trial  # noqa: F401
             from trainables import resolve
             from trainables.optim import build_optimizer
 
@@ -150,7 +150,7 @@ def actor_start_cost() -> list[float]:
             optimizer.step()
             return [started, imported - started, cpu() - imported]
 
-    # The runtime_env Tune's trial actors carry (none once study.cluster.connect has emptied
+    # The runtime_env Tune's trial actors carry (none once study.engines.cluster.connect has emptied
     # it, when the actor takes one of the workers Ray started idle with itself).
     probe = ray.remote(runtime_env={"env_vars": DEFAULT_ENV_VARS})(Probe).remote()
     try:
@@ -213,7 +213,7 @@ def main() -> None:
         f"\n\nCPU at {large['n']} trials: 2.0x allows {allowed:.1f} core-s; the training "
         f"takes {large['a']:.1f}, the driver {large['driver']:.1f} and {slots} "
         f"trial actors {actors:.1f} before their first epoch (each: {start[1]:.2f} importing "
-        f"study.trial, {start[2]:.2f} its first optimizer step; its worker process, "
+        f"study.engines.trial, {start[2]:.2f} its first optimizer step; its worker process, "
         f"{start[0]:.2f}, is one Ray started idle with itself): **{needed:.1f} core-s "
         f"needed**, before Ray's own processes. Target 2.0x {verdict[ratio <= 2.0]} "
         f"({ratio:.2f}x)."

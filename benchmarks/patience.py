@@ -21,9 +21,9 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.common import ROOT, arguments, record, timer
-from study import results
-from study.preflight import preflight
-from study.runner import run_study
+from study.commands.preflight import preflight
+from study.commands.run import run_study
+from study.core import results
 from study.spec import StudySpec, load_spec
 
 DIGITS_PATIENCE = [0, 3, 10]  # diabetes samples the choices studies/diabetes.yaml ships

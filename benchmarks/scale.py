@@ -39,8 +39,8 @@ from benchmarks.common import (
     timer,
     wait_for_nodes,
 )
-from study.preflight import preflight
-from study.runner import run_study
+from study.commands.preflight import preflight
+from study.commands.run import run_study
 from study.spec import StudySpec
 
 EPOCH_S = 0.1

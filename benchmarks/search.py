@@ -7,7 +7,7 @@ up to 27 epochs, 2 at a time, for each of 5 seeds:
   TPE                     TPESampler, every trial to the end
   TPE + ASHA, stock       Ray's OptunaSearch: an early-stopped trial reaches Optuna as COMPLETE
                           with the score it had when stopped
-  TPE + ASHA, ours        study.search.PrunedAwareOptunaSearch: told as PRUNED, with its curve
+  TPE + ASHA, ours        study.engines.search.PrunedAwareOptunaSearch: told as PRUNED, with its curve
   GP + ASHA, ours         the study's default: GPSampler learning from the 4th trial, shown
                           early-stopped trials (search.sampler gp)
   GP + ASHA, stock        the same GPSampler behind Ray's OptunaSearch
@@ -32,13 +32,13 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from benchmarks.common import arguments, record, timer
-from study import sampling
-from study.cluster import connect
+from study.commands.preflight import preflight
+from study.commands.run import tune_config, with_data
 from study.core import Found
-from study.preflight import preflight
-from study.runner import tune_config, with_data
-from study.sampling import DefineByRun
-from study.search import build_searcher
+from study.engines import sampler as sampling
+from study.engines.cluster import connect
+from study.engines.sampler import DefineByRun
+from study.engines.search import build_searcher
 from study.spec import SchedulerSpec, StudySpec
 
 # key: (label, sampler, scheduler, searcher); each sampler with its default random start

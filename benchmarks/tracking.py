@@ -1,6 +1,6 @@
 """Tracking cost: what recording a trial's epoch in MLflow costs the driver.
 
-Part 1 times our MLflow callback (study.tracking.MlflowTracker, one `log_batch` per result)
+Part 1 times our MLflow callback (study.engines.tracking.MlflowTracker, one `log_batch` per result)
 against the naive way (one `log_metric` call per metric), on the SQLite store and on a local
 `mlflow server` started here on 127.0.0.1, with the same stream of per-epoch results of 16
 trials. The callback runs in the Ray driver, so its time is time the trials wait for their next
@@ -26,13 +26,13 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from benchmarks.common import arguments, mlflow_server, record
-from study.cluster import connect
+from study.commands.preflight import preflight
+from study.commands.run import run_study
 from study.core import Layout
-from study.preflight import preflight
-from study.records import open_experiment
-from study.runner import run_study
+from study.engines.cluster import connect
+from study.engines.records import open_experiment
+from study.engines.tracking import MlflowTracker
 from study.spec import StudySpec
-from study.tracking import MlflowTracker
 from trainables import METRICS
 
 

@@ -16,7 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from study.errors import UserError
+from study.core.errors import UserError
 
 if TYPE_CHECKING:
     from study.spec import StudySpec
@@ -50,7 +50,7 @@ def main() -> None:
         import tempfile
         import traceback
 
-        from study.outages import brief
+        from study.engines.outages import brief
 
         try:
             handle, path = tempfile.mkstemp(prefix="study-error-", suffix=".txt")
@@ -79,8 +79,8 @@ def _stopped(error: BaseException, spec: "StudySpec", folder: Path) -> None:
     import traceback
 
     from study.core import stage
-    from study.logs import keep_traceback
-    from study.outages import brief, store_down, unwritable
+    from study.engines.logs import keep_traceback
+    from study.engines.outages import brief, store_down, unwritable
 
     layout = spec.layout(folder)
     down = store_down(error, layout.tracking_uri)
@@ -138,7 +138,7 @@ def run(
     ] = None,
 ) -> None:
     """Run a study: Optuna proposes, ASHA stops early, MLflow records every trial."""
-    from study.preflight import preflight
+    from study.commands.preflight import preflight
     from study.spec import load_spec, resolve_root
 
     overrides = [*(set_ or []), *([f"cluster.address={address}"] if address else [])]
@@ -149,7 +149,7 @@ def run(
         spec = checked.spec  # its metric and mode as the data's task completes them
     except UserError as error:
         _fail(error)
-    from study.runner import run_study
+    from study.commands.run import run_study
 
     console.print(
         f"study [bold]{spec.name}[/]: {spec.search.num_samples} trials of up to "
@@ -169,7 +169,7 @@ def run(
 
 
 def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, space: list) -> None:
-    from study.records import SHORT
+    from study.engines.records import SHORT
 
     sampled = space if len(space) <= 5 else []  # wide spaces: the config is printed below
     table = Table(title=f"best trials of {name} ({elapsed:.0f} s)")
@@ -207,7 +207,7 @@ def resume(
 ) -> None:
     """Continue a study whose driver stopped: same Optuna study, same MLflow runs, unfinished
     trials from their last checkpoints."""
-    from study.preflight import check_resumable, prepare_resume, saved_spec
+    from study.commands.preflight import check_resumable, prepare_resume, saved_spec
     from study.spec import root_folder
 
     try:
@@ -218,7 +218,7 @@ def resume(
         spec = checked.spec
     except UserError as error:
         _fail(error)
-    from study.runner import resume_study
+    from study.commands.run import resume_study
 
     console.print(f"resuming study [bold]{name}[/] under {folder}")
     started = time.perf_counter()
@@ -239,9 +239,9 @@ def status(
 ) -> None:
     """Show a running or finished study from its records: trials by outcome, best so far,
     epochs spent."""
-    from study.preflight import saved_spec
+    from study.commands.preflight import saved_spec
+    from study.commands.status import study_status
     from study.spec import root_folder
-    from study.status import study_status
 
     try:
         folder = root_folder(root)
@@ -276,13 +276,13 @@ def report(
 ) -> None:
     """Which regularization works here: plots, fit diagnosis, importance, equal-budget
     leaderboard and a summary, as PNGs + one HTML page, also logged on the parent run."""
-    from study.preflight import saved_spec
+    from study.commands.preflight import saved_spec
     from study.spec import root_folder
 
     try:
         folder = root_folder(root)
         spec = saved_spec(folder, name)
-        from study.report import report as write
+        from study.commands.report import report as write
 
         made = write(spec, folder, gap=gap, rise=rise, underfit=underfit)
     except UserError as error:
@@ -320,8 +320,8 @@ def export(
     root: RootOption = None,
 ) -> None:
     """Write the best trials: full config, seed, code version, MLflow run and checkpoint."""
-    from study.export import FORMATS, export_configs
-    from study.export import export as write
+    from study.commands.export import FORMATS, export_configs
+    from study.commands.export import export as write
     from study.spec import root_folder
 
     try:
@@ -370,7 +370,7 @@ def train(
 ) -> None:
     """Retrain one exported config with the same loop, without Ray; print every epoch, or
     each seed's result and their mean and std with --seeds."""
-    from study.retrain import train as retrain
+    from study.commands.train import train as retrain
 
     try:
         retrain(config, console, test=test, seeds=seeds, register=register, log=log, refit=refit)
@@ -393,9 +393,9 @@ def _repeated(command: str, spec: "StudySpec", folder: Path, work: Callable[[], 
     errors.txt), exit 130 or 1."""
     import traceback
 
-    from study.logs import keep_traceback
-    from study.outages import brief
-    from study.seeded import Interrupted
+    from study.commands.repeated import Interrupted
+    from study.engines.logs import keep_traceback
+    from study.engines.outages import brief
 
     try:
         work()
@@ -431,13 +431,13 @@ def ablate(
     """What each regularizer of the best trial is worth: the config and a variant per
     regularizer on in it, switched off (BatchNorm also on where it is off), each over
     --seeds seeds through Ray; the change paired by seed with 95% CIs and a verdict."""
-    from study.preflight import saved_spec
+    from study.commands.preflight import saved_spec
     from study.spec import root_folder
 
     try:
         folder = root_folder(root)
         spec = saved_spec(folder, name)
-        from study import ablate as ablation
+        from study.commands import ablate as ablation
 
         made = ablation.plan(spec, folder, trial, seeds)
     except UserError as error:
@@ -456,13 +456,13 @@ def confirm(
 ) -> None:
     """The top trials retrained over --seeds seeds each through Ray, ranked by mean with 95%
     CIs, and which are indistinguishable from the first at this number of seeds."""
-    from study.preflight import saved_spec
+    from study.commands.preflight import saved_spec
     from study.spec import root_folder
 
     try:
         folder = root_folder(root)
         spec = saved_spec(folder, name)
-        from study import confirm as confirmation
+        from study.commands import confirm as confirmation
 
         made = confirmation.plan(spec, folder, top, seeds)
     except UserError as error:
@@ -480,7 +480,7 @@ def ui(
     from mlflow.tracking import MlflowClient
 
     from study.core.layout import artifact_root, mlflow_db, store_uri
-    from study.records import runs_link
+    from study.engines.records import runs_link
     from study.spec import root_folder
 
     folder = root_folder(root)

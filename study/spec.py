@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import search_spaces
 from study.core import Found, Layout, RunSettings, TrialConfig
-from study.errors import UserError
+from study.core.errors import UserError
 from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS, TORCHVISION_SETS
 from trainables.catalog import TASKS
 from trainables.hyperparameters import TASK_LOSSES, TASK_METRICS, direction

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 import search_spaces
-import study.preflight  # noqa: F401  (imported before a test drops root's rights)
+import study.commands.preflight  # noqa: F401  (imported before a test drops root's rights)
 from benchmarks.common import free_port
 from study.cli import app
 from study.spec import param_problem

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import trainables.loop as loop
-from study.trial import GPU_PEAK, GPU_TAG, device_tags, gpu_memory
+from study.engines.trial import GPU_PEAK, GPU_TAG, device_tags, gpu_memory
 from tests.data_files import fake_cifar10
 from trainables import fit, load_dataset
 from trainables.loop import load_state, restore, start, train_epoch
@@ -127,7 +127,7 @@ def test_torch_compile_on_and_off_train_alike(compiled, images):
 
 @pytest.mark.cuda
 def test_a_gpu_trial_reports_its_gpu_and_its_peak_memory(images):
-    """What study.trial adds to a GPU trial's results, for its MLflow run."""
+    """What study.engines.trial adds to a GPU trial's results, for its MLflow run."""
     dev = torch.device("cuda")
     torch.cuda.reset_peak_memory_stats(dev)
     fit({**BASE, "model": CNN, "epochs": 1}, images, lambda m, s: None)

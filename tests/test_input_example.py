@@ -12,7 +12,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from study.retrain import train
+from study.commands.train import train
 from tests.plugin_files import example_plugin, write_module
 
 # A network that keeps every batch it is given, per network built, so the test sees what the

@@ -101,11 +101,20 @@ def test_core_loads_no_engine():
 
 def test_reading_commands_load_no_ray_or_torch():
     """status, report, export and train read records: no Ray; status and export no torch."""
-    assert "ray" not in loaded("study.status", "study.report", "study.export", "study.retrain")
-    assert not loaded("study.cli", "study.status", "study.export") & {"ray", "torch", "optuna"}
+    assert "ray" not in loaded(
+        "study.commands.status",
+        "study.commands.report",
+        "study.commands.export",
+        "study.commands.train",
+    )
+    assert not loaded("study.cli", "study.commands.status", "study.commands.export") & {
+        "ray",
+        "torch",
+        "optuna",
+    }
 
 
 def test_status_reads_the_recorded_state_without_mlflow():
     """`study status` answers from the study's own recorded state: MLflow (about 2 s of
     imports) is loaded only for a study recorded before its state was."""
-    assert "mlflow" not in loaded("study.cli", "study.status", "study.preflight")
+    assert "mlflow" not in loaded("study.cli", "study.commands.status", "study.commands.preflight")

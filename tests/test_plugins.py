@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from study.cli import app
-from study.preflight import preflight
+from study.commands.preflight import preflight
 from study.spec import load_spec
 from tests.conftest import study_cli
 from tests.plugin_files import EXAMPLE, example_plugin, write_module

@@ -17,8 +17,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from benchmarks.common import free_port
-from study.analysis import Thresholds, diagnose, leaderboard
-from study.report import PLOTS
+from study.commands.report import PLOTS
+from study.evidence.analysis import Thresholds, diagnose, leaderboard
 from tests.conftest import files, study_cli, study_here
 from trainables.loop import load_state
 

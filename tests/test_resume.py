@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from benchmarks import kills
-from study.tracking import MlflowTracker
+from study.engines.tracking import MlflowTracker
 from tests.conftest import files, on_head, study_cli, study_here
 from tests.exactly_once import check_exactly_once
 from trainables import HYPERPARAMETERS
@@ -96,7 +96,7 @@ def test_sigkill_at_six_moments_then_resume_is_exactly_once(tmp_path):
     root = tmp_path / "runs"
     command = ["run", *[a for o in OVERRIDES for a in ("--set", o)]]
     root.mkdir()
-    held = FileLock(root / ".study.lock")  # the root's lock (study.driver.root_lock)
+    held = FileLock(root / ".study.lock")  # the root's lock (study.core.driver.root_lock)
     for number, (moment, reached) in enumerate(MOMENTS):
         if number == 0:
             held.acquire()

@@ -12,9 +12,9 @@ import ray
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
+from study.commands.preflight import Checked
+from study.commands.run import run_study
 from study.core import Found
-from study.preflight import Checked
-from study.runner import run_study
 from study.spec import load_spec
 from trainables import load_dataset
 

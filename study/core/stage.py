@@ -140,7 +140,7 @@ def standing(name: str, state: StudyState, driven: bool, driver: str = "") -> St
 
 def counted(state: StudyState, records: Iterable[Any], metric: str, mode: str) -> StudyState:
     """`state` with the counts of a study's trial records (each with its `outcome`, `epochs`,
-    run `name` and `last` metrics: study.records.TrialRecord): trials started, ended by
+    run `name` and `last` metrics: study.engines.records.TrialRecord): trials started, ended by
     outcome, epochs spent and the best trial by `metric`."""
     outcomes: dict[str, int] = {}
     best: tuple[str, float] | None = None

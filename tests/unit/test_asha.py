@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from study.schedule import ResumableASHA, build_scheduler
+from study.engines.schedule import ResumableASHA, build_scheduler
 from study.spec import StudySpec
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP

@@ -1,5 +1,5 @@
 """What a trial's MLflow run records of its device: the tracker given the results a GPU trial
-and a CPU trial send (study.trial adds the fields), with a real MLflow SQLite store; no Ray."""
+and a CPU trial send (study.engines.trial adds the fields), with a real MLflow SQLite store; no Ray."""
 
 import shutil
 from pathlib import Path
@@ -9,8 +9,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from study.tracking import MlflowTracker
-from study.trial import GPU_PEAK, GPU_TAG, device_tags, gpu_memory
+from study.engines.tracking import MlflowTracker
+from study.engines.trial import GPU_PEAK, GPU_TAG, device_tags, gpu_memory
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def tracker(tmp_path, empty_mlflow_store) -> MlflowTracker:
 
 
 def result(epoch: int, **where) -> dict:
-    """A Tune result of one epoch, with what study.trial adds (`where`)."""
+    """A Tune result of one epoch, with what study.engines.trial adds (`where`)."""
     metrics = {"epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": 0.5, "val_loss": 1.1,
                "val_acc": 0.4 + 0.1 * epoch, "gap": 0.1, "lr": 0.01, "epoch_time": 0.5}  # fmt: skip
     return {**metrics, "node_id": "node-1", **where, "history": [metrics]}
@@ -69,6 +69,6 @@ def test_a_cpu_trial_records_the_cpu_and_no_gpu_fields(tracker):
 
 
 def test_the_trial_adds_no_gpu_fields_on_the_cpu():
-    """study.trial's additions to a CPU trial's results: the device alone."""
+    """study.engines.trial's additions to a CPU trial's results: the device alone."""
     assert device_tags(torch.device("cpu")) == {"device": "cpu"}
     assert gpu_memory(torch.device("cpu")) == {}

@@ -18,16 +18,16 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from study.records import log_dataset
-from study.sampling import RETRIED, Storage
-from study.schedule import ResumableASHA
-from study.search import PrunedAwareOptunaSearch
+from study.engines.records import log_dataset
+from study.engines.sampler import RETRIED, Storage
+from study.engines.schedule import ResumableASHA
+from study.engines.search import PrunedAwareOptunaSearch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def user(thing) -> str:
-    """Where our code relies on an attribute: `study/schedule.py ResumableASHA`."""
+    """Where our code relies on an attribute: `study/engines/schedule.py ResumableASHA`."""
     path = Path(inspect.getsourcefile(thing)).resolve().relative_to(ROOT)
     return f"{path.as_posix()} {thing.__name__}"
 
@@ -258,7 +258,7 @@ def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path):
     import mlflow.store.db.utils
     from mlflow.tracking import MlflowClient
 
-    from study.records import seed_local_store
+    from study.engines.records import seed_local_store
 
     name, relied = "mlflow.store.db.utils._initialize_tables", ("mlflow", seed_local_store)
     expect(callable(getattr(mlflow.store.db.utils, "_initialize_tables", None)), name, relied)
@@ -305,13 +305,13 @@ def test_the_local_node_names_its_session_folder():
 
 
 def test_tune_builds_its_trial_actors_runtime_env_from_a_dict_we_can_empty(monkeypatch):
-    """study.cluster.trials_on_idle_workers empties Tune's DEFAULT_ENV_VARS so that Ray starts
+    """study.engines.cluster.trials_on_idle_workers empties Tune's DEFAULT_ENV_VARS so that Ray starts
     its trial actors on the workers it keeps idle: Tune must still read that dict each time it
     makes an actor class, and the actor class must then carry no runtime_env at all (Ray
     normalises {"env_vars": {}} to an empty one), as an actor on an idle worker needs."""
     from ray.tune.execution import class_cache
 
-    from study.cluster import trials_on_idle_workers
+    from study.engines.cluster import trials_on_idle_workers
 
     relied = ("ray", trials_on_idle_workers)
     name = "ray.tune.execution.class_cache.DEFAULT_ENV_VARS"
@@ -333,12 +333,12 @@ def test_tune_builds_its_trial_actors_runtime_env_from_a_dict_we_can_empty(monke
 
 
 def test_tune_starts_its_pending_trials_in_order_when_the_scheduler_picks_none():
-    """study.schedule.KeepNewActors returns None from choose_trial_to_run so that Tune's
+    """study.engines.schedule.KeepNewActors returns None from choose_trial_to_run so that Tune's
     controller picks no trial ahead of the others: its actor-adding step must still skip the
     scheduler's pick when it is None and start its pending trials from their list, in order."""
     from ray.tune.execution.tune_controller import TuneController
 
-    from study.schedule import KeepNewActors
+    from study.engines.schedule import KeepNewActors
 
     relied = ("ray", KeepNewActors)
     name = "ray.tune.execution.tune_controller.TuneController._maybe_add_actors"

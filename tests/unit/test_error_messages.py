@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from study.errors import UserError
-from study.preflight import check_own_knobs
+from study.commands.preflight import check_own_knobs
+from study.core.errors import UserError
+from study.engines.tracking import last_error
 from study.spec import StudySpec, format_error
-from study.tracking import last_error
 from tests.plugin_files import write_module
 
 CASES = {  # a bad spec -> how its line starts (the field's path) and what else it says

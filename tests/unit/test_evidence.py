@@ -7,10 +7,12 @@ import math
 import pytest
 from ray import tune
 
-from study import ablate, confirm
+from study.commands import ablate, confirm
+from study.commands.repeated import check_seeds
 from study.core import TrialConfig
-from study.errors import UserError
-from study.evidence import (
+from study.core.errors import UserError
+from study.engines.repeats import as_grid, config_key
+from study.evidence.intervals import (
     Interval,
     differences,
     paired_interval,
@@ -19,9 +21,7 @@ from study.evidence import (
     t_quantile,
     verdict,
 )
-from study.repeats import as_grid, config_key
-from study.seeded import check_seeds
-from study.variants import BASE, variants
+from study.evidence.variants import BASE, variants
 
 RUN = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "epochs": 27, "seed": 3}
 

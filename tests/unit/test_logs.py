@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from study.logs import loud_engines, quiet_engines
+from study.engines.logs import loud_engines, quiet_engines
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_tunes_closing_trial_list_is_dropped_and_the_filters_come_off(tmp_path, 
 
 def test_optunas_fallback_warning_after_a_lost_connection_is_dropped(tmp_path):
     """Optuna's storage warns, with the failed SQL, that it reads trials another way: during a
-    study the outage is said once by study.outages instead; other warnings still print."""
+    study the outage is said once by study.engines.outages instead; other warnings still print."""
     out = io.StringIO()
     handler = logging.StreamHandler(out)  # as Optuna's own console handler on "optuna"
     logging.getLogger("optuna").addHandler(handler)

@@ -10,8 +10,8 @@ import requests
 import sqlalchemy.exc
 
 from benchmarks.common import free_port
-from study import outages
-from study.sampling import Storage
+from study.engines import outages
+from study.engines.sampler import Storage
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from study import progress
-from study.progress import Progress
+from study.engines import progress
+from study.engines.progress import Progress
 
 
 def node(node_id: str, alive: bool) -> dict:

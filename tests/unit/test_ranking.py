@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from study.results import ranked
+from study.core.results import ranked
 
 
 def row(trial: str, outcome: str, value: float | None, epochs: int = 9) -> dict:

@@ -1,7 +1,7 @@
 """Reading a study's records makes nothing: no store where there is none."""
 
 from study.core import Layout
-from study.records import study_records
+from study.engines.records import study_records
 
 
 def test_reading_a_study_without_a_store_makes_none(tmp_path):

@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from study.core import Layout
-from study.records import PARENT_TAG, TRIAL_TAG, repair_runs
-from study.sampling import ended_trials
+from study.engines.records import PARENT_TAG, TRIAL_TAG, repair_runs
+from study.engines.sampler import ended_trials
 from study.spec import StudySpec
 
 STUDY = "unit-repair"

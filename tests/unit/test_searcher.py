@@ -8,8 +8,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
-from study.sampling import GridSampler, LearnsFromEarlyStopped, Storage, sampler
-from study.search import PrunedAwareOptunaSearch
+from study.engines.sampler import GridSampler, LearnsFromEarlyStopped, Storage, sampler
+from study.engines.search import PrunedAwareOptunaSearch
 from study.spec import StudySpec
 
 METRIC = "val_acc"
@@ -252,7 +252,7 @@ def test_the_gp_sampler_learns_from_what_the_searcher_tells_it(make_searcher, st
 def test_startup_trials_is_how_many_random_configs_come_before_the_sampler_learns(kind, startup):
     """`search.startup_trials`: the first N trials are the random sampler's draws (same seed),
     the next one is the model's; unset, TPE keeps Optuna's default (10) and GP learns from the
-    4th trial on (study.sampling.GP_STARTUP, as measured)."""
+    4th trial on (study.engines.sampler.GP_STARTUP, as measured)."""
     spec = StudySpec.model_validate(
         {"search": {"sampler": kind, "seed": 7, "startup_trials": startup}}
     )

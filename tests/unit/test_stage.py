@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from study import outages, runner
+from study.commands import run as runner
+from study.commands.preflight import check_resumable
 from study.core import Stage, StudyState, stage, standing, write_whole
-from study.preflight import check_resumable
+from study.engines import outages
 from study.spec import load_spec
 
 NAME = "s"
@@ -158,8 +159,8 @@ def test_trials_that_end_while_a_store_is_down_stop_the_study_in_one_line(tmp_pa
 
 
 def test_a_taken_name_is_refused_with_where_its_study_stands(tmp_path):
-    from study.errors import UserError
-    from study.preflight import check_new
+    from study.commands.preflight import check_new
+    from study.core.errors import UserError
 
     spec = load_spec(None, ["search.num_samples=12"])
     layout = spec.layout(tmp_path)
@@ -179,7 +180,7 @@ def test_a_study_closed_with_fewer_trials_than_asked_is_recorded_ended_short(tmp
     from mlflow.tracking import MlflowClient
     from ray.tune.experiment import Trial
 
-    from study.tracking import MlflowTracker
+    from study.engines.tracking import MlflowTracker
 
     spec = load_spec(None, ["search.num_samples=12"])
     layout = spec.layout(tmp_path)

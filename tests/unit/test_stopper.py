@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study.core import trial_number
-from study.tracking import StudyStopper
+from study.engines.tracking import StudyStopper
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_a_repeat_that_already_ended_stops_too(tmp_path):
     the number of the trial they repeat): the stopper finds an ended repeat by the same key."""
     from ray.tune.experiment import Trial
 
-    from study.repeats import RepeatTracker, config_key
+    from study.engines.repeats import RepeatTracker, config_key
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from study import driver
-from study.core import ENDED, Stage, StudyState, stage, standing
+from study.core import ENDED, Stage, StudyState, driver, stage, standing
 from study.spec import StudySpec
 
 
@@ -35,7 +34,7 @@ def study_status(spec: StudySpec, root: Path, console: Console) -> dict:
 def from_records(spec: StudySpec, root: Path) -> StudyState:
     """The state of a study that has no recorded one, counted from its MLflow records (its
     parent run's status as its stage)."""
-    from study.records import study_records, trial_runs
+    from study.engines.records import study_records, trial_runs
 
     client, experiment_id, parent_id = study_records(spec.layout(root))
     trials = trial_runs(client, experiment_id, parent_id) if parent_id else []

@@ -25,7 +25,7 @@ from trainables.loop import device, load_state
 # checkpoint, last and diverged epochs are always reported at once, so ASHA decides as before.
 REPORT_EVERY_S = 1.0
 
-# What a trial on a GPU adds to its results, for its MLflow run (study.tracking): the GPU's
+# What a trial on a GPU adds to its results, for its MLflow run (study.engines.tracking): the GPU's
 # model, and the most memory the trial's tensors took on it so far (in MiB).
 GPU_TAG = "gpu"
 GPU_PEAK = "gpu_peak_memory_mib"

@@ -17,11 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from study import analysis, results, sampling
-from study.core import FINISHED, SCORED
-from study.errors import UserError
-from study.preflight import saved_found
-from study.records import study_records, trial_runs
+from study.commands.preflight import saved_found
+from study.core import FINISHED, SCORED, results
+from study.core.errors import UserError
+from study.engines import sampler as sampling
+from study.engines.records import study_records, trial_runs
+from study.evidence import analysis
 from study.spec import StudySpec
 
 COLORS = {

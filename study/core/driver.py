@@ -18,7 +18,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from study.core import Layout, write_whole
-from study.errors import UserError
+from study.core.errors import UserError
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """What a finished study says about regularization: per-epoch curves, a fit diagnosis per
 trial, hyperparameter importance, and a leaderboard at equal budgets. Plain pandas and Optuna;
-the plots and the page are in `study.report`."""
+the plots and the page are in `study.commands.report`."""
 
 import math
 from dataclasses import dataclass, replace
@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study.core import SCORED, Outcome
-from study.records import TrialRecord
+from study.engines.records import TrialRecord
 from trainables.hyperparameters import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 

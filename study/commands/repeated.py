@@ -3,7 +3,7 @@ and `study confirm` read of a study (its ranked trials, a trial's config as retr
 their input, and their MLflow records: one run of the role (`study.role` ablation or confirm)
 nested under the study's parent run, and a child run per group (a variant, a trial) and seed
 nested under it. MLflow is the record: `settle` finds the finished child runs and deletes any
-other of a wanted (group, seed), so that each ends with exactly one (study.repeats trains
+other of a wanted (group, seed), so that each ends with exactly one (study.engines.repeats trains
 what is missing, through Ray)."""
 
 import contextlib
@@ -14,11 +14,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 from mlflow.tracking import MlflowClient
 
-from study import driver
-from study.core import Layout, Outcome, TrialConfig
-from study.errors import UserError
-from study.records import PARENT_TAG, study_records, trial_runs
-from study.results import ranked, rows
+from study.core import Layout, Outcome, TrialConfig, driver
+from study.core.errors import UserError
+from study.core.results import ranked, rows
+from study.engines.records import PARENT_TAG, study_records, trial_runs
 from study.spec import StudySpec
 
 ROLE_TAG = "study.role"
@@ -61,7 +60,7 @@ def ranked_trials(
 ) -> tuple[MlflowClient, str, str, list[dict], list[dict]]:
     """The study's MLflow client, experiment id and parent run id, its results table (read
     from MLflow, by trial number) and the trials with a value of the metric, best first
-    (study.results.ranked); a UserError when no trial has finished."""
+    (study.core.results.ranked); a UserError when no trial has finished."""
     client, experiment_id, parent_id = study_records(layout)
     table = rows(trial_runs(client, experiment_id, parent_id), spec.metric) if parent_id else []
     best = ranked(table, spec.metric, spec.mode)

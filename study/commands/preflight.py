@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import load_yaml
-from study import driver
-from study.core import Found, Layout, Stage, StudyState, stage, standing
-from study.errors import UserError, already_exists, missing_study
+from study.core import Found, Layout, Stage, StudyState, driver, stage, standing
+from study.core.errors import UserError, already_exists, missing_study
 from study.spec import StudySpec, own_knobs
 from trainables import Data, DataError
 from trainables.hyperparameters import HYPERPARAMETERS, NETWORK_KNOBS, resolve
@@ -110,7 +109,7 @@ def unanswered(address: str) -> str | None:
 
 def check_cluster(spec: StudySpec) -> None:
     """Attach to the spec's Ray cluster and make sure some node can run one trial."""
-    from study.cluster import connect, usable_nodes
+    from study.engines.cluster import connect, usable_nodes
 
     # An address the spec took from $RAY_ADDRESS is named as such: the user gave none.
     field, unset = "cluster.address", ""
@@ -262,7 +261,7 @@ def check_model(spec: StudySpec, data: Data, found: Found) -> tuple[dict[str, An
     first config and what was found of the model (a plug-in's file and content hash)."""
     import torch
 
-    from study.sampling import first_config
+    from study.engines.sampler import first_config
     from trainables.models import model_arguments, model_builder
 
     name, model = spec.model.name, {}

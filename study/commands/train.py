@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from study.core import RUN_KEYS, TrialConfig
-from study.errors import UserError
+from study.core.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
 from trainables.hyperparameters import own_knobs
@@ -205,7 +205,7 @@ def log_retrain(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from study.records import flatten, log_params, run_link
+    from study.engines.records import flatten, log_params, run_link
 
     where = document["mlflow"]
     client = MlflowClient(where["tracking_uri"])

@@ -1,5 +1,5 @@
 """A study's MLflow records, read and written without Ray: the experiment, the parent run,
-one child run per trial (a `TrialRecord`), the crash repair and deletion. `study.tracking`
+one child run per trial (a `TrialRecord`), the crash repair and deletion. `study.engines.tracking`
 writes the child runs while a study runs; `study status`, `report`, `export` read them here.
 """
 
@@ -23,7 +23,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
 from study.core import Layout, Outcome, label
-from study.driver import stores_made
+from study.core.driver import stores_made
 from trainables.plugins import is_plugin
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}

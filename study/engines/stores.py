@@ -7,8 +7,9 @@ import shutil
 import yaml
 from mlflow.tracking import MlflowClient
 
-from study import records, sampling
 from study.core import Found, Layout, write_whole
+from study.engines import records
+from study.engines import sampler as sampling
 from study.spec import StudySpec
 from trainables import Data
 from trainables.memo import cache_dir

@@ -8,7 +8,7 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from study.core import Layout, finite, from_optuna, label, trial_number
-from study.sampling import Storage
+from study.engines.sampler import Storage
 
 
 class KeepNewActors:

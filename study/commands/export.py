@@ -11,10 +11,9 @@ from typing import Any
 
 import yaml
 
-from study import results
-from study.core import Layout, TrialConfig
-from study.errors import UserError, missing_study
-from study.preflight import saved_spec
+from study.commands.preflight import saved_spec
+from study.core import Layout, TrialConfig, results
+from study.core.errors import UserError, missing_study
 from study.spec import StudySpec
 from trainables import METRICS
 from trainables.hyperparameters import direction
@@ -56,7 +55,7 @@ def code_version() -> dict[str, Any]:
 def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
     """Where a trial's MLflow run is: the store, the run id, its UI page (on the tracking
     server, or on `study ui`'s port 5000 for a local store) and its Ray trial id."""
-    from study.records import RAY_TRIAL_TAG, reading_client, run_link
+    from study.engines.records import RAY_TRIAL_TAG, reading_client, run_link
 
     found = {"tracking_uri": tracking_uri, "run_id": run_id, "link": None, "ray_trial_id": None}
     try:

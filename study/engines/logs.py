@@ -5,7 +5,7 @@ import logging
 import traceback
 from pathlib import Path
 
-from study.outages import disk_fault
+from study.engines.outages import disk_fault
 
 Filterer = logging.Logger | logging.Handler
 
@@ -26,7 +26,7 @@ class NoTrialList(logging.Filter):
 
 class NoReconnectNoise(logging.Filter):
     """Drops Optuna's warning (with the failed SQL) that it reads trials another way after a
-    database error: a lost connection is said once by study.outages, and retried there."""
+    database error: a lost connection is said once by study.engines.outages, and retried there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Caught an error from sqlalchemy")

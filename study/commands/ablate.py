@@ -1,8 +1,8 @@
 """`study ablate NAME`: what each regularizer of the best trial (or `--trial`) is worth. The
 config itself and a variant per regularizer on in it, switched off (BatchNorm also switched on
 where it is off), each trained with seeds s, s+1, ..., s+N-1 on the study's fixed split for
-the trial's epochs (study.repeats); per regularizer, the mean change in the study's metric
-paired by seed with its 95% t-interval, and a verdict (study.evidence)."""
+the trial's epochs (study.engines.repeats); per regularizer, the mean change in the study's metric
+paired by seed with its 95% t-interval, and a verdict (study.evidence.intervals)."""
 
 import re
 from dataclasses import dataclass
@@ -15,13 +15,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from study import report, seeded
+from study.commands import repeated as seeded
+from study.commands import report
+from study.commands.preflight import Checked, prepare_resume
 from study.core import TrialConfig, label
-from study.errors import UserError
-from study.evidence import paired_interval, t_interval, verdict
-from study.preflight import Checked, prepare_resume
+from study.core.errors import UserError
+from study.evidence.intervals import paired_interval, t_interval, verdict
+from study.evidence.variants import BASE, Variant, variants
 from study.spec import StudySpec
-from study.variants import BASE, Variant, variants
 
 ROLE = "ablation"  # its MLflow role (study.core.layout.REPEAT_ROLES)
 TRIAL_KEY = "ablation.trial"  # the ablation run's tag: the trial it ablates
@@ -138,7 +139,7 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
         )
     where, runs = (plan.experiment_id, plan.parent_id), runs_of(plan)
     name, key = f"ablation {row['run_name']}", {TRIAL_KEY: row["trial"]}
-    from study.repeats import recorded  # Ray: once the input is checked
+    from study.engines.repeats import recorded  # Ray: once the input is checked
 
     role_id, values = recorded(
         spec, layout, plan.checked.data, client, where, ROLE, name, key, runs, console

@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from study.core import Outcome, Stage, StudyState, stage
-from study.records import TrialRecord, trial_runs
-from study.tracking import MlflowTracker, last_error
+from study.engines.records import TrialRecord, trial_runs
+from study.engines.tracking import MlflowTracker, last_error
 
 LOOK_S = 5.0  # how often the driver asks Ray which nodes are alive (one call to its GCS)
 COLOURS = {

@@ -1,5 +1,5 @@
 """`study confirm NAME --top K --seeds N`: the study's top K trials retrained over N seeds each
-(seeds s, s+1, ..., the split fixed, as `study ablate` trains: study.repeats), ranked by their
+(seeds s, s+1, ..., the split fixed, as `study ablate` trains: study.engines.repeats), ranked by their
 mean with 95% t-intervals, and which of them are indistinguishable from the first at this
 number of seeds (the 95% interval of their difference from it, paired by seed, holds 0)."""
 
@@ -13,11 +13,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from study import report, seeded
+from study.commands import repeated as seeded
+from study.commands import report
+from study.commands.preflight import Checked, prepare_resume
 from study.core import TrialConfig
-from study.errors import UserError
-from study.evidence import Interval, paired_interval, ranked_means, t_interval
-from study.preflight import Checked, prepare_resume
+from study.core.errors import UserError
+from study.evidence.intervals import Interval, paired_interval, ranked_means, t_interval
 from study.spec import StudySpec
 
 ROLE = "confirm"  # its MLflow role (study.core.layout.REPEAT_ROLES)
@@ -106,7 +107,7 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
         highlight=False,
     )
     where, runs = (plan.experiment_id, plan.parent_id), runs_of(plan)
-    from study.repeats import recorded  # Ray: once the input is checked
+    from study.engines.repeats import recorded  # Ray: once the input is checked
 
     role_id, values = recorded(
         spec,

@@ -13,8 +13,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search_spaces import Space
-from study import outages
 from study.core import Layout, TrialConfig, from_optuna
+from study.engines import outages
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -34,7 +34,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 
 
 # The RDBStorage methods that talk to the database: each is tried again while the server does
-# not answer (study.outages.retry). A write whose commit reached the server just before the
+# not answer (study.engines.outages.retry). A write whose commit reached the server just before the
 # connection broke is sent twice: harmless for every method but `create_new_trial`, where the
 # window is the moment between the server's commit and its reply.
 RETRIED = (
@@ -65,7 +65,7 @@ def _retried(name: str) -> Callable[..., Any]:
 
 class Storage(optuna.storages.RDBStorage):
     """Optuna's RDB storage, waiting for a database server that stops answering (up to
-    `patience` seconds, saying so once on the console; study.outages) instead of failing.
+    `patience` seconds, saying so once on the console; study.engines.outages) instead of failing.
 
     An SQLite file is opened in WAL mode, synced at its checkpoints rather than at every commit.
     A study commits each epoch of each trial; this halves what the driver spends in Optuna per

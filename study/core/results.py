@@ -8,7 +8,7 @@ from study.core import Layout, scored, write_whole
 if TYPE_CHECKING:
     import pandas as pd
 
-    from study.records import TrialRecord
+    from study.engines.records import TrialRecord
 
 
 def rows(records: "list[TrialRecord]", metric: str) -> list[dict[str, Any]]:

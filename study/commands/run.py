@@ -14,18 +14,19 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
-from study import driver, outages, records, results, sampling, stores
-from study.cluster import connect
-from study.core import Layout, Stage, StudyState, stage, standing, trial_dirname
-from study.errors import UserError, already_exists
-from study.logs import loud_engines, quiet_engines
-from study.preflight import Checked, check_resumable
-from study.progress import Progress
-from study.schedule import build_scheduler
-from study.search import build_searcher
+from study.commands.preflight import Checked, check_resumable
+from study.core import Layout, Stage, StudyState, driver, results, stage, standing, trial_dirname
+from study.core.errors import UserError, already_exists
+from study.engines import outages, records, stores
+from study.engines import sampler as sampling
+from study.engines.cluster import connect
+from study.engines.logs import loud_engines, quiet_engines
+from study.engines.progress import Progress
+from study.engines.schedule import build_scheduler
+from study.engines.search import build_searcher
+from study.engines.tracking import MlflowTracker, StudyStopper
+from study.engines.trial import trainable
 from study.spec import StudySpec
-from study.tracking import MlflowTracker, StudyStopper
-from study.trial import trainable
 from trainables import Data, fit
 
 
@@ -61,7 +62,7 @@ def tune_config(spec: StudySpec, layout: Layout, searcher: Any) -> tune.TuneConf
 
 def on_console(console: Console) -> None:
     """The study's console lines go to `console`: MLflow's own INFO lines stay off it, and a
-    store that stops answering is said there (study.outages)."""
+    store that stops answering is said there (study.engines.outages)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     outages.WATCH.say = lambda line: console.print(
         line, highlight=False, markup=False, soft_wrap=True

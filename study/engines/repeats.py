@@ -5,7 +5,7 @@ The runs are a plain list of configs given to Ray Tune (its BasicVariantGenerato
 configs as preset points: no searcher, no scheduler), trained by the study's own trainable on
 the study's data, resources and cluster, as many at once as the cluster holds. Nothing is
 added to the Optuna study. Each (group, seed) ends with exactly one child run under the role's
-run (study.seeded): a second call trains only what is missing; a run a killed driver left
+run (study.commands.repeated): a second call trains only what is missing; a run a killed driver left
 RUNNING, or one that failed, is deleted and trained again.
 """
 
@@ -22,13 +22,7 @@ from ray.tune.search import BasicVariantGenerator
 from rich.console import Console
 from rich.markup import escape
 
-from study.cluster import connect
-from study.core import Layout, Outcome
-from study.logs import loud_engines, quiet_engines
-from study.progress import COLOURS
-from study.records import PARENT_TAG, RAY_TRIAL_TAG, TrialRecord, log_params
-from study.runner import on_console, trial_folder, with_data
-from study.seeded import (
+from study.commands.repeated import (
     GROUP_TAG,
     ROLE_TAG,
     SEED_TAG,
@@ -38,8 +32,14 @@ from study.seeded import (
     role_run,
     settle,
 )
+from study.commands.run import on_console, trial_folder, with_data
+from study.core import Layout, Outcome
+from study.engines.cluster import connect
+from study.engines.logs import loud_engines, quiet_engines
+from study.engines.progress import COLOURS
+from study.engines.records import PARENT_TAG, RAY_TRIAL_TAG, TrialRecord, log_params
+from study.engines.tracking import MlflowTracker, StudyStopper
 from study.spec import StudySpec
-from study.tracking import MlflowTracker, StudyStopper
 from trainables import HYPERPARAMETERS, Data, resolve
 
 

@@ -1,5 +1,5 @@
 """The MLflow tracker of a running study: a Ray Tune callback in the driver that writes one
-child run per trial under the study's parent run (records in `study.records`), and the stopper
+child run per trial under the study's parent run (records in `study.engines.records`), and the stopper
 that ends a trial whose metric is not finite.
 
 Only the driver writes to the store, and each Tune result (one or more epochs) costs one
@@ -16,9 +16,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study import outages
 from study.core import Outcome, TrialConfig, decide, finite, trial_number
-from study.records import (
+from study.engines import outages
+from study.engines.records import (
     BEST_SO_FAR,
     PARENT_TAG,
     RAY_TRIAL_TAG,
@@ -31,7 +31,7 @@ from study.records import (
     record_of,
     run_name,
 )
-from study.trial import GPU_PEAK, GPU_TAG
+from study.engines.trial import GPU_PEAK, GPU_TAG
 from trainables import METRICS, resolve
 
 # Per epoch: the loop's metrics and its flags (diverged; patience_stopped with the best and the

@@ -1,0 +1,1 @@
+"""One module per `study` command; study.cli parses the command line and calls them."""
