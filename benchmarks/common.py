@@ -1,5 +1,6 @@
 """What every benchmark shares: its command line, the machine and versions, and a table that is
-printed and appended to benchmarks/RESULTS.md."""
+printed, appended to benchmarks/history/NAME.md and made NAME's current one in
+benchmarks/RESULTS.md."""
 
 import argparse
 import contextlib
@@ -21,15 +22,18 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+HISTORY = Path(__file__).with_name("history")  # NAME.md: every recorded run of benchmarks.NAME
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None] = None):
     """The benchmark's options: its own (`extra`), --quick (tiny sizes, for the smoke test) and
-    --no-record (print only, leave RESULTS.md alone)."""
+    --no-record (print only, leave RESULTS.md and history/ alone)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
-    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument(
+        "--no-record", action="store_true", help="print only: RESULTS.md and history/ untouched"
+    )
     parser.add_argument("--label", default="", help="words added to the title (e.g. 'before')")
     if extra:
         extra(parser)
@@ -60,28 +64,34 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu_name()}), {memory_gib():.0f} GiB, {gpu}"
 
 
-def versions() -> str:
-    """One line: Python and the versions of the libraries the numbers depend on, and our commit."""
-    import mlflow
-    import optuna
-    import ray
-    import torch
-
+def code_version() -> str:
+    """Our commit, '+dirty' when tracked files differ from it (RESULTS.md and history/ aside)."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-        # RESULTS.md changes with every run: it does not make the code dirty
+        # RESULTS.md and history/ change with every run: they do not make the code dirty
         status = ["git", "status", "--porcelain", "--untracked-files=no"]
         dirty = subprocess.run(
-            [*status, "--", f":!{RESULTS.relative_to(ROOT)}"],
+            [*status, "--", f":!{RESULTS.relative_to(ROOT)}", f":!{HISTORY.relative_to(ROOT)}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
         ).stdout.strip()
     except OSError:
         commit, dirty = "", ""
-    code = f"{commit}{'+dirty' if dirty else ''}" or "unknown"
+    return f"{commit}{'+dirty' if dirty else ''}" or "unknown"
+
+
+def versions(code: str | None = None) -> str:
+    """One line: Python and the versions of the libraries the numbers depend on, and our commit
+    (`code`: code_version()'s, unless given)."""
+    import mlflow
+    import optuna
+    import ray
+    import torch
+
+    code = code or code_version()
     return (
         f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
         f"optuna {optuna.__version__}, mlflow {mlflow.__version__}; code {code}"
@@ -102,23 +112,65 @@ def markdown(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def record(
-    title: str, args: argparse.Namespace, headers: list[str], rows: list[list[Any]], notes: str
+    title: str,
+    args: argparse.Namespace,
+    headers: list[str],
+    rows: list[list[Any]],
+    notes: str,
+    variant: str = "",
 ) -> None:
-    """Print the table and notes; append them to RESULTS.md with the date, machine, versions
-    and the command that made them (unless --no-record or --quick)."""
-    command = f"python -m benchmarks.{Path(sys.argv[0]).stem} {shlex.join(sys.argv[1:])}".strip()
+    """Print the table and notes; unless --no-record or --quick, append them with the date,
+    machine, versions and the command that made them to history/NAME.md (NAME: the benchmark's
+    module) and make the table the current one of NAME (NAME-variant: one current table per
+    variant, e.g. scale's sampler) at the top of RESULTS.md."""
+    name = Path(sys.argv[0]).stem
+    command = f"python -m benchmarks.{name} {shlex.join(sys.argv[1:])}".strip()
+    heading = f"{title}{f' ({args.label})' if args.label else ''}"
+    today, where, code = datetime.date.today().isoformat(), machine(), code_version()
+    table = markdown(headers, rows)
     text = (
-        f"## {title}{f' ({args.label})' if args.label else ''}\n\n"
-        f"{datetime.date.today().isoformat()} · {machine()}  \n{versions()}  \n`{command}`\n\n"
-        f"{markdown(headers, rows)}\n\n{notes.strip()}\n"
+        f"## {heading}\n\n{today} · {where}  \n{versions(code)}  \n`{command}`\n\n"
+        f"{table}\n\n{notes.strip()}\n"
     )
     print(text)
     if args.quick or args.no_record:
         return
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in this folder.\n")
-    with RESULTS.open("a") as results:
-        results.write("\n" + text)
+    history = HISTORY / f"{name}.md"
+    if not history.exists():
+        HISTORY.mkdir(exist_ok=True)
+        history.write_text(
+            f"# benchmarks.{name}: history\n\nEvery recorded run of `python -m benchmarks.{name}`, "
+            f"oldest first; the current figures are in [../RESULTS.md](../RESULTS.md).\n"
+        )
+    with history.open("a") as file:
+        file.write("\n" + text)
+    where_from = f'"{heading}" in [history/{name}.md](history/{name}.md)'
+    current(
+        f"{name}-{variant}" if variant else name,
+        f"{title} ({variant})" if variant else title,
+        f"{table}\n\n{today} · code {code} · {where} · {where_from}",
+    )
+
+
+UPDATED: set[str] = set()  # the current tables this process wrote: a second one joins the first
+
+
+def current(key: str, title: str, block: str) -> None:
+    """Put `block` between the lines <!-- current:KEY --> and <!-- /current:KEY --> of
+    RESULTS.md, in place of what was there (after it, when this process wrote it: a benchmark
+    that records several tables in one run keeps them all); a new section `title` at the end
+    when RESULTS.md has no such lines."""
+    start, end = f"<!-- current:{key} -->", f"<!-- /current:{key} -->"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if start in text and end in text.split(start, 1)[1]:
+        head, rest = text.split(start, 1)
+        old, tail = rest.split(end, 1)
+        kept = f"{old.strip()}\n\n" if key in UPDATED else ""
+        text = f"{head}{start}\n{kept}{block}\n{end}{tail}"
+    else:
+        text = f"{text.rstrip()}\n\n## {title}\n\n{start}\n{block}\n{end}\n"
+    UPDATED.add(key)
+    RESULTS.write_text(text)
 
 
 @contextmanager

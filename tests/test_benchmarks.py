@@ -31,8 +31,7 @@ def on(ray_head: dict, name: str = "") -> dict[str, str]:
 
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_benchmark_runs_at_tiny_sizes_and_prints_its_table(name, ray_head):
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    before = results.read_text() if results.exists() else None
+    before = recorded()
     done = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", "--quick"],
         cwd=ROOT,
@@ -45,7 +44,14 @@ def test_benchmark_runs_at_tiny_sizes_and_prints_its_table(name, ray_head):
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert len(table) >= 2, done.stdout[-3000:]  # a header and at least one row
     assert "Target" in done.stdout
-    assert (results.read_text() if results.exists() else None) == before
+    assert recorded() == before  # --quick records nothing
+
+
+def recorded() -> dict[str, str]:
+    """The benchmarks' records: RESULTS.md (the current figures) and each history file."""
+    folder = ROOT / "benchmarks"
+    files = [folder / "RESULTS.md", *sorted((folder / "history").glob("*.md"))]
+    return {path.name: path.read_text() for path in files if path.exists()}
 
 
 def test_every_benchmark_is_smoke_tested():
@@ -82,12 +88,11 @@ def test_the_gpu_benchmark_dry_run_does_every_step_at_tiny_sizes_on_the_cpu(tmp_
     """`python -m benchmarks.gpu --dry-run`: the studies run and record their device, the CUDA
     tests are collected (and skipped), both loops are timed in every variant, and the packing
     levels give trial-epochs per hour; RESULTS.md is left alone."""
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    before = results.read_text()
+    before = recorded()
     out = str(tmp_path / "gpu.json")
     done = run_gpu_benchmark("--dry-run", "--budget", "14", "--json", out, env=on(ray_head))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert results.read_text() == before
+    assert recorded() == before
     steps = json.loads((tmp_path / "gpu.json").read_text())["steps"]
     assert {name: step["status"] for name, step in steps.items()} == dict.fromkeys(
         ["data", "runs", "tests", "throughput", "packing"], "done"
