@@ -62,13 +62,13 @@ def cli(*args: str) -> tuple[float, str]:
 def forget_ablation(plan: ablate.Plan) -> dict[tuple[str, int], tuple[float, float]]:
     """Delete the ablation's runs (the next repeat trains them all again); return each run's
     value of the metric and its training seconds (the sum of its epoch times)."""
-    client: MlflowClient = plan.client
-    metric = plan.spec.metric
+    client: MlflowClient = plan.records.client
+    metric, experiment_id = plan.spec.metric, plan.records.experiment_id
     (role,) = client.search_runs(
-        [plan.experiment_id], filter_string=f"tags.`ablation.trial` = '{plan.row['trial']}'"
+        [experiment_id], filter_string=f"tags.`ablation.trial` = '{plan.chosen.label}'"
     )
     children = client.search_runs(
-        [plan.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{role.info.run_id}'"
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{role.info.run_id}'"
     )
     found = {}
     for run in children:
@@ -132,7 +132,7 @@ def main() -> None:
     faster = statistics.mean(walls["ray"]) < base
     notes = (
         f"The {'tiny' if args.quick else 'default'} study's best trial "
-        f"({plan.row['run_name']}, {plan.trial.run.last_epoch} epochs): {len(plan.variants)} "
+        f"({plan.chosen.name}, {plan.trial.run.last_epoch} epochs): {len(plan.variants)} "
         f"variants x {seeds} seeds; wall seconds per repeat, interleaved, each command as a user "
         "runs it (Python's start and imports included: a `study train` process per variant, "
         "one `study ablate` with Ray's start and its MLflow records). The same values per "

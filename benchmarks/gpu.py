@@ -21,7 +21,7 @@ On a machine with CUDA, within --budget minutes (default 8), in this order:
 Its data are written first, in their real on-disk formats at their real sizes (MNIST's IDX
 files, 60,000 training images; CIFAR-10's python batches, 50,000; tests/data_files.py) in a
 temporary folder: a GPU machine may reach no network. A step that would run past the budget is
-stopped and what it finished is reported. Each step's table goes to benchmarks/RESULTS.md with
+stopped and what it finished is reported. Each step's table is recorded (common.record) with
 the GPU, driver, torch and CUDA versions; a one-screen summary ends the output; the exit status
 is 1 when a step failed. Without CUDA, --dry-run runs the same steps at tiny sizes on the CPU
 (tests/test_benchmarks.py does, so that this script cannot rot).
@@ -261,15 +261,15 @@ class Sampler(threading.Thread):
 def read_trials(spec_file: Path | None, overrides: list[str], root: Path) -> list[dict]:
     """Each trial of the study under `root` as its MLflow run recorded it: outcome, device,
     GPU, peak GPU memory, val_acc and its epochs' end times (as far as a stopped study got)."""
-    from study.engines.records import TRIAL_TAG, child_runs, study_records
+    from study.engines.records import TRIAL_TAG, StudyRecords
     from study.engines.trial import GPU_PEAK, GPU_TAG
     from study.spec import load_spec
 
-    client, experiment_id, parent_id = study_records(load_spec(spec_file, overrides).layout(root))
-    if parent_id is None:
+    records = StudyRecords.reading(load_spec(spec_file, overrides).layout(root))
+    if records is None:
         return []
-    trials = []
-    for run in child_runs(client, experiment_id, parent_id):
+    client, trials = records.client, []
+    for run in records.trial_runs():
         history = client.get_metric_history(run.info.run_id, "epoch_time")
         history = sorted(history, key=lambda m: m.step)
         tags, metrics = run.data.tags, run.data.metrics

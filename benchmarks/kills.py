@@ -2,7 +2,7 @@
 SIGKILL at seeded random moments, each driver that resumes it killed again, until one ends
 the study; then its records hold exactly one MLflow run and one Optuna trial per trial, all
 of them ended, and no lock is left held. The suite runs a handful (tests/test_resume.py); run
-alone it kills 20 or more times and appends each kill's moment and result to RESULTS.md.
+alone it kills 20 or more times and records each kill's moment and result (history/kills.md).
 
     python -m benchmarks.kills [--kills 24] [--seed 0] [--longest 20]
 """

@@ -229,15 +229,13 @@ def tuned(spec: StudySpec, method: Method, curves: Any, root: Path) -> list[floa
     from ray import tune  # here, as in main(): without --data the refusal takes a second
 
     from benchmarks.search import Epochs, searcher
-    from study.commands.run import tune_config, with_data
+    from study.engines.tuner import run_config, tune_config, with_data
 
     epochs_seen = Epochs(spec.metric)
     tuner = tune.Tuner(
         with_data(spec, curves, train=replay),
         tune_config=tune_config(spec, spec.layout(root), searcher(spec, root, method.searcher)),
-        run_config=tune.RunConfig(
-            name=spec.name, storage_path=str(root / "ray"), verbose=0, callbacks=[epochs_seen]
-        ),
+        run_config=run_config(spec, spec.name, str(root / "ray"), [epochs_seen]),
     )
     tuner.fit()
     return epochs_seen.values
@@ -381,17 +379,17 @@ def verdict(regrets: dict[str, dict[int, list[float]]], budgets: list[int]) -> s
     return "\n".join(lines)
 
 
-def main() -> None:
-    def options(parser):
-        parser.add_argument("--data", help="the folder of YAHPO's LCBench surrogate files")
-        parser.add_argument("--seeds", type=int, default=5)
-        parser.add_argument(
-            "--instances", default="development", help="development, held-out or ids"
-        )
-        parser.add_argument("--methods", default=",".join(METHODS), help="names from METHODS")
-        parser.add_argument("--out", default="runs/lcbench", help="where each study's epochs go")
+def options(parser) -> None:
+    """LCBench's own options: the surrogate's files, seeds, instances, methods, output folder."""
+    parser.add_argument("--data", help="the folder of YAHPO's LCBench surrogate files")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--instances", default="development", help="development, held-out or ids")
+    parser.add_argument("--methods", default=",".join(METHODS), help="names from METHODS")
+    parser.add_argument("--out", default="runs/lcbench", help="where each study's epochs go")
 
-    args = arguments("Search on YAHPO's LCBench surrogate, as a study runs.", options)
+
+def plan(args) -> tuple[list[str], list[str], int, int, int, int]:
+    """The methods, instances, seeds, trials, epochs and trials at once (exits on bad options)."""
     names = args.methods.split(",")
     if unknown := [name for name in names if name not in METHODS]:
         sys.exit(f"error: --methods: unknown {', '.join(unknown)}; use {', '.join(METHODS)}")
@@ -406,37 +404,52 @@ def main() -> None:
         chosen = {"development": DEVELOPMENT, "held-out": HELD_OUT}
         instances = chosen.get(args.instances) or args.instances.split(",")
         seeds, trials, epochs, at_once = args.seeds, TRIALS, EPOCHS, CONCURRENT
+    return names, instances, seeds, trials, epochs, at_once
+
+
+Sizes = tuple[int, int, int]  # a study's trials, epochs per trial and trials at once
+
+
+def kept_run(
+    file: Path, quick: bool, method: Method, instance: str, seed: int, curves: Any, sizes: Sizes
+) -> list[float]:
+    """One study's values: read from `file` if a full run kept them there, else run (and kept)."""
+    if file.exists() and not quick:
+        return json.loads(file.read_text())
+    values = run_method(method, instance, seed, curves, *sizes)
+    if not quick:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(values))
+    return values
+
+
+def run_all(args, out: Path, names: list[str], instances: list[str], seeds: int, sizes: Sizes):
+    """Each instance's best random config, then each method's study per instance and seed."""
+    epochs = sizes[1]
+    benchmarks, best, runs = {}, {}, {name: {} for name in names}
+    for instance in instances:
+        benchmarks[instance] = Synthetic(epochs) if args.quick else Surrogate(args.data, instance)
+        best[instance] = reference(benchmarks[instance], 200 if args.quick else 10_000, epochs)
+    for seed in range(seeds):  # seed by seed: a partial run covers every instance
+        for instance in instances:
+            for name in names:
+                file = out / METHODS[name].key / f"{instance}-{seed}.json"
+                runs[name][(instance, seed)] = kept_run(
+                    file, args.quick, METHODS[name], instance, seed, benchmarks[instance], sizes
+                )
+    return best, runs
+
+
+def main() -> None:
+    """Run every method on every instance and seed and record their regrets."""
+    args = arguments("Search on YAHPO's LCBench surrogate, as a study runs.", options)
+    names, instances, seeds, trials, epochs, at_once = plan(args)
     from study.engines.cluster import connect
 
     out = Path(args.out)
     connect(StudySpec())
-    benchmarks, best, runs = {}, {}, {name: {} for name in names}
     with timer() as elapsed:
-        for instance in instances:
-            benchmarks[instance] = (
-                Synthetic(epochs) if args.quick else Surrogate(args.data, instance)
-            )
-            best[instance] = reference(benchmarks[instance], 200 if args.quick else 10_000, epochs)
-        for seed in range(seeds):  # seed by seed: a partial run covers every instance
-            for instance in instances:
-                for name in names:
-                    file = out / METHODS[name].key / f"{instance}-{seed}.json"
-                    if file.exists() and not args.quick:
-                        values = json.loads(file.read_text())
-                    else:
-                        values = run_method(
-                            METHODS[name],
-                            instance,
-                            seed,
-                            benchmarks[instance],
-                            trials,
-                            epochs,
-                            at_once,
-                        )
-                        if not args.quick:
-                            file.parent.mkdir(parents=True, exist_ok=True)
-                            file.write_text(json.dumps(values))
-                    runs[name][(instance, seed)] = values
+        best, runs = run_all(args, out, names, instances, seeds, (trials, epochs, at_once))
     whole = trials * epochs
     budgets = [whole // 9, whole // 3, whole]
     rows, regrets = table(runs, best, budgets)
@@ -456,7 +469,7 @@ def main() -> None:
         f"epochs to within {WITHIN:g} point of the best any method here found on the same "
         f"instance and seed. {elapsed[0]:.0f} s.\n\n" + verdict(regrets, budgets)
     )
-    record("Search on LCBench", args, headers, rows, notes)
+    record("Search on LCBench", args, headers, rows, notes, variant=args.instances)
 
 
 if __name__ == "__main__":

@@ -159,16 +159,15 @@ def actor_start_cost() -> list[float]:
         ray.kill(probe)
 
 
-def main() -> None:
-    def options(parser):
-        parser.add_argument("--epochs", type=int, default=20)
+def options(parser) -> None:
+    """Overhead's own option: the epochs a trial trains."""
+    parser.add_argument("--epochs", type=int, default=20)
 
-    args = arguments("Orchestration overhead: plain loop vs Optuna vs study run.", options)
-    cores = os.cpu_count() or 1
-    epochs = 1 if args.quick else args.epochs
-    grids = [SMALL, LARGE]
-    if args.quick:
-        grids = [{"lr": [1e-3], "batch_norm": [True]}, {"lr": [1e-3, 3e-3], "batch_norm": [True]}]
+
+def measure_sizes(
+    grids: list[dict[str, list]], epochs: int, cores: int
+) -> tuple[list[dict[str, float]], list[float]]:
+    """Each grid's three ways, each on a new local Ray; the figures and Ray's start times."""
     runs, ray_starts = [], []
     for grid in grids:  # each on a new local Ray, as each `study run` process starts its own
         ray.shutdown()
@@ -176,27 +175,18 @@ def main() -> None:
             connect(study_spec(epochs, grid, cores))
         ray_starts.append(ray_start[0])
         runs.append(measure(grid, epochs, cores))
-    start = actor_start_cost()
-    rows = []
-    for run in runs:
-        n, a, b, c = run["n"], run["a"], run["b"], run["c"]
-        per_core = f"{c / (a / cores):.2f}x"
-        rows.append([n, a, b, f"{b / a:.2f}x", c, per_core, (c * cores - a) / n, run["driver"]])
-    notes = (
-        f"Digits MLP 128-128, {epochs} epochs a trial, no early stopping, {cores} cores, one "
-        f"torch thread per trial. (b)/(a) is to one process, (c)/(a/{cores}) to (a) spread over "
-        f"{cores} cores; overhead per trial = core-seconds of (c) beyond (a), per trial. Each "
-        f"size runs on a new local Ray, as each `study run` starts one; Ray's start "
-        f"({max(ray_starts):.1f} s at most, once per process) is in no column."
-    )
-    small, large = runs
+    return runs, ray_starts
+
+
+def cost_notes(small: dict[str, float], large: dict[str, float], cores: int, start: list) -> str:
+    """What an extra trial and a study's start cost, and where (c)'s CPU time goes; the targets."""
     marginal = ((large["c"] - small["c"]) * cores - (large["a"] - small["a"])) / (
         large["n"] - small["n"]
     )
     fixed = large["c"] - large["a"] / cores - large["n"] * marginal / cores
     ratio = large["c"] / (large["a"] / cores)
     verdict = {True: "met", False: "NOT met"}
-    notes += (
+    notes = (
         f"\n\nBetween the two sizes each extra trial cost **{marginal:.3f} core-s** of "
         f"overhead; what is left is a fixed start of **{fixed:.1f} s** per study (MLflow's "
         f"and Optuna's stores, Tune's set-up, a worker process per concurrent trial "
@@ -218,6 +208,33 @@ def main() -> None:
         f"needed**, before Ray's own processes. Target 2.0x {verdict[ratio <= 2.0]} "
         f"({ratio:.2f}x)."
     )
+    return notes
+
+
+def main() -> None:
+    """Time a plain loop, Optuna and `study run` at two sizes and record the overhead."""
+    args = arguments("Orchestration overhead: plain loop vs Optuna vs study run.", options)
+    cores = os.cpu_count() or 1
+    epochs = 1 if args.quick else args.epochs
+    grids = [SMALL, LARGE]
+    if args.quick:
+        grids = [{"lr": [1e-3], "batch_norm": [True]}, {"lr": [1e-3, 3e-3], "batch_norm": [True]}]
+    runs, ray_starts = measure_sizes(grids, epochs, cores)
+    start = actor_start_cost()
+    rows = []
+    for run in runs:
+        n, a, b, c = run["n"], run["a"], run["b"], run["c"]
+        per_core = f"{c / (a / cores):.2f}x"
+        rows.append([n, a, b, f"{b / a:.2f}x", c, per_core, (c * cores - a) / n, run["driver"]])
+    notes = (
+        f"Digits MLP 128-128, {epochs} epochs a trial, no early stopping, {cores} cores, one "
+        f"torch thread per trial. (b)/(a) is to one process, (c)/(a/{cores}) to (a) spread over "
+        f"{cores} cores; overhead per trial = core-seconds of (c) beyond (a), per trial. Each "
+        f"size runs on a new local Ray, as each `study run` starts one; Ray's start "
+        f"({max(ray_starts):.1f} s at most, once per process) is in no column."
+    )
+    small, large = runs
+    notes += cost_notes(small, large, cores, start)
     headers = [
         "trials",
         "(a) loop s",

@@ -110,105 +110,115 @@ def first_run_start(spec: StudySpec, root: Path) -> float:
     return sorted(run.info.start_time for run in runs)[1] / 1000  # [0]: the parent run
 
 
-def main() -> None:
-    def options(parser):
-        parser.add_argument("--trials", type=int, default=1000)
-        parser.add_argument("--epochs", type=int, default=10)
-        parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
-        parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker node")
-        parser.add_argument(
-            "--sampler",
-            choices=["tpe", "gp"],
-            default="tpe",
-            help="search.sampler (gp: learning from the 4th trial, search.startup_trials 3)",
-        )
-        parser.add_argument(
-            "--trace-memory",
-            action="store_true",
-            help="trace the driver's Python heap (tracemalloc; slows the driver)",
-        )
+def options(parser) -> None:
+    """Scale's own options: the study's size, the cluster's shape, the sampler, the tracing."""
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
+    parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker node")
+    parser.add_argument(
+        "--sampler",
+        choices=["tpe", "gp"],
+        default="tpe",
+        help="search.sampler (gp: learning from the 4th trial, search.startup_trials 3)",
+    )
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="trace the driver's Python heap (tracemalloc; slows the driver)",
+    )
 
-    args = arguments("Scale: 1,000 sleeping trials on a simulated cluster.", options)
-    trials, epochs = (4, 2) if args.quick else (args.trials, args.epochs)
-    if args.quick:  # one small worker: the smoke test checks it runs, not how it scales
-        args.nodes, args.cpus = 1, 2
-    slots = args.nodes * args.cpus
-    address = f"127.0.0.1:{free_port()}"
-    port = address.split(":")[1]
-    nodes = [ray_node("--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false")]
-    try:
-        wait_for_nodes(address, 1)
-        for count in range(2, args.nodes + 2):
-            nodes.append(ray_node(f"--address={address}", f"--num-cpus={args.cpus}"))
-            wait_for_nodes(address, count)
-        spec = StudySpec.model_validate(
-            {
-                "name": "bench-scale",
-                "space": {
-                    "params": {
-                        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-                        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-                    }
-                },
-                "search": {
-                    "num_samples": trials,
-                    "max_concurrent": slots,
-                    "sampler": args.sampler,
-                },
-                "scheduler": {"name": "none", "max_epochs": epochs},
-                "cluster": {"address": address},
-            }
-        )
-        with tempfile.TemporaryDirectory() as folder:
-            checked = preflight(spec, Path(folder))  # connects to the cluster too
-            memory_start, cpu_start, began = resident_mib(), cpu_seconds(), time.time()
-            samples, snapshots = [memory_start], []
-            blocks_start = sys.getallocatedblocks()
-            stop = threading.Event()
-            if args.trace_memory:
-                tracemalloc.start(12)  # frames enough to reach the library that allocated
-            sampler = threading.Thread(target=sample_memory, args=(samples, snapshots, stop))
-            sampler.start()
-            with timer() as elapsed:
-                console = Console(quiet=True)
-                ranked = run_study(spec, Path(folder), checked, console, train=sleepy_fit)
-            stop.set()
-            sampler.join()
-            memory_end, driver_cpu = resident_mib(), cpu_seconds() - cpu_start
-            memory_half = samples[len(samples) // 2]
-            completed = sum(row["outcome"] == "completed" for row in ranked)
-            growth = heap_growth(snapshots[len(snapshots) // 2], snapshots[-1]) if snapshots else {}
-            del ranked, snapshots[:]
-            tracemalloc.stop()
-            gc.collect()
-            memory_after, blocks_after = resident_mib(), sys.getallocatedblocks()
-            first_trial = first_run_start(spec, Path(folder)) - began
-    finally:
-        import ray
 
-        ray.shutdown()
-        for node in reversed(nodes):  # at once: a head sent SIGTERM takes 33 s to exit
-            if node.poll() is None:
-                stop_node(node, force=True)
+def add_workers(nodes: list, address: str, workers: int, cpus: int) -> None:
+    """Wait for the head in `nodes`, then start `workers` nodes of `cpus` CPUs one by one."""
+    wait_for_nodes(address, 1)
+    for count in range(2, workers + 2):
+        nodes.append(ray_node(f"--address={address}", f"--num-cpus={cpus}"))
+        wait_for_nodes(address, count)
+
+
+def scale_spec(trials: int, epochs: int, slots: int, sampler: str, address: str) -> StudySpec:
+    """The study: `trials` sleeping trials of two parameters, `slots` at a time, no scheduler."""
+    return StudySpec.model_validate(
+        {
+            "name": "bench-scale",
+            "space": {
+                "params": {
+                    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+                }
+            },
+            "search": {
+                "num_samples": trials,
+                "max_concurrent": slots,
+                "sampler": sampler,
+            },
+            "scheduler": {"name": "none", "max_epochs": epochs},
+            "cluster": {"address": address},
+        }
+    )
+
+
+def measure(spec: StudySpec, trace_memory: bool) -> dict:
+    """Run the study in a temporary root; its wall time, the driver's CPU and memory, and more."""
+    with tempfile.TemporaryDirectory() as folder:
+        checked = preflight(spec, Path(folder))  # connects to the cluster too
+        memory_start, cpu_start, began = resident_mib(), cpu_seconds(), time.time()
+        samples, snapshots = [memory_start], []
+        blocks_start = sys.getallocatedblocks()
+        stop = threading.Event()
+        if trace_memory:
+            tracemalloc.start(12)  # frames enough to reach the library that allocated
+        sampler = threading.Thread(target=sample_memory, args=(samples, snapshots, stop))
+        sampler.start()
+        with timer() as elapsed:
+            console = Console(quiet=True)
+            ranked = run_study(spec, Path(folder), checked, console, train=sleepy_fit)
+        stop.set()
+        sampler.join()
+        memory_end, driver_cpu = resident_mib(), cpu_seconds() - cpu_start
+        memory_half = samples[len(samples) // 2]
+        completed = sum(row["outcome"] == "completed" for row in ranked)
+        growth = heap_growth(snapshots[len(snapshots) // 2], snapshots[-1]) if snapshots else {}
+        del ranked, snapshots[:]
+        tracemalloc.stop()
+        gc.collect()
+        memory_after, blocks_after = resident_mib(), sys.getallocatedblocks()
+        first_trial = first_run_start(spec, Path(folder)) - began
+    return {
+        "elapsed": elapsed[0],
+        "completed": completed,
+        "first_trial": first_trial,
+        "driver_cpu": driver_cpu,
+        "memory_start": memory_start,
+        "memory_half": memory_half,
+        "memory_end": memory_end,
+        "memory_after": memory_after,
+        "blocks_start": blocks_start,
+        "blocks_after": blocks_after,
+        "growth": growth,
+    }
+
+
+def shut_down(nodes: list) -> None:
+    """Disconnect from the cluster and kill its nodes, the workers first."""
+    import ray
+
+    ray.shutdown()
+    for node in reversed(nodes):  # at once: a head sent SIGTERM takes 33 s to exit
+        if node.poll() is None:
+            stop_node(node, force=True)
+
+
+def scale_notes(args, spec: StudySpec, trials: int, epochs: int, slots: int, figures: dict) -> str:
+    """The notes under the table: the setup, the targets met or not, and the heap's growth."""
+    elapsed, first_trial = figures["elapsed"], figures["first_trial"]
+    driver_cpu = figures["driver_cpu"]
+    memory_start, memory_half = figures["memory_start"], figures["memory_half"]
+    memory_end, memory_after = figures["memory_end"], figures["memory_after"]
+    blocks_start, blocks_after = figures["blocks_start"], figures["blocks_after"]
     ideal = math.ceil(trials / slots) * epochs * EPOCH_S
-    overhead = elapsed[0] / ideal - 1
-    rows = [
-        [
-            trials,
-            f"{args.nodes} x {args.cpus}",
-            completed,
-            f"{ideal:.0f}",
-            f"{elapsed[0]:.0f}",
-            f"{elapsed[0] / ideal:.2f}x",
-            f"{(elapsed[0] - ideal) * slots / trials * 1000:.0f}",
-            f"{first_trial:.0f}",
-            f"{driver_cpu:.0f} ({driver_cpu / trials * 1000:.0f} ms per trial)",
-            f"{memory_start:.0f}",
-            f"{memory_half:.0f}",
-            f"{memory_end:.0f}",
-            f"{memory_after:.0f}",
-        ]
-    ]
+    overhead = elapsed / ideal - 1
     met = "met" if overhead <= 0.2 else "NOT met"
     notes = (
         f"{trials} trials x {epochs} epochs of {EPOCH_S} s sleep, sampler "
@@ -221,32 +231,76 @@ def main() -> None:
         f"half; {memory_after:.0f} MiB once the study returned and its objects were collected, "
         f"when Python's live objects numbered {blocks_after / blocks_start:.2f}x those at the "
         f"start. From the first trial on: "
-        f"{(elapsed[0] - first_trial) / ideal:.2f}x ideal; the driver was busy "
-        f"{driver_cpu / elapsed[0]:.0%} of the wall time."
+        f"{(elapsed - first_trial) / ideal:.2f}x ideal; the driver was busy "
+        f"{driver_cpu / elapsed:.0%} of the wall time."
     )
-    if growth:
+    if growth := figures["growth"]:
         owners = ", ".join(f"{name} {size / 2**20:+.1f}" for name, size in growth.most_common())
         notes += (
             f" Python heap (tracemalloc, a snapshot every 10 s) from the middle snapshot to "
             f"the last: {sum(growth.values()) / 2**20:+.1f} MiB, by whose code "
             f"allocated it: {owners} MiB."
         )
-    headers = [
-        "trials",
-        "nodes x CPUs",
-        "completed",
-        "ideal s",
-        "wall s",
-        "wall / ideal",
-        "overhead ms per trial-slot",
-        "first trial ran after s",
-        "driver CPU s",
-        "driver MiB at start",
-        "at half time",
-        "at end",
-        "after the study",
+    return notes
+
+
+def scale_row(args, trials: int, epochs: int, slots: int, figures: dict) -> list:
+    """The table's one row: sizes, times against the ideal, the driver's CPU and memory."""
+    ideal = math.ceil(trials / slots) * epochs * EPOCH_S
+    elapsed, driver_cpu = figures["elapsed"], figures["driver_cpu"]
+    return [
+        trials,
+        f"{args.nodes} x {args.cpus}",
+        figures["completed"],
+        f"{ideal:.0f}",
+        f"{elapsed:.0f}",
+        f"{elapsed / ideal:.2f}x",
+        f"{(elapsed - ideal) * slots / trials * 1000:.0f}",
+        f"{figures['first_trial']:.0f}",
+        f"{driver_cpu:.0f} ({driver_cpu / trials * 1000:.0f} ms per trial)",
+        f"{figures['memory_start']:.0f}",
+        f"{figures['memory_half']:.0f}",
+        f"{figures['memory_end']:.0f}",
+        f"{figures['memory_after']:.0f}",
     ]
-    record("Scale", args, headers, rows, notes)
+
+
+HEADERS = [
+    "trials",
+    "nodes x CPUs",
+    "completed",
+    "ideal s",
+    "wall s",
+    "wall / ideal",
+    "overhead ms per trial-slot",
+    "first trial ran after s",
+    "driver CPU s",
+    "driver MiB at start",
+    "at half time",
+    "at end",
+    "after the study",
+]
+
+
+def main() -> None:
+    """Start the cluster, run the study on it, tear it down and record what it cost."""
+    args = arguments("Scale: 1,000 sleeping trials on a simulated cluster.", options)
+    trials, epochs = (4, 2) if args.quick else (args.trials, args.epochs)
+    if args.quick:  # one small worker: the smoke test checks it runs, not how it scales
+        args.nodes, args.cpus = 1, 2
+    slots = args.nodes * args.cpus
+    address = f"127.0.0.1:{free_port()}"
+    port = address.split(":")[1]
+    nodes = [ray_node("--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false")]
+    try:
+        add_workers(nodes, address, args.nodes, args.cpus)
+        spec = scale_spec(trials, epochs, slots, args.sampler, address)
+        measured = measure(spec, args.trace_memory)
+    finally:
+        shut_down(nodes)
+    rows = [scale_row(args, trials, epochs, slots, measured)]
+    notes = scale_notes(args, spec, trials, epochs, slots, measured)
+    record("Scale", args, HEADERS, rows, notes, variant=args.sampler)
 
 
 if __name__ == "__main__":

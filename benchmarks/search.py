@@ -7,7 +7,8 @@ up to 27 epochs, 2 at a time, for each of 5 seeds:
   TPE                     TPESampler, every trial to the end
   TPE + ASHA, stock       Ray's OptunaSearch: an early-stopped trial reaches Optuna as COMPLETE
                           with the score it had when stopped
-  TPE + ASHA, ours        study.engines.search.PrunedAwareOptunaSearch: told as PRUNED, with its curve
+  TPE + ASHA, ours        study.engines.search.PrunedAwareOptunaSearch: told as PRUNED, with its
+                          curve
   GP + ASHA, ours         the study's default: GPSampler learning from the 4th trial, shown
                           early-stopped trials (search.sampler gp)
   GP + ASHA, stock        the same GPSampler behind Ray's OptunaSearch
@@ -33,12 +34,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from benchmarks.common import arguments, record, timer
 from study.commands.preflight import preflight
-from study.commands.run import tune_config, with_data
 from study.core import Found
 from study.engines import sampler as sampling
 from study.engines.cluster import connect
 from study.engines.sampler import DefineByRun
 from study.engines.search import build_searcher
+from study.engines.tuner import run_config, tune_config, with_data
 from study.spec import SchedulerSpec, StudySpec
 
 # key: (label, sampler, scheduler, searcher); each sampler with its default random start
@@ -124,9 +125,7 @@ def search(
     tuner = tune.Tuner(
         with_data(spec, data),
         tune_config=tune_config(spec, spec.layout(root), searcher(spec, root, kind)),
-        run_config=tune.RunConfig(
-            name=spec.name, storage_path=str(root / "ray"), verbose=0, callbacks=[epochs_seen]
-        ),
+        run_config=run_config(spec, spec.name, str(root / "ray"), [epochs_seen]),
     )
     tuner.fit()
     return epochs_seen.values
@@ -137,44 +136,39 @@ def epochs_to(values: list[float], target: float) -> int | None:
     return next((i + 1 for i, value in enumerate(values) if value >= target), None)
 
 
-def main() -> None:
-    def options(parser):
-        parser.add_argument("--seeds", type=int, default=5)
-        parser.add_argument("--trials", type=int, default=24)
-        parser.add_argument(
-            "--grace",
-            type=int,
-            default=SchedulerSpec().grace_period,
-            help="ASHA's first rung in epochs (default: the study's default)",
-        )
-        parser.add_argument(
-            "--brackets",
-            type=int,
-            default=SchedulerSpec().brackets,
-            help="ASHA's brackets (default: the study's default)",
-        )
-        parser.add_argument(
-            "--methods",
-            default=",".join(METHODS),
-            help=f"comma-separated, of: {', '.join(METHODS)} (the target needs "
-            f"{', '.join(TARGET)})",
-        )
-
-    args = arguments(
-        "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
+def options(parser) -> None:
+    """Search's own options: seeds, trials, ASHA's first rung and brackets, the methods."""
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument(
+        "--grace",
+        type=int,
+        default=SchedulerSpec().grace_period,
+        help="ASHA's first rung in epochs (default: the study's default)",
     )
-    seeds = 1 if args.quick else args.seeds
-    trials, epochs = (2, 2) if args.quick else (args.trials, 27)
-    at_once = 1 if args.quick else 2  # --quick checks the wiring: one trial actor a study
-    grace = min(args.grace, epochs)
-    budget = trials * epochs // 3  # a third of what a search without early stopping spends
-    methods = list(TARGET) if args.quick else args.methods.split(",")
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        print(
-            f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}", file=sys.stderr
-        )
-        raise SystemExit(2)
+    parser.add_argument(
+        "--brackets",
+        type=int,
+        default=SchedulerSpec().brackets,
+        help="ASHA's brackets (default: the study's default)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, of: {', '.join(METHODS)} (the target needs {', '.join(TARGET)})",
+    )
+
+
+def run_studies(
+    methods: list[str],
+    seeds: int,
+    trials: int,
+    epochs: int,
+    grace: int,
+    brackets: int,
+    at_once: int,
+) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
+    """Each method's study for each seed, seed by seed; each one's epochs and wall seconds."""
     runs: dict[str, list[list[float]]] = {method: [] for method in methods}
     seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
     with tempfile.TemporaryDirectory() as folder:
@@ -188,19 +182,20 @@ def main() -> None:
                     connect(spec)
                 with timer() as elapsed:
                     runs[method].append(
-                        search(
-                            method,
-                            seed,
-                            trials,
-                            epochs,
-                            grace,
-                            root,
-                            data,
-                            args.brackets,
-                            at_once,
-                        )
+                        search(method, seed, trials, epochs, grace, root, data, brackets, at_once)
                     )
                 seconds[method] += elapsed[0]
+    return runs, seconds
+
+
+def search_rows(
+    methods: list[str],
+    runs: dict[str, list[list[float]]],
+    seconds: dict[str, float],
+    seeds: int,
+    budget: int,
+) -> tuple[list[list[str]], dict[str, float]]:
+    """The table's row of each method, and its mean epochs to the target."""
     best = [max(max(runs[m][seed]) for m in methods) for seed in range(seeds)]
     rows, needed = [], {}
     for method in methods:
@@ -220,12 +215,38 @@ def main() -> None:
                 f"{seconds[method] / seeds:.0f}",
             ]
         )
+    return rows, needed
+
+
+def target_verdict(methods: list[str], needed: dict[str, float]) -> str:
+    """Whether the default (ours) needs at most a third of TPE's epochs and no more than stock."""
     if set(TARGET) <= set(methods):
         tpe, stock, ours = (needed[method] for method in TARGET)
         met = "met" if ours <= tpe / 3 and ours <= stock else "NOT met"
-        verdict = f"{met} (ours {ours:.0f}, TPE {tpe:.0f}, stock {stock:.0f} epochs)"
-    else:
-        verdict = f"not measured (needs {', '.join(TARGET)})"
+        return f"{met} (ours {ours:.0f}, TPE {tpe:.0f}, stock {stock:.0f} epochs)"
+    return f"not measured (needs {', '.join(TARGET)})"
+
+
+def main() -> None:
+    """Run each method's studies and record the epochs each spent to reach the target."""
+    args = arguments(
+        "Search efficiency: random, TPE, with and without ASHA, stock vs ours.", options
+    )
+    seeds = 1 if args.quick else args.seeds
+    trials, epochs = (2, 2) if args.quick else (args.trials, 27)
+    at_once = 1 if args.quick else 2  # --quick checks the wiring: one trial actor a study
+    grace = min(args.grace, epochs)
+    budget = trials * epochs // 3  # a third of what a search without early stopping spends
+    methods = list(TARGET) if args.quick else args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        print(
+            f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}", file=sys.stderr
+        )
+        raise SystemExit(2)
+    runs, seconds = run_studies(methods, seeds, trials, epochs, grace, args.brackets, at_once)
+    rows, needed = search_rows(methods, runs, seconds, seeds, budget)
+    verdict = target_verdict(methods, needed)
     notes = (
         f"Digits, default space, {trials} trials of up to {epochs} epochs, {at_once} at a time, "
         f"ASHA's rungs from epoch {grace} (reduction factor 3, {args.brackets} bracket(s)), "

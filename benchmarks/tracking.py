@@ -22,7 +22,6 @@ from contextlib import redirect_stderr
 from pathlib import Path
 from types import SimpleNamespace
 
-from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from benchmarks.common import arguments, mlflow_server, record
@@ -30,7 +29,7 @@ from study.commands.preflight import preflight
 from study.commands.run import run_study
 from study.core import Layout
 from study.engines.cluster import connect
-from study.engines.records import open_experiment
+from study.engines.records import StudyRecords
 from study.engines.tracking import MlflowTracker
 from study.spec import StudySpec
 from trainables import METRICS
@@ -57,11 +56,11 @@ def results_stream(trials: int, epochs: int) -> list[tuple[SimpleNamespace, dict
 
 def time_tracker(uri: str, root: Path, trials: int, epochs: int, naive: bool) -> list[float]:
     """Seconds per result of the tracker (or of one log_metric call per metric) on `uri`."""
-    client = MlflowClient(uri)
     name = f"bench-tracking-{'naive' if naive else 'ours'}"
-    experiment = open_experiment(client, Layout(root, name, name, uri, "", str(root / "ray")))
-    parent = client.create_run(experiment, run_name="parent").info.run_id
-    tracker = MlflowTracker(uri, experiment, parent, ["lr", "dropout"])
+    records = StudyRecords.opened(Layout(root, name, name, uri, "", str(root / "ray")))
+    client = records.client
+    records.parent_id = client.create_run(records.experiment_id, run_name="parent").info.run_id
+    tracker = MlflowTracker(records, ["lr", "dropout"])
     stream = results_stream(trials, epochs)
     for fake, _ in stream[:trials]:
         tracker.on_trial_start(0, [], fake)
@@ -69,7 +68,7 @@ def time_tracker(uri: str, root: Path, trials: int, epochs: int, naive: bool) ->
     for fake, result in stream:
         started = time.perf_counter()
         if naive:
-            run_id = tracker.records[fake.config["optuna_trial"] + 1].run_id
+            run_id = tracker.trials[fake.config["optuna_trial"] + 1].run_id
             for key in METRICS:
                 client.log_metric(run_id, key, result[key], step=int(result["epoch"]))
         else:

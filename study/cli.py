@@ -2,21 +2,16 @@
 spaces."""
 
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from study.core.errors import UserError
+from study.engines.logs import console as wide_console
 
 if TYPE_CHECKING:
     from study.spec import StudySpec
@@ -32,8 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # an error that escapes is one line (`main`), no boxes
     help="Hyperparameter studies of neural-network regularization on Ray Tune, Optuna and MLflow.",
 )
-console = Console()
-errors = Console(stderr=True)
+console = wide_console()
+errors = wide_console(stderr=True)
 
 RootOption = Annotated[
     Optional[str],  # noqa: UP045  (typer reads the annotation at run time)
@@ -104,6 +99,24 @@ def _stopped(error: BaseException, spec: "StudySpec", folder: Path) -> None:
     raise typer.Exit(130 if interrupted else 1)
 
 
+def _summary(ranked: list, spec: "StudySpec", elapsed: float) -> None:
+    """The best trials of a study that ran; exit 1 when no trial produced a result."""
+    from study.commands.run import print_best
+
+    if not print_best(ranked, spec, elapsed, console):
+        errors.print("no trial produced a result")
+        raise typer.Exit(1)
+
+
+def _saved(root: str | None, name: str, address: str | None = None) -> tuple[Path, "StudySpec"]:
+    """The root folder and the saved spec of study `name` (UserError: none there)."""
+    from study.commands.preflight import saved_spec
+    from study.spec import root_folder
+
+    folder = root_folder(root)
+    return folder, saved_spec(folder, name, address)
+
+
 def _ended_short(spec: "StudySpec", folder: Path) -> None:
     """A study whose trials did not all end (its recorded state says so): one line, exit 1."""
     from study.core import Stage, stage, standing
@@ -163,37 +176,8 @@ def run(
         _fail(error)
     except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001  (one line, whatever it was)
         _stopped(error, spec, folder)
-    elapsed = time.perf_counter() - started
-    _summary(ranked, spec.metric, spec.name, elapsed, list(spec.space.params))
+    _summary(ranked, spec, time.perf_counter() - started)
     _ended_short(spec, folder)
-
-
-def _summary(ranked: list[dict], metric: str, name: str, elapsed: float, space: list) -> None:
-    from study.engines.records import SHORT
-
-    sampled = space if len(space) <= 5 else []  # wide spaces: the config is printed below
-    table = Table(title=f"best trials of {name} ({elapsed:.0f} s)")
-    for column in ("trial", "outcome", "epochs", metric, *(SHORT.get(p, p) for p in sampled)):
-        table.add_column(column, no_wrap=True)
-    for row in ranked[:5]:
-        values = [row["config"].get(p) for p in sampled]
-        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in values]
-        table.add_row(
-            row["trial"],
-            row["outcome"],
-            str(row["epochs"]),
-            f"{row['metrics'][metric]:.4f}",
-            *cells,
-        )
-    console.print(table)
-    if not ranked:
-        errors.print("no trial produced a result")
-        raise typer.Exit(1)
-    best = ranked[0]
-    console.print(f"best {metric} {best['metrics'][metric]:.4f}: {best['run_name']}")
-    chosen = ", ".join(f"{p}={best['config'][p]!r}" for p in space if p in best["config"])
-    console.print(f"best config: {chosen}", highlight=False)
-    console.print(f"next: study export {name} -o best.yaml && study train best.yaml; study ui")
 
 
 @app.command()
@@ -207,12 +191,10 @@ def resume(
 ) -> None:
     """Continue a study whose driver stopped: same Optuna study, same MLflow runs, unfinished
     trials from their last checkpoints."""
-    from study.commands.preflight import check_resumable, prepare_resume, saved_spec
-    from study.spec import root_folder
+    from study.commands.preflight import check_resumable, prepare_resume
 
     try:
-        folder = root_folder(root)
-        spec = saved_spec(folder, name, address)
+        folder, spec = _saved(root, name, address)
         check_resumable(spec, spec.layout(folder))  # before its data is read
         checked = prepare_resume(spec, folder)
         spec = checked.spec
@@ -228,7 +210,7 @@ def resume(
         _fail(error)
     except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001  (one line, whatever it was)
         _stopped(error, spec, folder)
-    _summary(ranked, spec.metric, name, time.perf_counter() - started, list(spec.space.params))
+    _summary(ranked, spec, time.perf_counter() - started)
     _ended_short(spec, folder)
 
 
@@ -239,13 +221,10 @@ def status(
 ) -> None:
     """Show a running or finished study from its records: trials by outcome, best so far,
     epochs spent."""
-    from study.commands.preflight import saved_spec
     from study.commands.status import study_status
-    from study.spec import root_folder
 
     try:
-        folder = root_folder(root)
-        spec = saved_spec(folder, name)
+        folder, spec = _saved(root, name)
         study_status(spec, folder, console)
     except UserError as error:
         _fail(error)
@@ -276,12 +255,8 @@ def report(
 ) -> None:
     """Which regularization works here: plots, fit diagnosis, importance, equal-budget
     leaderboard and a summary, as PNGs + one HTML page, also logged on the parent run."""
-    from study.commands.preflight import saved_spec
-    from study.spec import root_folder
-
     try:
-        folder = root_folder(root)
-        spec = saved_spec(folder, name)
+        folder, spec = _saved(root, name)
         from study.commands.report import report as write
 
         made = write(spec, folder, gap=gap, rise=rise, underfit=underfit)
@@ -393,9 +368,9 @@ def _repeated(command: str, spec: "StudySpec", folder: Path, work: Callable[[], 
     errors.txt), exit 130 or 1."""
     import traceback
 
-    from study.commands.repeated import Interrupted
     from study.engines.logs import keep_traceback
     from study.engines.outages import brief
+    from study.engines.repeats import Interrupted
 
     try:
         work()
@@ -431,12 +406,8 @@ def ablate(
     """What each regularizer of the best trial is worth: the config and a variant per
     regularizer on in it, switched off (BatchNorm also on where it is off), each over
     --seeds seeds through Ray; the change paired by seed with 95% CIs and a verdict."""
-    from study.commands.preflight import saved_spec
-    from study.spec import root_folder
-
     try:
-        folder = root_folder(root)
-        spec = saved_spec(folder, name)
+        folder, spec = _saved(root, name)
         from study.commands import ablate as ablation
 
         made = ablation.plan(spec, folder, trial, seeds)
@@ -456,12 +427,8 @@ def confirm(
 ) -> None:
     """The top trials retrained over --seeds seeds each through Ray, ranked by mean with 95%
     CIs, and which are indistinguishable from the first at this number of seeds."""
-    from study.commands.preflight import saved_spec
-    from study.spec import root_folder
-
     try:
-        folder = root_folder(root)
-        spec = saved_spec(folder, name)
+        folder, spec = _saved(root, name)
         from study.commands import confirm as confirmation
 
         made = confirmation.plan(spec, folder, top, seeds)
@@ -477,99 +444,18 @@ def ui(
     root: RootOption = None,
 ) -> None:
     """Serve the MLflow UI for the root folder's store on 127.0.0.1 and print the study links."""
-    from mlflow.tracking import MlflowClient
-
-    from study.core.layout import artifact_root, mlflow_db, store_uri
-    from study.engines.records import runs_link
+    from study.commands.ui import serve
     from study.spec import root_folder
 
-    folder = root_folder(root)
-    if not mlflow_db(folder).exists():
-        _fail(UserError(f"--root: no MLflow store at {mlflow_db(folder)}; run `study run` first"))
-    uri = store_uri(folder)
-    base = f"http://127.0.0.1:{port}"
-    log = open(folder / "mlflow-ui.log", "a")  # noqa: SIM115  (open while the server runs)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-         "--default-artifact-root", artifact_root(folder).as_uri(),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        # no job consumers (MLflow's GenAI jobs): three processes a study's UI never uses
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    reason = f"did not start (see {log.name}); is port {port} in use?"
-                    _fail(UserError(f"--port: the MLflow server {reason}"))
-                time.sleep(0.5)
-        for experiment in MlflowClient(uri).search_experiments():
-            if experiment.name != "Default":
-                view = any(k.startswith("mlflow.sharedViewState.") for k in experiment.tags)
-                link = runs_link(base, experiment.experiment_id, view)
-                console.print(f"{experiment.name}: {link}", soft_wrap=True)
-        console.print(
-            f"MLflow UI at {base} (server log: {log.name}); Ctrl-C stops it.", soft_wrap=True
-        )
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
-        server.wait()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        serve(root_folder(root), port, console)
+    except UserError as error:
+        _fail(error)
 
 
 @app.command()
 def spaces() -> None:
     """List the shipped search spaces and their parameters."""
-    import search_spaces
+    from study.commands.spaces import print_spaces
 
-    for name in search_spaces.names():
-        space = search_spaces.load(name)
-        table = Table(
-            title=f"{name}: {space.description}",
-            title_justify="left",
-            highlight=False,
-            box=box.SIMPLE_HEAD,  # no side borders: the five columns fit in 80 characters
-            pad_edge=False,
-        )
-        rows = [(param, dist.type, *_describe(dist)) for param, dist in space.params.items()]
-        for header in ("parameter", "type", "range or choices", "scale", "condition"):
-            # names stay whole; values and conditions wrap between words
-            table.add_column(header, no_wrap=header in ("parameter", "type", "scale"))
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-
-
-def _describe(dist: object) -> tuple[str, str, str]:
-    """A space parameter's values, scale and `when:` condition, as a person writes them."""
-    if dist.type == "categorical":
-        values = ", ".join(_word(choice) for choice in dist.choices)
-        scale = ""
-    else:
-        values = f"{_word(dist.low)} .. {_word(dist.high)}"
-        scale = "log" if dist.log else f"step {_word(dist.step)}" if dist.step else "linear"
-    condition = " and ".join(
-        f"{key} in {', '.join(map(_word, wanted))}"
-        if isinstance(wanted, list)
-        else f"{key} = {_word(wanted)}"
-        for key, wanted in (dist.when or {}).items()
-    )
-    return values, scale, condition
-
-
-def _word(value: object) -> str:
-    """A YAML value as the spec file spells it: true, false, null, 1e-04."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    print_spaces(console)

@@ -21,8 +21,8 @@ import search_spaces
 from study.core import Found, Layout, RunSettings, TrialConfig
 from study.core.errors import UserError
 from trainables import DATASETS, DOMAINS, HYPERPARAMETERS, KINDS, METRICS, MODELS, TORCHVISION_SETS
-from trainables.catalog import TASKS
-from trainables.hyperparameters import TASK_LOSSES, TASK_METRICS, direction
+from trainables.catalog import BUILTIN_KEYS, IMAGE_MODELS, MODEL_KEYS, TASKS
+from trainables.hyperparameters import DEFAULT_METRIC, TASK_LOSSES, TASK_METRICS, direction
 from trainables.plugins import is_plugin
 
 DEFAULT_SPEC = "digits.yaml"  # in the `studies` folder, used when `study run` gets no file
@@ -181,16 +181,12 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _keys_fit_the_model(self) -> "ModelSpec":
-        allowed = {
-            "mlp": ("widths",),
-            "cnn": ("widths", "channels"),
-            "torchvision": ("arch", "small_input"),
-        }.get(self.name, ())
-        for key in ("widths", "channels", "arch", "small_input"):
+        allowed = MODEL_KEYS.get(self.name, ())
+        for key in BUILTIN_KEYS:
             if getattr(self, key) is not None and key not in allowed:
                 fix = "put it in model.args" if is_plugin(self.name) else "remove it"
                 raise ValueError(f"{key}: not a key of model {self.name}; {fix}")
-        if self.name in ("mlp", "cnn") and self.widths is None:
+        if "widths" in allowed and self.widths is None:
             _resolve(self, "widths", [128, 128])
         if self.name == "torchvision" and self.arch is None:
             raise ValueError("arch: torchvision needs an architecture; set model.arch: resnet18")
@@ -316,6 +312,18 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
+        """Check the sections against each other and resolve the defaults that hang on them."""
+        self._check_names()
+        self._check_values()
+        self._check_conditions()
+        self._check_model_fits_data()
+        self._resolve_metric()
+        self._check_cutmix()
+        self._resolve_grid()
+        return self
+
+    def _check_names(self) -> None:
+        """Each sampled or fixed name is ours (or a plug-in's), and none is both."""
         # A name not of ours may be a plug-in's own knob: preflight, which imports the
         # plug-ins, checks it against their keyword arguments (check_own_knobs).
         for where, names in (("space.params", self.space.params), ("fixed", self.fixed)):
@@ -324,12 +332,18 @@ class StudySpec(_Strict):
                     raise ValueError(f"{where}.{name}: {_unknown(name, HYPERPARAMETERS)}")
         for name in set(self.space.params) & set(self.fixed):
             raise ValueError(f"fixed.{name}: also in the space; remove it from one of them")
+
+    def _check_values(self) -> None:
+        """Each fixed value and each sampled range lies in its hyperparameter's domain."""
         for name, value in self.fixed.items():
             if name in DOMAINS and (problem := value_problem(name, value)):
                 raise ValueError(f"fixed.{name}: {problem}")
         for name, param in self.space.params.items():
             if name in DOMAINS and (problem := param_problem(name, param)):
                 raise ValueError(f"space.params.{name}: {problem}")
+
+    def _check_conditions(self) -> None:
+        """Each `when:` condition tests a parameter of the space or the study's context."""
         for name, param in self.space.params.items():
             for other in param.when or {}:
                 if other not in self.space.params and other not in self.context():
@@ -337,22 +351,34 @@ class StudySpec(_Strict):
                         f"space.params.{name}.when: {other!r} is neither a parameter of the "
                         f"space nor one of {', '.join(sorted(self.context()))}"
                     )
-        if self.model.name in ("cnn", "torchvision") and self.dataset.modality == "tabular":
+
+    def _check_model_fits_data(self) -> None:
+        """An image model is not given a table."""
+        if self.model.name in IMAGE_MODELS and self.dataset.modality == "tabular":
             raise ValueError(
                 f"model.name: {self.model.name} needs images and {self.dataset.name} is a "
                 "table; use mlp"
             )
+
+    def _resolve_metric(self) -> None:
+        """The spec fits a task known in advance; the metric and mode default from it."""
         if self.dataset.known_task:
             if problem := task_problem(self, self.dataset.known_task):
                 raise ValueError(problem)
             _resolve(self, "metric", self.metric or DEFAULT_METRIC[self.dataset.known_task])
         if self.metric and self.mode is None:
             _resolve(self, "mode", direction(self.metric))
+
+    def _check_cutmix(self) -> None:
+        """Cutmix is not fixed for a table."""
         if self.fixed.get("cutmix_alpha") and self.dataset.modality == "tabular":
             raise ValueError(
                 f"fixed.cutmix_alpha: cutmix pastes image boxes and {self.dataset.name} is a "
                 "table; use mixup_alpha"
             )
+
+    def _resolve_grid(self) -> None:
+        """A grid search's num_samples defaults to, and must equal, the grid's size."""
         if self.search.sampler == "grid":
             points = math.prod(len(values) for values in self.grid().values())
             if "num_samples" not in self.search.model_fields_set:
@@ -362,7 +388,6 @@ class StudySpec(_Strict):
                     f"search.num_samples: the grid has {points} points and num_samples is "
                     f"{self.search.num_samples}; set num_samples to {points} or leave it out"
                 )
-        return self
 
     def for_task(self, task: str) -> "StudySpec":
         """The spec of a study whose data turned out to be for `task` (a CSV or a loader that
@@ -441,7 +466,6 @@ class StudySpec(_Strict):
         return Layout.of(self, root)
 
 
-DEFAULT_METRIC = {"classification": "val_acc", "regression": "val_rmse"}
 # Knobs that only make sense for classes.
 CLASS_KNOBS = ("label_smoothing", "cutmix_alpha")
 

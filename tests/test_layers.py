@@ -1,6 +1,7 @@
-"""Who may import whom (the README's Layout section): no import cycle among our modules, a
-core that loads no engine, commands that read records without Ray, and plain-PyTorch
-trainables."""
+"""Who may import whom (the README's Layout section): no import cycle among our modules; the
+packages of study/ by role (core imports only core; evidence only core; engines never commands
+nor evidence; commands never the CLI), a core that loads no engine, commands that read records
+without Ray, and plain-PyTorch trainables."""
 
 import ast
 import subprocess
@@ -67,13 +68,56 @@ def test_no_import_cycle():
 
 
 def test_core_and_interface_import_nothing_of_ours_beyond_themselves():
-    """study.core imports only study.core; trainables.interface imports nothing of ours."""
+    """study.core imports only study.core and the loop's torch-free table of hyperparameters
+    and run settings (the facts the loop and the core share, written there once: trainables
+    imports no study); trainables.interface imports nothing of ours."""
     edges = graph()
+    shared = {"trainables", "trainables.hyperparameters"}
     for name, targets in edges.items():
         if name.startswith("study.core"):
-            outside = {t for t in targets if not t.startswith("study.core")}
+            outside = {t for t in targets if not t.startswith("study.core")} - shared
             assert not outside, f"{name} imports {outside}"
     assert edges["trainables.interface"] == set()
+
+
+# study's packages by role, and the study modules each may import beyond its own package
+# (spec is the user's file validated: every role reads it; the core does not).
+MAY_IMPORT = {
+    "study.core": (),
+    "study.evidence": ("study.core",),
+    "study.engines": ("study.core", "study.spec", "study"),
+    "study.commands": ("study.core", "study.engines", "study.evidence", "study.spec", "study"),
+    "study.spec": ("study.core",),
+    "study.cli": ("study.core", "study.commands", "study.spec", "study.engines"),
+}
+
+
+def role(module: str) -> str | None:
+    """The role of a study module: its package under study/, or a top-level module's own name."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "study" and len(parts) > 1 else None
+
+
+def test_each_role_imports_only_what_it_may():
+    """core imports no other study package; evidence only core; engines never commands,
+    evidence or the CLI; commands never the CLI. Nothing imports upwards."""
+    edges = graph()
+    roles = {role(name) for name in edges} - {None}
+    assert {"study.core", "study.engines", "study.commands", "study.evidence"} <= roles
+    for name, targets in edges.items():
+        mine = role(name)
+        if mine is None or mine not in MAY_IMPORT and mine != "study.__main__":
+            continue
+        allowed = (mine, *MAY_IMPORT.get(mine, ("study.cli",)))
+        wrong = {t for t in targets if t.startswith("study") and role(t) not in allowed}
+        wrong -= {"study"}  # the package itself (its __init__ sets Ray's environment)
+        assert not wrong, f"{name} may not import {sorted(wrong)}"
+
+
+def test_study_keeps_at_most_four_top_level_modules():
+    """The folders show the architecture: beside the role packages, at most four modules."""
+    top = sorted(path.name for path in (ROOT / "study").glob("*.py"))
+    assert len(top) <= 4, top
 
 
 def test_trainables_never_import_the_engines_or_study():

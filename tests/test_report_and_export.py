@@ -129,6 +129,9 @@ def test_leaderboard_compares_trials_at_equal_budget():
     assert board.loc["c", "rank@1"] == 1 and pd.isna(board.loc["c", "rank@3"])
     assert board.loc["a", "rank@3"] == 1 and board.loc["a", "rank@1"] == 3
     assert list(board.index) == ["a", "b", "c"]  # ordered by the furthest milestone
+    page = board.to_html(float_format="{:.4f}".format, na_rep="-")  # as the report writes it
+    assert "<td>3</td>" in page and "3.0000" not in page  # a rank is a whole number
+    assert "<td>0.9700</td>" in page  # values keep their four places
 
 
 def test_export_top_k_bundles_carry_config_seed_version_run_and_checkpoint(

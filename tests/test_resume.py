@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from benchmarks import kills
+from study.engines.records import StudyRecords
 from study.engines.tracking import MlflowTracker
 from tests.conftest import files, on_head, study_cli, study_here
 from tests.exactly_once import check_exactly_once
@@ -151,16 +152,16 @@ def test_a_run_made_just_before_the_driver_died_gets_its_params_on_resume(tmp_pa
     client = MlflowClient(f"sqlite:///{db}")
     experiment_id = client.create_experiment("e")
     parent = client.create_run(experiment_id).info.run_id
-    tracker = MlflowTracker(f"sqlite:///{db}", experiment_id, parent, sampled=["lr"])
+    tracker = MlflowTracker(StudyRecords(client, experiment_id, parent), sampled=["lr"])
     config = {"optuna_trial": 0, "lr": 0.01, "model": {"name": "mlp", "widths": [64]}}
     trial = Trial("trainable", config=config, stub=True)
-    run_id = tracker.record(trial).run_id
+    run_id = tracker.running(trial).run_id
     with sqlite3.connect(db) as conn:  # the store as the kill left it: the run, no params
         conn.execute("delete from params where run_uuid = ?", (run_id,))
     assert client.get_run(run_id).data.params == {}
 
     resumed = pickle.loads(pickle.dumps(tracker))  # as Ray restores it
-    assert resumed.record(trial).run_id == run_id
+    assert resumed.running(trial).run_id == run_id
     params = client.get_run(run_id).data.params
     expected = {"optuna_trial": "0", "lr": "0.01", "model.name": "mlp", "model.widths": "[64]"}
     defaults = {k: str(v) for k, v in HYPERPARAMETERS.items() if k != "lr"}  # resolved too

@@ -61,7 +61,7 @@ def test_children_have_params_named_runs_and_full_histories(runs):
             assert outcome == "early_stopped"
             stopped = int(child.data.tags["early_stopped_epoch"])
             assert steps == list(range(1, stopped + 1)) and stopped < 9
-            assert child.info.status == "KILLED"
+            assert child.info.status == "FINISHED"  # ASHA meant it: not a red run
         for metric in ("train_loss", "train_acc", "val_loss", "gap", "lr", "epoch_time"):
             assert len(client.get_metric_history(child.info.run_id, metric)) == len(steps)
 
@@ -101,6 +101,14 @@ def test_parent_holds_best_trial_and_results(runs):
     )
     best_value = max(client.get_metric_history(best.info.run_id, "val_acc"), key=lambda m: m.step)
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best_value.value)
+    # the parent's row reads as the study's result: its best value under the metric's own
+    # name, the best trial's hyperparameters as its params, beside the trials' columns
+    assert parent.data.metrics["val_acc"] == pytest.approx(best_value.value)
+    (chosen,) = [c for c in children if c.info.run_id == parent.data.tags["best_run_id"]]
+    assert chosen.data.metrics["val_acc"] == pytest.approx(best_value.value)  # a tie: either
+    best_config = json.loads(chosen.data.tags["config"])
+    for knob in ("lr", "weight_decay", "dropout", "batch_norm"):
+        assert parent.data.params[knob] == str(best_config[knob])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"spec.yaml", "results.csv", "best_config.yaml"} <= artifacts
 

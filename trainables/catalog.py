@@ -34,5 +34,13 @@ NORMALIZATION = {
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
 }
 
-# The built-in networks (trainables.models builds them); anything else is a plug-in.
-MODELS = ("mlp", "cnn", "torchvision")
+# The built-in networks (trainables.models builds them) and the spec keys each takes; anything
+# else is a plug-in, which gets `model.args` alone.
+MODEL_KEYS = {
+    "mlp": ("widths",),
+    "cnn": ("widths", "channels"),
+    "torchvision": ("arch", "small_input"),
+}
+MODELS = tuple(MODEL_KEYS)
+BUILTIN_KEYS = tuple(dict.fromkeys(key for keys in MODEL_KEYS.values() for key in keys))
+IMAGE_MODELS = ("cnn", "torchvision")  # convolutional: images only

@@ -58,13 +58,16 @@ FRACTION = Domain(low=0, high=1, open_high=True)  # a rate that must leave somet
 COUNT = Domain(low=1, integer=True)
 BOOLEAN = Domain(boolean=True)
 
+# The optimizers trainables.optim builds.
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+
 # name: (default, domain). A study's `space` samples some of these, its `fixed` pins others,
 # the rest keep their defaults; preflight refuses any value outside its domain.
 TABLE: dict[str, tuple[Any, Domain]] = {
     # -- optimisation --------------------------------------------------------------------------
     # step size: the knob that decides whether anything is learned at all
     "lr": (1e-3, POSITIVE),
-    "optimizer": ("adam", Domain(choices=("sgd", "adam", "adamw", "rmsprop", "adagrad"))),
+    "optimizer": ("adam", Domain(choices=OPTIMIZERS)),
     "momentum": (0.0, FRACTION),  # sgd and rmsprop: heavy-ball momentum (1 never forgets)
     "nesterov": (False, BOOLEAN),  # sgd with momentum > 0: Nesterov's look-ahead variant
     "batch_size": (64, COUNT),  # examples per optimizer step
@@ -143,6 +146,10 @@ TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSI
 METRICS = (*dict.fromkeys((*CLASSIFICATION_METRICS, *REGRESSION_METRICS)), "lr", "epoch_time")
 MAXIMIZED = ("train_acc", "val_acc", "train_r2", "val_r2")  # the rest are better lower
 
+# The metric a study of each task is judged by when its spec names none (and `study train`
+# of a config whose export names none).
+DEFAULT_METRIC = {"classification": "val_acc", "regression": "val_rmse"}
+
 # The losses each task may train with, its default first.
 TASK_LOSSES = {"classification": ("cross_entropy",), "regression": ("mse", "mae", "huber")}
 
@@ -155,6 +162,12 @@ def direction(metric: str) -> str:
 # The settings of a run that a trial's config holds beside its hyperparameters (the fields of
 # study.core.RunSettings; tests/unit/test_core.py checks they agree).
 RUN_SETTINGS = ("dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial")
+
+
+def ends_at(config: dict[str, Any]) -> int:
+    """The epoch a run ends at when nothing stops it: its schedule's length (`epochs`), or
+    `stop_epoch` where an early-stopped trial ended, whichever comes first."""
+    return min(config["epochs"], config.get("stop_epoch") or config["epochs"])
 
 
 def own_knobs(config: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.augment import augment, enabled, mix, mixing
+from trainables.catalog import IMAGE_MODELS
 from trainables.feed import data_workers
-from trainables.hyperparameters import resolve
+from trainables.hyperparameters import TASK_LOSSES, ends_at, resolve
 from trainables.interface import Data, Feed
 from trainables.models import build_model, num_params
 from trainables.optim import build_optimizer, build_schedule, l1_penalty
@@ -60,7 +61,7 @@ def build(config: dict[str, Any], data: Data) -> Setup:
     """Model, optimizer and schedule for `config` on `data` (seeded, on the CPU)."""
     hp = resolve(config)
     if data.task == "regression" and "loss" not in config:
-        hp["loss"] = "mse"  # a regression run's default loss
+        hp["loss"] = TASK_LOSSES["regression"][0]  # a regression run's default loss
     torch.manual_seed(hp["seed"])
     model = build_model(data.input_shape, data.num_classes, hp["model"], hp)
     optimizer = build_optimizer(model, hp)
@@ -185,7 +186,7 @@ def start(config: dict[str, Any], data: Data) -> Run:
     feed = data.feed(dev, raw=augmenting, seed=hp["seed"], workers=workers)
     model.to(dev)
     gpu = dev.type == "cuda"
-    channels_last = gpu and data.is_image and hp["model"]["name"] in ("cnn", "torchvision")
+    channels_last = gpu and data.is_image and hp["model"]["name"] in IMAGE_MODELS
     if channels_last:
         model.to(memory_format=torch.channels_last)
     regression = data.task == "regression"
@@ -375,7 +376,7 @@ def fit(
     hp = runs[0].setup.hp
     patience = Patience.of(hp)
     first_epoch = resume(runs, patience, state) if state else 1
-    last_epoch = min(hp["epochs"], hp.get("stop_epoch") or hp["epochs"])
+    last_epoch = ends_at(hp)
     if patience and patience.wait >= patience.patience:
         last_epoch = first_epoch - 1  # resumed from the epoch whose patience ran out: done
     size = num_params(runs[0].setup.model)

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from trainables.catalog import BUILTIN_KEYS
 from trainables.catalog import MODELS as MODELS  # the built-ins' names, importable from here too
 from trainables.hyperparameters import HYPERPARAMETERS, own_knobs
 from trainables.plugins import PluginError, code_dir, is_plugin, load_callable, taken
@@ -176,8 +177,6 @@ BUILDER_POSITIONAL = 3
 
 # The built-ins (catalog.MODELS) by name.
 BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "torchvision": build_torchvision}
-# The spec's own keys of the built-ins; a plug-in gets `model.args` alone.
-BUILTIN_KEYS = ("widths", "channels", "arch", "small_input")
 
 
 def model_builder(model: dict[str, Any]) -> Callable[..., nn.Module]:

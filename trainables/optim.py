@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+from trainables.hyperparameters import OPTIMIZERS
+
 CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}
 
 
@@ -61,7 +62,7 @@ def build_optimizer(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimiz
     its methods do not import torch._dynamo (`_kept_out`).
 
     Fused kernels (one call per step instead of a few per parameter) where PyTorch has them:
-    they cut Adam's step on a CPU core by 60% (benchmarks/RESULTS.md, epoch throughput)."""
+    they cut Adam's step on a CPU core by 60% (benchmarks/history/throughput.md)."""
     name, lr = hp["optimizer"], hp["lr"]
     if name == "sgd":
         nesterov = hp["nesterov"] and hp["momentum"] > 0

@@ -10,21 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from study.commands import repeated as seeded
 from study.commands import report
 from study.commands.preflight import Checked, prepare_resume
+from study.commands.repeated import check_seeds, ranked_trials
 from study.core import TrialConfig, label
 from study.core.errors import UserError
+from study.core.layout import ABLATION
+from study.core.record import TrialRecord
+from study.engines.records import StudyRecords
+from study.engines.repeats import Repeat
 from study.evidence.intervals import paired_interval, t_interval, verdict
-from study.evidence.variants import BASE, Variant, variants
+from study.evidence.variants import BASE, BASE_LABEL, Variant, variants
 from study.spec import StudySpec
 
-ROLE = "ablation"  # its MLflow role (study.core.layout.REPEAT_ROLES)
+ROLE = ABLATION  # its MLflow role
 TRIAL_KEY = "ablation.trial"  # the ablation run's tag: the trial it ablates
 
 
@@ -35,56 +38,56 @@ class Plan:
     spec: StudySpec
     root: Path
     checked: Checked
-    client: MlflowClient
-    experiment_id: str
-    parent_id: str
-    row: dict[str, Any]  # the trial's row of the results table
+    records: StudyRecords
+    chosen: TrialRecord  # the trial ablated
     trial: TrialConfig  # its config, as retrained
     variants: list[Variant]
     skipped: list[str]  # regularizers already off in it
     seeds: list[int]
 
 
-def pick(table: list[dict], best: list[dict], name: str | None, study: str, metric: str) -> dict:
-    """The row of trial `name` (t007, 7), the best trial's when None; a UserError for a
-    trial the study does not have, or one without a value of the metric."""
+def pick(
+    trials: list[TrialRecord], best: list[TrialRecord], name: str | None, study: str, metric: str
+) -> TrialRecord:
+    """Trial `name` (t007, 7), the best trial when None; a UserError for a trial the study
+    does not have, or one without a value of the metric."""
     if name is None:
         return best[0]
     match = re.fullmatch(r"t?0*(\d+)", name.strip())
     wanted = label(int(match[1])) if match else name
-    rows = {row["trial"]: row for row in table}
-    if wanted not in rows:
-        known = f"{table[0]['trial']}-{table[-1]['trial']}" if table else "none"
-        raise UserError(f"--trial: study {study!r} has no trial {name!r}; its trials: {known}")
-    if all(row["trial"] != wanted for row in best):
+    known = {trial.label: trial for trial in trials}
+    if wanted not in known:
+        span = f"{trials[0].label}-{trials[-1].label}" if trials else "none"
+        raise UserError(f"--trial: study {study!r} has no trial {name!r}; its trials: {span}")
+    if all(trial.label != wanted for trial in best):
         raise UserError(
-            f"--trial: {wanted} ended {rows[wanted]['outcome']} without a {metric}; pick a trial "
-            f"with one (the best is {best[0]['trial']})"
+            f"--trial: {wanted} ended {known[wanted].outcome} without a {metric}; pick a trial "
+            f"with one (the best is {best[0].label})"
         )
-    return rows[wanted]
+    return known[wanted]
 
 
 def plan(spec: StudySpec, root: Path, trial: str | None = None, seeds: int = 5) -> Plan:
     """Check the ablation's input and load the study's data; UserError (exit 2) before
     anything runs."""
-    seeded.check_seeds(seeds)
+    check_seeds(seeds)
     layout = spec.layout(root)
-    client, experiment_id, parent_id, table, best = seeded.ranked_trials(spec, layout)
-    row = pick(table, best, trial, spec.name, spec.metric)
-    config = seeded.retrained(row)
+    records, best = ranked_trials(spec, layout)
+    chosen = pick(records.trials(), best, trial, spec.name, spec.metric)
+    config = chosen.retrained()
     made, skipped = variants(config)
     checked = prepare_resume(spec, root)
     first = config.run.seed
-    return Plan(checked.spec, root, checked, client, experiment_id, parent_id, row, config,
-                made, skipped, list(range(first, first + seeds)))  # fmt: skip
+    return Plan(checked.spec, root, checked, records, chosen, config, made, skipped,
+                list(range(first, first + seeds)))  # fmt: skip
 
 
-def runs_of(plan: Plan) -> list[seeded.Repeat]:
+def runs_of(plan: Plan) -> list[Repeat]:
     """Every (variant, seed) run of the ablation."""
-    trial = plan.row["trial"]
+    trial = plan.chosen.label
     return [
-        seeded.Repeat(v.name, seed, v.apply(plan.trial).seeded(seed).flat(),
-                       f"{trial} {v.name} seed {seed}")
+        Repeat(v.name, seed, v.apply(plan.trial).seeded(seed).flat(),
+               f"{trial} {v.name} seed {seed}")
         for v in plan.variants
         for seed in plan.seeds
     ]  # fmt: skip
@@ -102,7 +105,7 @@ def summarize(
     for variant in made:
         mean = t_interval(list(by_seed[variant.name].values()))
         row = {
-            "variant": "the config itself" if variant.name == BASE else variant.name,
+            "variant": BASE_LABEL if variant.name == BASE else variant.name,
             "regularizer": variant.regularizer,
             "setting": variant.setting,
             "seeds": mean.n,
@@ -124,45 +127,43 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
     """Train what the ablation misses (through Ray, recorded in MLflow under one ablation run
     nested under the study's parent run), print its table and write ablation.csv and
     ablation.png in the study's folder, also on the parent run and the ablation run."""
-    spec, layout, client = plan.spec, plan.spec.layout(plan.root), plan.client
-    row, seeds = plan.row, plan.seeds
+    spec, layout, records = plan.spec, plan.spec.layout(plan.root), plan.records
+    chosen, seeds, metric = plan.chosen, plan.seeds, plan.spec.metric
     console.print(
-        f"ablation of {row['run_name']} ({spec.metric} {row['metrics'][spec.metric]:.4f}, "
-        f"{row['outcome']}): {len(plan.variants)} variants x {len(seeds)} seeds "
+        f"ablation of {chosen.name} ({metric} {chosen.metrics[metric]:.4f}, "
+        f"{chosen.outcome}): {len(plan.variants)} variants x {len(seeds)} seeds "
         f"({seeds[0]}-{seeds[-1]}, the split fixed), {plan.trial.run.last_epoch} epochs each",
         highlight=False,
     )
     if plan.skipped:
         console.print(
-            f"already off in {row['trial']}, so not run: {', '.join(plan.skipped)}",
+            f"already off in {chosen.label}, so not run: {', '.join(plan.skipped)}",
             highlight=False,
         )
-    where, runs = (plan.experiment_id, plan.parent_id), runs_of(plan)
-    name, key = f"ablation {row['run_name']}", {TRIAL_KEY: row["trial"]}
+    name, key = f"ablation {chosen.name}", {TRIAL_KEY: chosen.label}
     from study.engines.repeats import recorded  # Ray: once the input is checked
 
     role_id, values = recorded(
-        spec, layout, plan.checked.data, client, where, ROLE, name, key, runs, console
+        spec, layout, plan.checked.data, records, ROLE, name, key, runs_of(plan), console
     )
     frame = pd.DataFrame(summarize(values, plan.variants, seeds, spec.mode))
-    frame.insert(0, "trial", row["trial"])
-    frame.insert(1, "metric", spec.metric)
-    print_table(frame, row, spec.metric, spec.mode, seeds, console)
+    frame.insert(0, "trial", chosen.label)
+    frame.insert(1, "metric", metric)
+    print_table(frame, chosen, metric, spec.mode, seeds, console)
     console.print(
-        f"seed {seeds[0]} of the config itself retrains the trial: {spec.metric} "
-        f"{values[(BASE, seeds[0])]:.4f} (the trial reported {row['metrics'][spec.metric]:.4f})",
+        f"seed {seeds[0]} of the config itself retrains the trial: {metric} "
+        f"{values[(BASE, seeds[0])]:.4f} (the trial reported {chosen.metrics[metric]:.4f})",
         highlight=False,
     )
     frame.to_csv(layout.ablation_csv, index=False)
-    title = f"ablation of {row['run_name']}"
-    report.plot_ablation(frame, spec.metric, spec.mode, title, layout.ablation_png)
-    for run_id in (plan.parent_id, role_id):
-        client.log_artifact(run_id, str(layout.ablation_csv))
-        client.log_artifact(run_id, str(layout.ablation_png))
-    for _, line in frame.iterrows():
-        client.log_metric(role_id, f"{slug(line['variant'])}.mean", line["mean"])
-        if line["regularizer"]:
-            client.log_metric(role_id, f"{slug(line['variant'])}.change", line["change"])
+    report.plot_ablation(frame, metric, spec.mode, name, layout.ablation_png)
+    for run_id in (records.parent_id, role_id):
+        records.attach(run_id, str(layout.ablation_csv))
+        records.attach(run_id, str(layout.ablation_png))
+    values_logged = {f"{slug(line['variant'])}.mean": line["mean"] for _, line in frame.iterrows()}
+    for _, line in frame[frame["regularizer"].astype(bool)].iterrows():
+        values_logged[f"{slug(line['variant'])}.change"] = line["change"]
+    records.log_values(role_id, values_logged)
     console.print(f"written: {layout.ablation_csv}, {layout.ablation_png} (also on the parent run)")
     return frame
 
@@ -177,10 +178,15 @@ def signed(value: float) -> str:
 
 
 def print_table(
-    frame: pd.DataFrame, row: dict, metric: str, mode: str, seeds: list[int], console: Console
+    frame: pd.DataFrame,
+    chosen: TrialRecord,
+    metric: str,
+    mode: str,
+    seeds: list[int],
+    console: Console,
 ) -> None:
     """The ablation's table on the console (the means' intervals are in ablation.csv)."""
-    trial, better = row["trial"], "higher" if mode == "max" else "lower"
+    trial, better = chosen.label, "higher" if mode == "max" else "lower"
     table = Table(
         title=f"{trial}: {metric} over {len(seeds)} seeds ({better} is better); the change "
         "from the config itself paired by seed, with its 95% t-interval",

@@ -1,6 +1,6 @@
 """`study confirm NAME --top K --seeds N`: the study's top K trials retrained over N seeds each
-(seeds s, s+1, ..., the split fixed, as `study ablate` trains: study.engines.repeats), ranked by their
-mean with 95% t-intervals, and which of them are indistinguishable from the first at this
+(seeds s, s+1, ..., the split fixed, as `study ablate` trains: study.engines.repeats), ranked
+by their mean with 95% t-intervals, and which of them are indistinguishable from the first at this
 number of seeds (the 95% interval of their difference from it, paired by seed, holds 0)."""
 
 from dataclasses import dataclass
@@ -8,20 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from study.commands import repeated as seeded
 from study.commands import report
 from study.commands.preflight import Checked, prepare_resume
+from study.commands.repeated import check_seeds, ranked_trials
 from study.core import TrialConfig
 from study.core.errors import UserError
+from study.core.layout import CONFIRM
+from study.core.record import TrialRecord
+from study.engines.records import StudyRecords
+from study.engines.repeats import Repeat
 from study.evidence.intervals import Interval, paired_interval, ranked_means, t_interval
 from study.spec import StudySpec
 
-ROLE = "confirm"  # its MLflow role (study.core.layout.REPEAT_ROLES)
+ROLE = CONFIRM  # its MLflow role
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,8 @@ class Plan:
     spec: StudySpec
     root: Path
     checked: Checked
-    client: MlflowClient
-    experiment_id: str
-    parent_id: str
-    rows: list[dict[str, Any]]  # the top trials' rows of the results table, best first
+    records: StudyRecords
+    trials: list[TrialRecord]  # the top trials, best first
     configs: dict[str, TrialConfig]  # each trial's config as retrained, by trial label
     seeds: list[int]
 
@@ -42,52 +43,56 @@ class Plan:
 def plan(spec: StudySpec, root: Path, top: int = 3, seeds: int = 5) -> Plan:
     """Check the confirmation's input and load the study's data; UserError (exit 2) before
     anything runs."""
-    seeded.check_seeds(seeds)
+    check_seeds(seeds)
     if top < 1:
         raise UserError(f"--top: {top}; use 1 or more")
     layout = spec.layout(root)
-    client, experiment_id, parent_id, _, best = seeded.ranked_trials(spec, layout)
+    records, best = ranked_trials(spec, layout)
     if top > len(best):
         raise UserError(
             f"--top: {top}, but study {spec.name!r} has {len(best)} finished trials with a "
             f"{spec.metric}; use --top {len(best)} or fewer"
         )
-    rows = best[:top]
-    configs = {row["trial"]: seeded.retrained(row) for row in rows}
+    trials = best[:top]
+    configs = {trial.label: trial.retrained() for trial in trials}
     checked = prepare_resume(spec, root)
-    first = configs[rows[0]["trial"]].run.seed  # the study's seed: every trial's
-    return Plan(checked.spec, root, checked, client, experiment_id, parent_id, rows, configs,
+    first = configs[trials[0].label].run.seed  # the study's seed: every trial's
+    return Plan(checked.spec, root, checked, records, trials, configs,
                 list(range(first, first + seeds)))  # fmt: skip
 
 
-def runs_of(plan: Plan) -> list[seeded.Repeat]:
+def runs_of(plan: Plan) -> list[Repeat]:
     """Every (trial, seed) run of the confirmation."""
     return [
-        seeded.Repeat(row["trial"], seed, plan.configs[row["trial"]].seeded(seed).flat(),
-                       f"{row['run_name']} seed {seed}")
-        for row in plan.rows
+        Repeat(t.label, seed, plan.configs[t.label].seeded(seed).flat(), f"{t.name} seed {seed}")
+        for t in plan.trials
         for seed in plan.seeds
-    ]  # fmt: skip
+    ]
 
 
 def summarize(
-    values: dict[tuple[str, int], float], rows: list[dict], seeds: list[int], metric: str, mode: str
+    values: dict[tuple[str, int], float],
+    trials: list[TrialRecord],
+    seeds: list[int],
+    metric: str,
+    mode: str,
 ) -> list[dict[str, Any]]:
     """A row per trial, best mean first: its mean over the seeds with a 95% interval, and its
     difference from the first's (paired by seed) with a 95% interval, and whether that holds
     0 (indistinguishable from the first at this number of seeds; the first itself: true)."""
-    by_seed = {r["trial"]: {s: values[(r["trial"], s)] for s in seeds} for r in rows}
+    by_seed = {t.label: {s: values[(t.label, s)] for s in seeds} for t in trials}
     means: dict[str, Interval] = {t: t_interval(list(v.values())) for t, v in by_seed.items()}
     order = ranked_means(means, mode)
     first = order[0]
-    of = {r["trial"]: r for r in rows}
+    of = {t.label: t for t in trials}
     table = []
     for rank, trial in enumerate(order, start=1):
-        row, mean = of[trial], means[trial]
+        record, mean = of[trial], means[trial]
         difference = paired_interval(by_seed[trial], by_seed[first])
         table.append({
-            "rank": rank, "trial": trial, "run_name": row["run_name"], "outcome": row["outcome"],
-            "epochs": row["epochs"], "study_value": row["metrics"][metric], "seeds": mean.n,
+            "rank": rank, "trial": trial, "run_name": record.name,
+            "outcome": record.outcome.value, "epochs": record.epochs,
+            "study_value": record.metrics[metric], "seeds": mean.n,
             "mean": mean.mean, "mean_low": mean.low, "mean_high": mean.high, "std": mean.std,
             "difference": difference.mean, "difference_low": difference.low,
             "difference_high": difference.high,
@@ -100,37 +105,36 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
     """Train what the confirmation misses (through Ray, recorded in MLflow under one confirm
     run nested under the study's parent run), print its ranking and write confirm.csv and
     confirm.png in the study's folder, also on the parent run and the confirm run."""
-    spec, layout, client, seeds = plan.spec, plan.spec.layout(plan.root), plan.client, plan.seeds
+    spec, layout, records, seeds = plan.spec, plan.spec.layout(plan.root), plan.records, plan.seeds
     console.print(
-        f"confirming the top {len(plan.rows)} of {spec.name} ({', '.join(plan.configs)}) over "
+        f"confirming the top {len(plan.trials)} of {spec.name} ({', '.join(plan.configs)}) over "
         f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}, the split fixed), each for its epochs",
         highlight=False,
     )
-    where, runs = (plan.experiment_id, plan.parent_id), runs_of(plan)
     from study.engines.repeats import recorded  # Ray: once the input is checked
 
     role_id, values = recorded(
         spec,
         layout,
         plan.checked.data,
-        client,
-        where,
+        records,
         ROLE,
         "confirm top trials",
         {},
-        runs,
+        runs_of(plan),
         console,
     )
-    frame = pd.DataFrame(summarize(values, plan.rows, seeds, spec.metric, spec.mode))
+    frame = pd.DataFrame(summarize(values, plan.trials, seeds, spec.metric, spec.mode))
     frame.insert(1, "metric", spec.metric)
     print_ranking(frame, spec.metric, spec.mode, len(seeds), console)
     frame.to_csv(layout.confirm_csv, index=False)
     report.plot_confirm(frame, spec.metric, spec.mode, layout.confirm_png)
-    for run_id in (plan.parent_id, role_id):
-        client.log_artifact(run_id, str(layout.confirm_csv))
-        client.log_artifact(run_id, str(layout.confirm_png))
-    for _, line in frame.iterrows():
-        client.log_metric(role_id, f"{line['trial']}.mean", line["mean"])
+    for run_id in (records.parent_id, role_id):
+        records.attach(run_id, str(layout.confirm_csv))
+        records.attach(run_id, str(layout.confirm_png))
+    records.log_values(
+        role_id, {f"{line['trial']}.mean": line["mean"] for _, line in frame.iterrows()}
+    )
     console.print(f"written: {layout.confirm_csv}, {layout.confirm_png} (also on the parent run)")
     return frame
 

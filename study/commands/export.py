@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 
 from study.commands.preflight import saved_spec
-from study.core import Layout, TrialConfig, results
+from study.core import Layout, results
 from study.core.errors import UserError, missing_study
+from study.core.record import TrialRecord, ranked
 from study.spec import StudySpec
 from trainables import METRICS
 from trainables.hyperparameters import direction
@@ -21,14 +22,15 @@ from trainables.hyperparameters import direction
 FORMATS = ("bundle", "yaml", "json", "csv")
 
 
-def load_table(root: Path, name: str) -> tuple[list[dict[str, Any]], StudySpec]:
-    """The results table and saved spec of study `name`, or a UserError naming the fix."""
+def load_trials(root: Path, name: str) -> tuple[list[TrialRecord], StudySpec]:
+    """The trials (its results file) and saved spec of study `name`, or a UserError naming
+    the fix."""
     spec = saved_spec(root, name)
     try:
-        table = results.load(spec.layout(root))
+        trials = results.load(spec.layout(root))
     except FileNotFoundError:
         raise UserError(missing_study(root, name)) from None
-    return table, spec
+    return trials, spec
 
 
 def code_version() -> dict[str, Any]:
@@ -55,7 +57,8 @@ def code_version() -> dict[str, Any]:
 def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
     """Where a trial's MLflow run is: the store, the run id, its UI page (on the tracking
     server, or on `study ui`'s port 5000 for a local store) and its Ray trial id."""
-    from study.engines.records import RAY_TRIAL_TAG, reading_client, run_link
+    from study.engines.records import RAY_TRIAL_TAG, reading_client
+    from study.engines.views import run_link
 
     found = {"tracking_uri": tracking_uri, "run_id": run_id, "link": None, "ray_trial_id": None}
     try:
@@ -68,41 +71,38 @@ def mlflow_run(tracking_uri: str, run_id: str) -> dict[str, Any]:
 
 
 def document(
-    name: str, row: dict[str, Any], uri: str, version: dict[str, Any], metric: str, mode: str
+    name: str, record: TrialRecord, uri: str, version: dict[str, Any], metric: str, mode: str
 ) -> dict[str, Any]:
     """One exported trial: provenance (MLflow store `uri`, code `version`), the value to
     reproduce, and the config to train."""
     # An early-stopped trial: the same schedule, stopped where it stopped.
-    trial = TrialConfig.parse(row["config"]).stopped_at(row["epochs"])
+    trial = record.config.stopped_at(record.epochs)
+    best_epoch = record.metrics.get("best_epoch")
     return {
         "study": name,
-        "trial": row["trial"],
-        "run_name": row["run_name"],
-        "outcome": row["outcome"],
+        "trial": record.label,
+        "run_name": record.name,
+        "outcome": record.outcome.value,
         "metric": metric,
         "mode": mode,
-        "value": row["metrics"][metric],
-        **(
-            {"best_epoch": int(row["metrics"]["best_epoch"])}
-            if "best_epoch" in row["metrics"]
-            else {}
-        ),
+        "value": record.metrics[metric],
+        **({"best_epoch": int(best_epoch)} if best_epoch is not None else {}),
         "seed": trial.run.seed,
         "code_version": version,
-        "mlflow": mlflow_run(uri, row["run_id"]),
+        "mlflow": mlflow_run(uri, record.run_id),
         "config": trial.flat(),
     }
 
 
-def ranked_rows(root: Path, name: str, top: int, metric: str | None, mode: str | None):
+def ranked_trials(root: Path, name: str, top: int, metric: str | None, mode: str | None):
     """The study's spec, the ranking metric and mode, and its `top` best trials."""
-    table, spec = load_table(root, name)
+    trials, spec = load_trials(root, name)
     metric = metric or spec.metric
     if metric not in METRICS:
         raise UserError(f"--metric: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     if mode is None:  # the study's for its metric; otherwise losses and the gap go down
         mode = spec.mode if metric == spec.metric else direction(metric)
-    best = results.ranked(table, metric, mode)[:top]
+    best = ranked(trials, metric, mode)[:top]
     if not best:
         raise UserError(f"NAME: study {name!r} has no trial with a {metric} value to export")
     return spec, metric, mode, best
@@ -118,7 +118,7 @@ def export(
 ) -> list[tuple[Path, dict[str, Any]]]:
     """Write a bundle per trial of the `top` best of `name` (ranked by `metric`, `mode`): a
     folder with config.yaml and the last checkpoint, or one .yaml file for `-o x.yaml`."""
-    spec, metric, mode, best = ranked_rows(root, name, top, metric, mode)
+    spec, metric, mode, best = ranked_trials(root, name, top, metric, mode)
     layout: Layout = spec.layout(root)
     if output is None:
         output = layout.exports_dir
@@ -126,9 +126,9 @@ def export(
     uri = layout.tracking_uri
     version = code_version()  # once: two git calls
     written = []
-    for rank, row in enumerate(best, start=1):
-        made = document(name, row, uri, version, metric, mode)
-        folder = output.parent if single else output / f"rank{rank}-{row['trial']}"
+    for rank, record in enumerate(best, start=1):
+        made = document(name, record, uri, version, metric, mode)
+        folder = output.parent if single else output / f"rank{rank}-{record.label}"
         path = output if single else folder / "config.yaml"
         folder.mkdir(parents=True, exist_ok=True)
         state = None if single else layout.last_checkpoint(made["mlflow"]["ray_trial_id"])
@@ -154,9 +154,9 @@ def export_configs(
 ) -> str:
     """The configs alone of the `top` best trials as JSON, YAML or CSV text (also written to
     `output` when given); each entry has the trial, its value and the config."""
-    _, metric, mode, best = ranked_rows(root, name, top, metric, mode)
+    _, metric, mode, best = ranked_trials(root, name, top, metric, mode)
     entries = [
-        {"trial": r["trial"], metric: r["metrics"][metric], "config": r["config"]} for r in best
+        {"trial": r.label, metric: r.metrics[metric], "config": r.config.flat()} for r in best
     ]
     if fmt == "json":
         text = json.dumps(entries, indent=1)

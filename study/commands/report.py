@@ -18,11 +18,13 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from study.commands.preflight import saved_found
-from study.core import FINISHED, SCORED, results
+from study.core import FINISHED, SCORED
 from study.core.errors import UserError
-from study.engines import sampler as sampling
-from study.engines.records import study_records, trial_runs
+from study.core.record import ranked
+from study.engines import storage
+from study.engines.records import StudyRecords
 from study.evidence import analysis
+from study.evidence.variants import BASE_LABEL
 from study.spec import StudySpec
 
 COLORS = {
@@ -278,7 +280,6 @@ def plot_leaderboard(board: pd.DataFrame, metric: str, at: list[int], path: Path
 
 
 VERDICT_COLORS = {"helps": "#1b9e77", "hurts": "#d95f02"}  # no effect detectable: grey
-BASE_VARIANT = "the config itself"
 
 
 def better_side(mode: str) -> str:
@@ -288,8 +289,8 @@ def better_side(mode: str) -> str:
 def plot_ablation(frame: pd.DataFrame, metric: str, mode: str, title: str, path: Path) -> Path:
     """The ablation's forest plot: per variant, the mean change in the metric from the config
     itself (paired by seed) with its 95% interval, coloured by the verdict written beside."""
-    base = frame[frame["variant"] == BASE_VARIANT].iloc[0]
-    rows = frame[frame["variant"] != BASE_VARIANT].reset_index(drop=True)
+    base = frame[frame["variant"] == BASE_LABEL].iloc[0]
+    rows = frame[frame["variant"] != BASE_LABEL].reset_index(drop=True)
     made, axis = figure(10, 0.55 * max(len(rows), 1) + 2.2)
     y = np.arange(len(rows))[::-1]
     for position, (_, row) in zip(y, rows.iterrows(), strict=True):
@@ -312,8 +313,8 @@ def plot_ablation(frame: pd.DataFrame, metric: str, mode: str, title: str, path:
         label.set_color(VERDICT_COLORS.get(verdict, "#555555"))
     seeds = int(base["seeds"])
     axis.set(
-        title=f"{title}\nthe config itself: {metric} {base['mean']:.4f} over {seeds} seeds",
-        xlabel=f"change in {metric} from the config itself, paired by seed, 95% CI "
+        title=f"{title}\n{BASE_LABEL}: {metric} {base['mean']:.4f} over {seeds} seeds",
+        xlabel=f"change in {metric} from {BASE_LABEL}, paired by seed, 95% CI "
         f"({better_side(mode)})",
     )
     axis.grid(alpha=0.3, axis="x")
@@ -362,7 +363,7 @@ def evidence(layout: Any) -> tuple[list[str], dict[str, Path], dict[str, str]]:
     if layout.ablation_csv.exists() and layout.ablation_png.exists():
         frame = pd.read_csv(layout.ablation_csv, keep_default_na=False, na_values=[""])
         frame["pairs"] = frame["pairs"].astype("Int64")  # a count (none on the config's row)
-        rows = frame[frame["variant"] != BASE_VARIANT]
+        rows = frame[frame["variant"] != BASE_LABEL]
         seeds = int(frame["seeds"].max())
         said = "; ".join(
             f"{r['variant']}: {r['verdict']} ({r['change']:+.4f})" for _, r in rows.iterrows()
@@ -412,46 +413,77 @@ def page(name: str, summary: list[str], images: dict[str, Path], tables: dict[st
     return "\n".join(parts)
 
 
+def study_trials(spec: StudySpec, layout: Any) -> tuple[StudyRecords, list]:
+    """The study's records and its trials; a UserError where it has none yet."""
+    records = StudyRecords.reading(layout)
+    if records is None:
+        raise UserError(f"NAME: study {spec.name!r} has no MLflow runs yet; run it first")
+    trials = records.trials()
+    if not trials:
+        raise UserError(f"NAME: study {spec.name!r} has no trials yet; run or resume it")
+    return records, trials
+
+
+def analyse(spec: StudySpec, layout: Any, limits: dict[str, float | None]) -> dict[str, Any]:
+    """What the report shows, computed: curves, the trials' table, the best trial, the fit
+    diagnosis, importance, the equal-budget leaderboard and the summary lines."""
+    records, trials = study_trials(spec, layout)
+    params, metric = list(spec.space.params), spec.metric
+    task = spec.task(saved_found(layout)) or "classification"
+    keys = analysis.curve_keys(metric, task)
+    history = analysis.curves(records.histories(trials, keys), keys)
+    table = analysis.trials(trials, params, metric)
+    best_first = ranked(trials, metric, spec.mode)
+    diagnosis = analysis.diagnose(table, history, analysis.Thresholds.of(task, **limits), task)
+    importances, note = analysis.importance(storage.scored_trials(layout), params)
+    at = analysis.milestones(spec.scheduler.rung_epochs(), spec.scheduler.max_epochs)
+    categorical = [p for p in params if is_categorical(spec, p)]
+    lines = analysis.summary(
+        spec.name, table, diagnosis, best_first, importances, note, categorical, metric, task
+    )
+    return {"records": records, "fit": analysis.FITS[task], "history": history,
+            "table": table, "best": best_first[0].number if best_first else None,
+            "diagnosis": diagnosis, "importances": importances, "note": note, "at": at,
+            "board": analysis.leaderboard(history, table, metric, spec.mode, at),
+            "lines": lines}  # fmt: skip
+
+
+def plots(spec: StudySpec, made: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """The report's PNGs in `folder`, by title."""
+    png = {name: folder / f"{name}.png" for name in PLOTS}
+    history, table, best, fit = made["history"], made["table"], made["best"], made["fit"]
+    metric = spec.metric
+    return {
+        "Learning curves": plot_curves(history, table, best, png["learning_curves"], fit),
+        "Fit diagnosis": plot_diagnosis(made["diagnosis"], best, png["fit_diagnosis"], fit),
+        "Hyperparameter importance": plot_importance(
+            made["importances"], made["note"], png["importance"]
+        ),
+        "Marginal effects": plot_marginals(spec, table, metric, png["marginal_effects"]),
+        "Parallel coordinates": plot_parallel(spec, table, metric, png["parallel_coordinates"]),
+        "Leaderboard at equal budget": plot_leaderboard(
+            made["board"], metric, made["at"], png["leaderboard"]
+        ),
+    }
+
+
 def report(spec: StudySpec, root: Path, **limits: float | None) -> dict[str, Any]:
     """Write the report of the finished study `spec` under <root>/studies/NAME/report, log it
     on the parent run, and return its summary lines, folder and parts. `limits` are the fit
     diagnosis's thresholds (gap, rise, underfit; None: the task's default, analysis.Thresholds).
     """
     layout = spec.layout(root)
-    client, experiment_id, parent_id = study_records(layout)
-    if not parent_id:
-        raise UserError(f"NAME: study {spec.name!r} has no MLflow runs yet; run it first")
-    records = trial_runs(client, experiment_id, parent_id)
-    if not records:
-        raise UserError(f"NAME: study {spec.name!r} has no trials yet; run or resume it")
-    params, metric = list(spec.space.params), spec.metric
-    task = spec.task(saved_found(layout)) or "classification"
-    fit = analysis.FITS[task]
-    history = analysis.curves(client, records, metric, task)
-    table = analysis.trials(records, params, metric)
-    ranked = results.ranked(results.rows(records, metric), metric, spec.mode)
-    best = ranked[0]["number"] if ranked else None
-    diagnosis = analysis.diagnose(table, history, analysis.Thresholds.of(task, **limits), task)
-    importances, note = analysis.importance(sampling.reader(layout), spec.name, params)
-    at = analysis.milestones(spec.scheduler.rung_epochs(), spec.scheduler.max_epochs)
-    board = analysis.leaderboard(history, table, metric, spec.mode, at)
-    categorical = [p for p in params if is_categorical(spec, p)]
-    lines = analysis.summary(
-        spec.name, table, diagnosis, ranked, importances, note, categorical, metric, task
+    made = analyse(spec, layout, limits)
+    lines, diagnosis, board, records = (
+        made["lines"],
+        made["diagnosis"],
+        made["board"],
+        made["records"],
     )
-
     folder = layout.report_dir
     folder.mkdir(parents=True, exist_ok=True)
-    png = {name: folder / f"{name}.png" for name in PLOTS}
-    images = {
-        "Learning curves": plot_curves(history, table, best, png["learning_curves"], fit),
-        "Fit diagnosis": plot_diagnosis(diagnosis, best, png["fit_diagnosis"], fit),
-        "Hyperparameter importance": plot_importance(importances, note, png["importance"]),
-        "Marginal effects": plot_marginals(spec, table, metric, png["marginal_effects"]),
-        "Parallel coordinates": plot_parallel(spec, table, metric, png["parallel_coordinates"]),
-        "Leaderboard at equal budget": plot_leaderboard(board, metric, at, png["leaderboard"]),
-    }
-    extra = table[["name", "outcome", "epochs"]]  # a column both have: suffixed "_" here
+    images = plots(spec, made, folder)
+    extra = made["table"][["name", "outcome", "epochs"]]  # a column both have: suffixed "_" here
     fits = diagnosis.join(extra.rename(columns={c: f"{c}_" for c in diagnosis.columns}))
     fits = fits.drop(columns=["trial"]).reset_index()
     board.to_csv(folder / "leaderboard.csv", index=False)
@@ -469,6 +501,6 @@ def report(spec: StudySpec, root: Path, **limits: float | None) -> dict[str, Any
         **listed,
     }
     (folder / "report.html").write_text(page(spec.name, lines, images, tables))
-    client.log_artifacts(parent_id, str(folder), "report")
+    records.attach_folder(records.parent_id, str(folder), "report")
     return {"summary": lines, "folder": folder, "diagnosis": diagnosis, "leaderboard": board,
-            "importance": importances, "parent_run_id": parent_id}  # fmt: skip
+            "importance": made["importances"], "parent_run_id": records.parent_id}  # fmt: skip

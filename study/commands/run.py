@@ -1,72 +1,29 @@
-"""Runs a study: wires the core's layout and trial config, the searcher (Optuna), the
-scheduler (ASHA), the tracker (MLflow) and the cluster (Ray) into one Tuner; resumes a study
-whose driver died."""
+"""`study run` and `study resume`: the core's layout and trial config, the searcher (Optuna),
+the scheduler (ASHA), the tracker (MLflow) and the cluster (Ray) wired into one Tuner; a study
+whose driver stopped is resumed from where its recorded state says it stands."""
 
-import logging
-import os
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
 import pyarrow.fs
-from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
 from rich.console import Console
 
 from study.commands.preflight import Checked, check_resumable
-from study.core import Layout, Stage, StudyState, driver, results, stage, standing, trial_dirname
+from study.core import Layout, Stage, StudyState, driver, results, stage, standing
 from study.core.errors import UserError, already_exists
-from study.engines import outages, records, stores
-from study.engines import sampler as sampling
+from study.core.record import TrialRecord, ranked
+from study.engines import outages, storage, stores
 from study.engines.cluster import connect
-from study.engines.logs import loud_engines, quiet_engines
 from study.engines.progress import Progress
-from study.engines.schedule import build_scheduler
+from study.engines.records import StudyRecords
 from study.engines.search import build_searcher
 from study.engines.tracking import MlflowTracker, StudyStopper
-from study.engines.trial import trainable
+from study.engines.tuner import on_console, quiet, run_config, tune_config, with_data
+from study.engines.views import set_view
 from study.spec import StudySpec
-from trainables import Data, fit
-
-
-def trial_folder(trial: Any) -> str:
-    """A short folder name per trial (Ray's default spells out the whole config)."""
-    return trial_dirname(trial.trial_id)
-
-
-def with_data(spec: StudySpec, data: Data, train: Callable[..., Any] = fit) -> Any:
-    """The trainable with the data set in the object store and its resources attached;
-    `train` is the training loop (benchmarks swap in one that only sleeps)."""
-    every = spec.cluster.checkpoint_every
-    extra = range(every, spec.scheduler.max_epochs + 1, every) if every else ()
-    checkpoints = frozenset(spec.scheduler.rung_epochs()) | frozenset(extra)
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    wrapped = tune.with_parameters(trainable, data=data, checkpoint_epochs=checkpoints, train=train)
-    return tune.with_resources(wrapped, resources)
-
-
-def tune_config(spec: StudySpec, layout: Layout, searcher: Any) -> tune.TuneConfig:
-    """How Tune runs a study's trials: `searcher` proposes them, the study's number at a time,
-    its scheduler stops them, actors are reused (the benchmarks wire theirs here too)."""
-    return tune.TuneConfig(
-        metric=spec.metric,
-        mode=spec.mode,
-        search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent),
-        scheduler=build_scheduler(spec, layout),
-        num_samples=spec.search.num_samples,
-        reuse_actors=True,
-        trial_dirname_creator=trial_folder,
-    )
-
-
-def on_console(console: Console) -> None:
-    """The study's console lines go to `console`: MLflow's own INFO lines stay off it, and a
-    store that stops answering is said there (study.engines.outages)."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    outages.WATCH.say = lambda line: console.print(
-        line, highlight=False, markup=False, soft_wrap=True
-    )
+from trainables import fit
 
 
 def run_study(
@@ -76,9 +33,9 @@ def run_study(
     console: Console,
     train: Callable[..., Any] = fit,
     replace: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[TrialRecord]:
     """Run the study `spec` describes under `root` on the data preflight `checked`; return its
-    results, best first. `train` is the training loop each trial runs (trainables.fit);
+    trials, best first. `train` is the training loop each trial runs (trainables.fit);
     `replace` drops an earlier study of the same name first."""
     on_console(console)
     layout = spec.layout(root)
@@ -92,10 +49,10 @@ def run_study(
         stage.save(layout.stage_record, state)  # first: a saved spec always has a state
         stores.save_spec(layout, spec, checked.found)  # from here `study status` reads it
         with driver.root_lock(layout):  # the stores are made one at a time
-            client, experiment_id = stores.open_records(layout)
-        parent_id = stores.new_parent(client, experiment_id, spec, checked.found, checked.data)
+            records = stores.open_records(layout)
+        stores.new_parent(records, spec, checked.found, checked.data)
         stage.save(layout.stage_record, state.at(Stage.STORES_MADE))
-        return tune_study(spec, layout, checked, console, client, experiment_id, parent_id, train)
+        return tune_study(spec, layout, checked, console, records, train)
 
 
 def tune_study(
@@ -103,47 +60,42 @@ def tune_study(
     layout: Layout,
     checked: Checked,
     console: Console,
-    client: MlflowClient,
-    experiment_id: str,
-    parent_id: str,
+    records: StudyRecords,
     train: Callable[..., Any] = fit,
     resumed: bool = False,
-) -> list[dict[str, Any]]:
-    """Run the study's trials with a new Tuner under the parent run `parent_id`; `resumed`
-    when earlier drivers may have made trials (Optuna trials and MLflow runs are then looked
-    up before new ones are made)."""
+) -> list[TrialRecord]:
+    """Run the study's trials with a new Tuner under its parent run; `resumed` when earlier
+    drivers may have made trials (Optuna trials and MLflow runs are then looked up before new
+    ones are made)."""
     sampled = list(spec.space.params)
-    records.set_view(client, experiment_id, spec.metric, sampled, bool(spec.dataset.cv_folds))
-    tracker = MlflowTracker(
-        client.tracking_uri, experiment_id, parent_id, sampled, spec.metric, spec.mode, resumed
-    )
+    set_view(records, spec.metric, sampled, bool(spec.dataset.cv_folds))
+    tracker = MlflowTracker(records, sampled, spec.metric, spec.mode, resumed)
     progress = Progress(
         tracker, spec.metric, spec.mode, spec.search.num_samples, console, layout.stage_record
     )
     connect(spec)
+    driver_threads(spec)
     searcher = build_searcher(spec, layout, checked.found, resumed)
     tuner = tune.Tuner(
         with_data(spec, checked.data, train),
         tune_config=tune_config(spec, layout, searcher),
-        run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=layout.ray_storage,
-            verbose=0,
-            callbacks=[tracker, progress],
-            stop=StudyStopper(tracker),
-            failure_config=tune.FailureConfig(max_failures=spec.cluster.max_failures),
-            # Two, not one: keeping one, Tune saves the whole experiment's state after each
-            # trial's checkpoint (its state must not name a deleted one), which grows with the
-            # trials: 303 saves in a 300-trial study, 24 ms each (benchmarks/RESULTS.md, scale).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        run_config=run_config(
+            spec, spec.name, layout.ray_storage, [tracker, progress], StudyStopper(tracker)
         ),
     )
-    return finish(tuner, spec, layout, client, parent_id)
+    return finish(tuner, spec, layout, records)
 
 
-def resume_study(
-    spec: StudySpec, root: Any, checked: Checked, console: Console
-) -> list[dict[str, Any]]:
+def driver_threads(spec: StudySpec) -> None:
+    """A GP sampler fits in the driver, beside the trials: on one thread, or torch's idle
+    threads spin against theirs (benchmarks/history/scale.md, "its fit on one thread")."""
+    if spec.search.sampler == "gp":
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def resume_study(spec: StudySpec, root: Any, checked: Checked, console: Console) -> list:
     """Continue a study whose driver stopped: same Optuna study, same MLflow runs, each
     unfinished trial from its last checkpoint, ASHA's rungs rebuilt from the Optuna storage.
     Where the study stands (its recorded state) decides how: a driver that died while Tune
@@ -156,12 +108,11 @@ def resume_study(
     with driver.driving(layout):
         state = check_resumable(spec, layout)
         with driver.root_lock(layout):  # the driver may have died before making the stores
-            client, experiment_id = stores.open_records(layout)
-        parent_id = records.parent_run(client, experiment_id)
-        if parent_id is None:  # it died before making its parent run
-            parent_id = stores.new_parent(client, experiment_id, spec, checked.found, checked.data)
-        client.update_run(parent_id, status="RUNNING")
-        records.repair_runs(client, experiment_id, parent_id, sampling.ended_trials(layout))
+            records = stores.open_records(layout)
+        if records.parent_id is None:  # it died before making its parent run
+            stores.new_parent(records, spec, checked.found, checked.data)
+        records.set_status(records.parent_id, "RUNNING")
+        records.repair(storage.ended_trials(layout))
         path = str(layout.ray_experiment)
         restore = standing(spec.name, state, driven=False).resume == "restore"
         # a new step (no stop line); a driver killed before Tune starts leaves it restorable
@@ -169,15 +120,13 @@ def resume_study(
             layout.stage_record, state.at(Stage.TRIALS_STARTED if restore else Stage.STORES_MADE)
         )
         if not (restore and tune_saved(path)):
-            return tune_study(
-                spec, layout, checked, console, client, experiment_id, parent_id, resumed=True
-            )
+            return tune_study(spec, layout, checked, console, records, resumed=True)
         connect(spec)
         trainable_ = with_data(spec, checked.data)
         tuner = tune.Tuner.restore(
             path, trainable=trainable_, resume_unfinished=True, resume_errored=False
         )
-        return finish(tuner, spec, layout, client, parent_id)
+        return finish(tuner, spec, layout, records)
 
 
 def tune_saved(path: str) -> bool:
@@ -196,20 +145,12 @@ def tune_saved(path: str) -> bool:
 
 
 def finish(
-    tuner: tune.Tuner, spec: StudySpec, layout: Layout, client: MlflowClient, parent_id: str
-) -> list[dict[str, Any]]:
+    tuner: tune.Tuner, spec: StudySpec, layout: Layout, records: StudyRecords
+) -> list[TrialRecord]:
     """Fit, then write the results table and close the parent run; returns the trials best
     first. The trials ended while a store is still down: StoreDown, the records kept as they
     are (`study resume` closes them once it answers)."""
-    # A failed trial gets one line from Progress, not Ray's traceback on the console: the
-    # traceback stays in the trial's folder (error.txt) and on its MLflow run. Ray's other
-    # errors are one line each too, their tracebacks in the study's folder.
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    # Ctrl-C raises KeyboardInterrupt at once: the study is recorded as interrupted (Tune's
-    # own handler would wind the trials down and return, as if the study had ended short).
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    quieted = quiet_engines(layout.errors_file)  # closing the study is quieted too
-    try:
+    with quiet(layout):  # closing the study is quieted too
         try:
             tuner.fit()
         except BaseException as error:
@@ -217,32 +158,61 @@ def finish(
             # `study resume` completes them (waiting here could be minutes of retries more).
             if not outages.WATCH.since:
                 status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-                close(spec, layout, client, parent_id, status)
+                close(spec, layout, records, status)
             raise
         stage.save(layout.stage_record, stage.load(layout.stage_record).at(Stage.TRIALS_ENDED))
         down = outages.still_down()
         if down is not None:
             raise down
-        return close(spec, layout, client, parent_id, "FINISHED")
-    finally:
-        loud_engines(quieted)
+        return close(spec, layout, records, "FINISHED")
 
 
-def close(
-    spec: StudySpec, layout: Layout, client: MlflowClient, parent_id: str, status: str
-) -> list[dict[str, Any]]:
+def close(spec: StudySpec, layout: Layout, records: StudyRecords, status: str) -> list[TrialRecord]:
     """Write the results table (from MLflow, the record of every trial) and close the parent
     run as `status`; returns the trials best first. A study closed FINISHED is recorded as
     finished, or as ended short when fewer trials ended than it asked for."""
-    experiment_id = client.get_run(parent_id).info.experiment_id
-    trials = records.trial_runs(client, experiment_id, parent_id)
-    table = results.rows(trials, spec.metric)
-    results.save(layout, table)
-    best = results.ranked(table, spec.metric, spec.mode)
-    records.finish_parent(client, parent_id, table, best, layout.results_csv)
-    client.set_terminated(parent_id, status)
+    trials = records.trials()
+    results.save(layout, trials, spec.metric)
+    best = ranked(trials, spec.metric, spec.mode)
+    records.finish_parent(trials, best, spec.metric, layout.results_csv)
+    records.set_status(records.parent_id, status)
     if status == "FINISHED":
         state = stage.counted(stage.load(layout.stage_record), trials, spec.metric, spec.mode)
         whole = state.ended >= spec.search.num_samples
         stage.save(layout.stage_record, state.at(Stage.FINISHED if whole else Stage.ENDED_SHORT))
     return best
+
+
+def print_best(
+    ranked: list[TrialRecord], spec: StudySpec, elapsed: float, console: Console
+) -> bool:
+    """The study's five best trials and the best config on the console, and what to do next;
+    False when no trial produced a result."""
+    from rich.table import Table
+
+    from study.core.names import SHORT
+
+    metric, space = spec.metric, list(spec.space.params)
+    sampled = space if len(space) <= 5 else []  # wide spaces: the config is printed below
+    table = Table(title=f"best trials of {spec.name} ({elapsed:.0f} s)")
+    for column in ("trial", "outcome", "epochs", metric, *(SHORT.get(p, p) for p in sampled)):
+        table.add_column(column, no_wrap=True)
+    for trial in ranked[:5]:
+        values = [trial.config.hyperparameters.get(p) for p in sampled]
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in values]
+        table.add_row(
+            trial.label,
+            trial.outcome.value,
+            str(trial.epochs),
+            f"{trial.metrics[metric]:.4f}",
+            *cells,
+        )
+    console.print(table)
+    if not ranked:
+        return False
+    best, chosen = ranked[0], ranked[0].config.hyperparameters
+    console.print(f"best {metric} {best.metrics[metric]:.4f}: {best.name}")
+    config = ", ".join(f"{p}={chosen[p]!r}" for p in space if p in chosen)
+    console.print(f"best config: {config}", highlight=False)
+    console.print(f"next: study export {spec.name} -o best.yaml && study train best.yaml; study ui")
+    return True

@@ -34,11 +34,11 @@ def study_status(spec: StudySpec, root: Path, console: Console) -> dict:
 def from_records(spec: StudySpec, root: Path) -> StudyState:
     """The state of a study that has no recorded one, counted from its MLflow records (its
     parent run's status as its stage)."""
-    from study.engines.records import study_records, trial_runs
+    from study.engines.records import StudyRecords
 
-    client, experiment_id, parent_id = study_records(spec.layout(root))
-    trials = trial_runs(client, experiment_id, parent_id) if parent_id else []
-    status = client.get_run(parent_id).info.status if parent_id else "RUNNING"
+    records = StudyRecords.reading(spec.layout(root))
+    trials = records.trials() if records else []
+    status = records.status(records.parent_id) if records else "RUNNING"
     state = StudyState(Stage.TRIALS_STARTED, spec.search.num_samples)
     if status == "FINISHED":
         state = state.at(Stage.FINISHED)

@@ -1,5 +1,6 @@
 """`study train`: the same training loop as a trial, on one exported config, without Ray."""
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from study.core import RUN_KEYS, TrialConfig
 from study.core.errors import UserError
 from study.spec import DatasetSpec, ModelSpec, format_error, read_yaml, value_problem
 from trainables import HYPERPARAMETERS, DataError, fit, load_dataset
-from trainables.hyperparameters import own_knobs
+from trainables.hyperparameters import DEFAULT_METRIC, own_knobs
 from trainables.loading import trial_dataset
 from trainables.models import BUILDER_POSITIONAL
 from trainables.plugins import PluginError, code_dir, digest, is_plugin, keywords, load_callable
@@ -92,6 +93,27 @@ def train(
     where = document.get("mlflow") or {}
     if register and not where.get("tracking_uri"):
         raise UserError("--register: the config names no MLflow store; use a `study export` file")
+    data, trial = training_data(document, trial, console, test, register, refit)
+    metric, tested = scored(document, data.task)
+    kept: dict[str, Any] = {}
+    report = epoch_printer(console, data.task, seeds, kept)
+    runs = fit_seeds(trial, data, report, console, seeds, test, metric, tested)
+    stats = print_scores(console, document, runs, metric, tested, test, refit)
+    if log and where.get("tracking_uri"):
+        link = log_retrain(document, trial, runs, stats, kept, data, register)
+        console.print(f"MLflow run: {link}", soft_wrap=True, highlight=False)
+    return runs
+
+
+def training_data(
+    document: dict[str, Any],
+    trial: TrialConfig,
+    console: Console,
+    test: bool,
+    register: str | None,
+    refit: bool,
+) -> tuple[Any, TrialConfig]:
+    """Load the config's data, check it against the flags, and refit the config when asked."""
     try:
         data = load_dataset(trial_dataset(trial.flat()), seed=trial.run.seed)
     except DataError as error:
@@ -106,12 +128,22 @@ def train(
             f"--register: the config trains {folds} models, one per fold; add --refit to "
             "register one trained on all of the data"
         )
+    return data, trial
 
-    regression = data.task == "regression"
-    metric = document.get("metric", "val_rmse" if regression else "val_acc")
-    shown = EPOCH_LINE[data.task]
+
+def scored(document: dict[str, Any], task: str) -> tuple[str, str]:
+    """The metric the retrain is judged by (the study's) and its test split's counterpart."""
+    regression = task == "regression"
+    metric = document.get("metric", DEFAULT_METRIC[task])
     tested = "test_rmse" if regression else "test_acc"
-    kept: dict[str, Any] = {}
+    return metric, tested
+
+
+def epoch_printer(
+    console: Console, task: str, seeds: int, kept: dict[str, Any]
+) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """The per-epoch callback of `fit`: keeps the first seed's model, prints epochs of one seed."""
+    shown = EPOCH_LINE[task]
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         if not kept:  # live references: the first seed's weights as its training ends
@@ -124,6 +156,20 @@ def train(
                 line += f"  (patience ran out: ends with epoch {int(kept_epoch)}'s weights)"
             console.print(line, highlight=False)
 
+    return report
+
+
+def fit_seeds(
+    trial: TrialConfig,
+    data: Any,
+    report: Callable[[dict[str, Any], dict[str, Any]], None],
+    console: Console,
+    seeds: int,
+    test: bool,
+    metric: str,
+    tested: str,
+) -> list[dict[str, float]]:
+    """Train one model per seed from the config's, printing each one's score when several."""
     runs = []
     for seed in range(trial.run.seed, trial.run.seed + seeds):
         last = fit(trial.seeded(seed).flat(), data, report, test=test)
@@ -131,6 +177,20 @@ def train(
         if seeds > 1:
             extra = f"  {tested} {last[tested]:.4f}" if test else ""
             console.print(f"seed {seed}  {metric} {last[metric]:.4f}{extra}", highlight=False)
+    return runs
+
+
+def print_scores(
+    console: Console,
+    document: dict[str, Any],
+    runs: list[dict[str, float]],
+    metric: str,
+    tested: str,
+    test: bool,
+    refit: bool,
+) -> dict[str, tuple[float, float]]:
+    """Print the first seed's score beside the trial's, then the spread over seeds; return it."""
+    seeds = len(runs)
     first = runs[0][metric]
     line = f"{metric} {first:.4f}"
     if "value" in document and not refit:
@@ -145,10 +205,7 @@ def train(
     elif test:
         scores = [k for k in runs[0] if k.startswith("test_")]
         console.print("  ".join(f"{k} {runs[0][k]:.4f}" for k in scores), highlight=False)
-    if log and where.get("tracking_uri"):
-        link = log_retrain(document, trial, runs, stats, kept, data, register)
-        console.print(f"MLflow run: {link}", soft_wrap=True, highlight=False)
-    return runs
+    return stats
 
 
 def refitted(
@@ -203,32 +260,33 @@ def log_retrain(
     """One MLflow run in the study's experiment (beside, not under, the study's parent run):
     the config, each seed's metrics as steps, mean and std; the model when `register`."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    from study.engines.records import flatten, log_params, run_link
+    from study.engines.records import StudyRecords, flatten
+    from study.engines.views import run_link
 
     where = document["mlflow"]
-    client = MlflowClient(where["tracking_uri"])
     try:
-        experiment_id = client.get_run(where["run_id"]).info.experiment_id
+        records = StudyRecords.of_run(where["tracking_uri"], where["run_id"])
     except Exception as error:  # noqa: BLE001  (a store that moved or a server that is down)
         raise UserError(
             f"mlflow.tracking_uri: cannot reach the trial's run at {where['tracking_uri']} "
             f"({str(error).splitlines()[0][:150]}); start the server or pass --no-log"
         ) from None
     name = f"retrain {document.get('trial', '')} x{len(runs)} seeds".replace("  ", " ")
-    tags = {"study.role": "retrain", "source_run_id": where["run_id"]}
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
     config = trial.flat()
-    log_params(client, run_id, {k: v for k, v in flatten(config).items() if k != "seed"})
-    for step, metrics in enumerate(runs):
-        client.log_metric(run_id, "seed", trial.run.seed + step, step=step)
-        for key in stats:
-            client.log_metric(run_id, key, metrics[key], step=step)
-    for key, (mean, std) in stats.items():
-        client.log_metric(run_id, f"{key}_mean", mean)
-        client.log_metric(run_id, f"{key}_std", std)
+    params = {k: v for k, v in flatten(config).items() if k != "seed"}
+    run_id = records.new_retrain(where["run_id"], name, params)
+    steps = [
+        {"seed": trial.run.seed + step, **{key: metrics[key] for key in stats}}
+        for step, metrics in enumerate(runs)
+    ]
+    records.log_series(run_id, steps)
+    totals = {
+        f"{key}_{kind}": value
+        for key, pair in stats.items()
+        for kind, value in zip(("mean", "std"), pair, strict=True)
+    }
+    records.log_values(run_id, totals)
     if register:
         import torch
 
@@ -245,5 +303,5 @@ def log_retrain(
                 input_example=data.examples(2).numpy(),  # as the loop feeds the network
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
-    client.set_terminated(run_id)
-    return run_link(where["tracking_uri"], experiment_id, run_id)
+    records.set_status(run_id, "FINISHED")
+    return run_link(where["tracking_uri"], records.experiment_id, run_id)

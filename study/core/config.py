@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from trainables.hyperparameters import RUN_SETTINGS, ends_at
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -24,11 +26,13 @@ class RunSettings:
 
     @property
     def last_epoch(self) -> int:
-        """The epoch the run ends at when nothing stops it."""
-        return min(self.epochs, self.stop_epoch or self.epochs)
+        """The epoch the run ends at when nothing stops it (the loop's own rule)."""
+        return ends_at({"epochs": self.epochs, "stop_epoch": self.stop_epoch})
 
 
-RUN_KEYS = tuple(RunSettings.__dataclass_fields__)
+# The run settings' keys, as the loop knows them (trainables tells a plug-in's own knobs from
+# them); RunSettings has a field for each (tests/unit/test_core.py).
+RUN_KEYS = RUN_SETTINGS
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ FOUND_FILE = "found.yaml"  # what preflight found: data source, shape, statistic
 LOCK_FILE = "driver.lock"  # in the study's folder, held by its driver
 DRIVER_FILE = "driver.json"  # beside it: who holds it, for the messages
 STAGE_FILE = "stage.json"  # beside them: the study's recorded state (study.core.stage)
-REPEAT_ROLES = ("ablation", "confirm")  # `study ablate`, `study confirm`: their MLflow roles
+ABLATION, CONFIRM = "ablation", "confirm"  # the MLflow roles (study.role) of their runs
+REPEAT_ROLES = (ABLATION, CONFIRM)  # `study ablate`, `study confirm`: their MLflow roles
 
 
 def store_uri(root: Path) -> str:

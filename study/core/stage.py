@@ -139,17 +139,18 @@ def standing(name: str, state: StudyState, driven: bool, driver: str = "") -> St
 
 
 def counted(state: StudyState, records: Iterable[Any], metric: str, mode: str) -> StudyState:
-    """`state` with the counts of a study's trial records (each with its `outcome`, `epochs`,
-    run `name` and `last` metrics: study.engines.records.TrialRecord): trials started, ended by
-    outcome, epochs spent and the best trial by `metric`."""
+    """`state` with the counts of a study's trials (study.core.record.TrialRecord, or the
+    tracker's running trials, which have the same `outcome`, `epochs`, `name` and `metrics`):
+    trials started, ended by outcome, epochs spent and the best trial by `metric`."""
     outcomes: dict[str, int] = {}
     best: tuple[str, float] | None = None
     started = epochs = 0
     for record in records:
         started, epochs = started + 1, epochs + record.epochs
         if record.outcome != Outcome.RUNNING:
-            outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
-        value = record.last.get(metric)
+            word = str(record.outcome)
+            outcomes[word] = outcomes.get(word, 0) + 1
+        value = record.metrics.get(metric)
         if scored(record.outcome, value) and (
             best is None or (value > best[1] if mode == "max" else value < best[1])
         ):

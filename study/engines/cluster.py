@@ -24,7 +24,7 @@ def trials_on_idle_workers() -> None:
     Tune gives every trial actor the runtime_env {"env_vars": {"PL_DISABLE_FORK": "1"}} (for
     PyTorch Lightning, which trials never run), and Ray starts a new worker process for an
     actor with env vars while its idle ones stay idle: a study's start took about 1 s longer
-    (benchmarks/RESULTS.md, orchestration overhead). Tune reads this dict of
+    (benchmarks/history/overhead.md). Tune reads this dict of
     `ray.tune.execution.class_cache` each time it makes an actor class (ray < 2.61,
     tests/unit/test_engine_internals.py); what it propagates from the driver's environment
     (cloud credentials, Ray Train's variables) still travels.

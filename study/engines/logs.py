@@ -1,9 +1,14 @@
-"""What Ray and Optuna log on the study's console: one line per message, never a traceback (it
-goes to a file in the study's folder, which the line names)."""
+"""The study's console: as wide as its lines when it is not a terminal, and what Ray and Optuna
+log on it, one line per message, never a traceback (it goes to a file in the study's folder,
+which the line names)."""
 
 import logging
+import os
+import sys
 import traceback
 from pathlib import Path
+
+from rich.console import Console
 
 from study.engines.outages import disk_fault
 
@@ -14,6 +19,19 @@ Filterer = logging.Logger | logging.Handler
 # whichever of their child loggers made it (Tune's failed experiment-state save, its "Error
 # stopping trial" when a store went down in a searcher's callback, ...).
 CONSOLE_LOGGERS = ("ray", "optuna")
+
+
+# The width of a console that is not a terminal (a file, a pipe, a CI log): rich would wrap
+# tables at 80 columns there; as wide as this, a table takes the width its cells need.
+UNBOUNDED = 400
+
+
+def console(stderr: bool = False) -> Console:
+    """A console for the study's lines: a terminal's own width, else (piped to a file or a
+    CI log, and no COLUMNS set) wide enough that no table wraps or is cut."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=UNBOUNDED if wide else None)
 
 
 class NoTrialList(logging.Filter):

@@ -3,7 +3,7 @@ on the console, and once more when it answers again; past a limit it stops with 
 disk that stops taking writes (full, read-only, not writable) is no outage to wait for: the
 study stops at once, in one line that names the folder and the fix (`unwritable`).
 
-The Optuna storage is retried here (`retry`, used by study.engines.sampler.Storage); the MLflow
+The Optuna storage is retried here (`retry`, used by study.engines.storage.Storage); the MLflow
 tracking server is retried by MLflow's own HTTP client (MLFLOW_HTTP_REQUEST_MAX_RETRIES, about
 four minutes with its defaults), whose retries we only listen to (`RETRIES`). Either way
 the console gets one line when a store goes away and one when it is back.

@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from study.core import Outcome, Stage, StudyState, stage
-from study.engines.records import TrialRecord, trial_runs
+from study.core.record import TrialRecord
+from study.engines.logs import console as wide_console
 from study.engines.tracking import MlflowTracker, last_error
 
 LOOK_S = 5.0  # how often the driver asks Ray which nodes are alive (one call to its GCS)
@@ -58,21 +59,20 @@ class Progress(tune.Callback):
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        console = Console()
+        console = wide_console()
         live = Live(Text(""), console=console, transient=True, auto_refresh=False)
         self.__dict__.update(state, console=console, live=live, earlier={})
 
     def setup(self, **info: Any) -> None:
         tracker = self.tracker
         if tracker.resumed:
-            runs = trial_runs(tracker.client, tracker.experiment_id, tracker.parent_run_id)
-            self.earlier = {record.number: record for record in runs}
+            self.earlier = {record.number: record for record in tracker.records.trials()}
         self._save()
         self.live.start()
 
     def _save(self) -> None:
         """Record the study's state with the trials counted so far."""
-        trials = {**self.earlier, **self.tracker.records}.values()
+        trials = {**self.earlier, **self.tracker.trials}.values()
         self.state = stage.counted(
             self.state.at(Stage.TRIALS_STARTED), trials, self.metric, self.mode
         )
@@ -85,19 +85,19 @@ class Progress(tune.Callback):
         return Text(f"{done}{best_text} · {latest}", style="dim")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.record(trial)
+        self.tracker.running(trial)
         self._save()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
-        record = self.tracker.record(trial)
+        record = self.tracker.running(trial)
         value = result.get(self.metric, float("nan"))
         latest = f"{record.label} epoch {int(result['epoch'])} {self.metric} {value:.4f}"
         self.live.update(self._status(latest), refresh=True)
 
     def _ended(self, trial: Any) -> None:
-        record = self.tracker.record(trial)
+        record = self.tracker.running(trial)
         colour = COLOURS.get(record.outcome, "white")
-        value = record.last.get(self.metric)
+        value = record.metrics.get(self.metric)
         if record.outcome == Outcome.FAILED:  # one line; the traceback is in the trial's folder
             shown = f"{record.error} (traceback: {trial.storage.trial_fs_path}/error.txt)"
         elif record.outcome == Outcome.DIVERGED or value is None:
@@ -117,7 +117,7 @@ class Progress(tune.Callback):
         self._ended(trial)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.tracker.record(trial)
+        record = self.tracker.running(trial)
         self.left.setdefault(record.node, set()).add(record.label)  # before it reports elsewhere
         name, error = escape(record.name), escape(last_error(trial))
         self.console.print(
@@ -143,7 +143,7 @@ class Progress(tune.Callback):
                 self.alive.discard(node_id)
                 there = {
                     r.label
-                    for r in self.tracker.records.values()
+                    for r in self.tracker.trials.values()
                     if r.node == node_id and r.outcome == Outcome.RUNNING
                 }
                 moved = sorted(self.left.pop(node_id, set()) | there)

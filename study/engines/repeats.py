@@ -9,38 +9,82 @@ run (study.commands.repeated): a second call trains only what is missing; a run 
 RUNNING, or one that failed, is deleted and trained again.
 """
 
+import contextlib
 import json
 import math
-import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
+from filelock import FileLock, Timeout
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 from rich.console import Console
 from rich.markup import escape
 
-from study.commands.repeated import (
+from study.core import Layout, driver
+from study.core.errors import UserError
+from study.core.record import TrialRecord
+from study.engines.cluster import connect
+from study.engines.logs import console as wide_console
+from study.engines.progress import COLOURS
+from study.engines.records import (
     GROUP_TAG,
+    PARENT_TAG,
+    RAY_TRIAL_TAG,
     ROLE_TAG,
     SEED_TAG,
-    Interrupted,
-    Repeat,
-    holding,
-    role_run,
-    settle,
+    StudyRecords,
 )
-from study.commands.run import on_console, trial_folder, with_data
-from study.core import Layout, Outcome
-from study.engines.cluster import connect
-from study.engines.logs import loud_engines, quiet_engines
-from study.engines.progress import COLOURS
-from study.engines.records import PARENT_TAG, RAY_TRIAL_TAG, TrialRecord, log_params
-from study.engines.tracking import MlflowTracker, StudyStopper
+from study.engines.tracking import MlflowTracker, RunningTrial, StudyStopper
+from study.engines.tuner import on_console, quiet, run_config, trial_folder, with_data
 from study.spec import StudySpec
 from trainables import HYPERPARAMETERS, Data, resolve
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """One training run: `group` with training seed `seed`, its flat config and run name."""
+
+    group: str
+    seed: int
+    config: dict[str, Any]
+    name: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.group, self.seed
+
+
+class Interrupted(Exception):
+    """The runs stopped before all were recorded (Ctrl-C): `done` of `wanted` are."""
+
+    def __init__(self, done: int, wanted: int) -> None:
+        super().__init__(f"{done} of {wanted} runs recorded")
+        self.done, self.wanted = done, wanted
+
+
+@contextlib.contextmanager
+def holding(layout: Layout) -> Iterator[None]:
+    """One `study ablate` or `study confirm` of a study at a time, and none while its
+    driver runs (the trials it ranks would change under it); UserError otherwise."""
+    if driver.is_driven(layout):
+        raise UserError(
+            f"NAME: study {layout.name!r} is running ({driver.who(layout)}); wait for it to end"
+        )
+    lock = FileLock(layout.repeats_lock)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(
+            f"NAME: an ablation or confirmation of {layout.name!r} is running; wait for it"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def as_grid(configs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -68,49 +112,46 @@ def config_key(config: dict[str, Any]) -> str:
 
 class RepeatTracker(MlflowTracker):
     """The study's tracker (per-epoch curves, outcome, status) for the repeats: each Ray
-    trial's child run nested under the role's run (`parent_run_id`), named and tagged by its
-    group and seed (`repeats`: config_key -> (group, seed, run name))."""
+    trial's child run nested under the role's run (`role_id`), named and tagged by its group
+    and seed (`repeats`: config_key -> (group, seed, run name))."""
 
     def __init__(
         self,
-        tracking_uri: str,
-        experiment_id: str,
+        records: StudyRecords,
         role_id: str,
         role: str,
         repeats: dict[str, tuple[str, int, str]],
         metric: str,
         mode: str,
     ) -> None:
-        super().__init__(tracking_uri, experiment_id, role_id, [], metric, mode)
-        self.role, self.repeats = role, repeats
+        super().__init__(records, [], metric, mode)
+        self.role_id, self.role, self.repeats = role_id, role, repeats
 
     def key(self, trial_id: str, config: dict[str, Any]) -> Any:
         """Repeats are keyed by Ray's trial id: several share the trial number they repeat."""
         return trial_id
 
-    def record(self, trial: Any) -> TrialRecord:
-        """The record of `trial`, made with its child run when first seen."""
+    def running(self, trial: Any) -> RunningTrial:
+        """`trial` as the tracker writes it, made with its child run when first seen."""
         key = self.key(trial.trial_id, trial.config)
-        if key not in self.records:
-            self.records[key] = self._make(trial)
-        return self.records[key]
+        if key not in self.trials:
+            self.trials[key] = self._make(trial)
+        return self.trials[key]
 
-    def _make(self, trial: Any) -> TrialRecord:
+    def _make(self, trial: Any) -> RunningTrial:
         config = trial.config
         group, seed, name = self.repeats[config_key(config)]
         tags = {
-            PARENT_TAG: self.parent_run_id,
+            PARENT_TAG: self.role_id,
             ROLE_TAG: self.role,
             GROUP_TAG: group,
             SEED_TAG: str(seed),
             RAY_TRIAL_TAG: trial.trial_id,
-            "outcome": Outcome.RUNNING.value,
             "config": json.dumps(config),
         }
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        log_params(self.client, run.info.run_id, resolve(config))
+        run_id = self.records.new_run(name, tags, resolve(config))
         self._answered()
-        return TrialRecord(0, run.info.run_id, name, dict(config))
+        return RunningTrial(0, run_id, name, dict(config))
 
 
 class RepeatProgress(tune.Callback):
@@ -123,12 +164,12 @@ class RepeatProgress(tune.Callback):
         return {k: v for k, v in self.__dict__.items() if k != "console"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, console=Console())
+        self.__dict__.update(state, console=wide_console())
 
     def _ended(self, trial: Any) -> None:
-        record = self.tracker.record(trial)
+        record = self.tracker.running(trial)
         self.ended += 1
-        value = record.last.get(self.tracker.metric)
+        value = record.metrics.get(self.tracker.metric)
         shown = (
             record.error if record.error or value is None else f"{self.tracker.metric}={value:.4f}"
         )
@@ -151,31 +192,29 @@ def train_missing(
     spec: StudySpec,
     layout: Layout,
     data: Data,
-    client: MlflowClient,
-    role_id: str,
-    role: str,
+    records: StudyRecords,
+    role: tuple[str, str],
     missing: list[Repeat],
     console: Console,
 ) -> None:
     """Train `missing` through Ray Tune, all of them at once as far as the cluster's
-    resources go, each recorded as a child run of the role's run."""
-    experiment_id = client.get_run(role_id).info.experiment_id
+    resources go, each recorded as a child run of the role's run (`role`: its id and role)."""
+    role_id, role_name = role
     space, configs = as_grid([r.config for r in missing])
     names = {
         config_key(c): (r.group, r.seed, r.name) for c, r in zip(configs, missing, strict=True)
     }
-    tracker = RepeatTracker(
-        client.tracking_uri, experiment_id, role_id, role, names, spec.metric, spec.mode
-    )
+    tracker = RepeatTracker(records, role_id, role_name, names, spec.metric, spec.mode)
     # Ray's folder of the last call holds nothing a run needs (MLflow is the record, a
     # failure's traceback is on its run): started anew, so it does not grow call after call.
-    folder = Path(layout.ray_storage) / layout.repeats_experiment(role)
-    shutil.rmtree(folder, ignore_errors=True)
+    experiment = layout.repeats_experiment(role_name)
+    shutil.rmtree(Path(layout.ray_storage) / experiment, ignore_errors=True)
     connect(spec)
     # No ASHA here: checkpoints only at the end and every cluster.checkpoint_every epochs.
     unscheduled = spec.model_copy(
         update={"scheduler": spec.scheduler.model_copy(update={"name": "none"})}
     )
+    callbacks = [tracker, RepeatProgress(tracker, console, len(missing))]
     tuner = tune.Tuner(
         with_data(unscheduled, data),
         param_space=space,
@@ -186,34 +225,27 @@ def train_missing(
             reuse_actors=True,
             trial_dirname_creator=trial_folder,
         ),
-        run_config=tune.RunConfig(
-            name=layout.repeats_experiment(role),
-            storage_path=layout.ray_storage,
-            verbose=0,
-            callbacks=[tracker, RepeatProgress(tracker, console, len(missing))],
-            stop=StudyStopper(tracker),
-            failure_config=tune.FailureConfig(max_failures=spec.cluster.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        run_config=run_config(
+            spec, experiment, layout.ray_storage, callbacks, StudyStopper(tracker)
         ),
     )
-    # Ctrl-C raises KeyboardInterrupt at once (Tune's own handler would wind the experiment
-    # down and print how to restore it: the next call continues from MLflow instead).
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    quieted = quiet_engines(layout.errors_file)
-    try:
+    # Ctrl-C raises KeyboardInterrupt at once: the next call continues from MLflow.
+    with quiet(layout):
         tuner.fit()
-    finally:
-        loud_engines(quieted)
+
+
+def value_of(record: TrialRecord, metric: str) -> float:
+    """A repeat's value of the study metric; NaN for one that failed or diverged without one."""
+    value = record.metrics.get(metric, math.nan)
+    return value if math.isfinite(value) else math.nan
 
 
 def run_repeats(
     spec: StudySpec,
     layout: Layout,
     data: Data,
-    client: MlflowClient,
-    role_id: str,
-    role: str,
+    records: StudyRecords,
+    role: tuple[str, str],
     repeats: list[Repeat],
     console: Console,
 ) -> dict[tuple[str, int], float]:
@@ -221,9 +253,9 @@ def run_repeats(
     runs that finished, the missing ones trained first. Interrupted when some are still
     missing after (Ctrl-C); NaN for a run that failed or diverged without a value."""
     on_console(console)
-    experiment_id = client.get_run(role_id).info.experiment_id
+    role_id = role[0]
     wanted = {r.key for r in repeats}
-    done = settle(client, experiment_id, role_id, wanted, keep_failed=False)
+    done = records.settle(role_id, wanted, keep_failed=False)
     missing = [r for r in repeats if r.key not in done]
     if done:
         console.print(
@@ -231,26 +263,21 @@ def run_repeats(
         )
     try:
         if missing:
-            train_missing(spec, layout, data, client, role_id, role, missing, console)
+            train_missing(spec, layout, data, records, role, missing, console)
     except KeyboardInterrupt:  # Ctrl-C: said below, as runs recorded of those wanted
         pass
     finally:  # what is left RUNNING now is deleted, the rest kept
-        done = settle(client, experiment_id, role_id, wanted, keep_failed=True)
+        done = records.settle(role_id, wanted, keep_failed=True)
     if len(done) < len(wanted):
         raise Interrupted(len(done), len(wanted))
-    values = {}
-    for key, run in done.items():
-        value = run.data.metrics.get(spec.metric, math.nan)
-        values[key] = value if math.isfinite(value) else math.nan
-    return values
+    return {key: value_of(record, spec.metric) for key, record in done.items()}
 
 
 def recorded(
     spec: StudySpec,
     layout: Layout,
     data: Data,
-    client: MlflowClient,
-    where: tuple[str, str],
+    records: StudyRecords,
     role: str,
     name: str,
     key: dict[str, str],
@@ -258,17 +285,16 @@ def recorded(
     console: Console,
 ) -> tuple[str, dict[tuple[str, int], float]]:
     """`run_repeats` under the role's run (found by its `key` tags, or made as `name`) nested
-    under the study's parent run (`where`: experiment id, parent run id), one caller at a
-    time; returns the role's run id and the values. The role's run ends FINISHED, or KILLED
-    when interrupted (the next call continues it)."""
-    experiment_id, parent_id = where
+    under the study's parent run, one caller at a time; returns the role's run id and the
+    values. The role's run ends FINISHED, or KILLED when interrupted (the next call
+    continues it)."""
     with holding(layout):
-        role_id = role_run(client, experiment_id, parent_id, role, name, key)
-        client.update_run(role_id, status="RUNNING")
+        role_id = records.role_run(role, name, key)
+        records.set_status(role_id, "RUNNING")
         status = "KILLED"
         try:
-            values = run_repeats(spec, layout, data, client, role_id, role, repeats, console)
+            values = run_repeats(spec, layout, data, records, (role_id, role), repeats, console)
             status = "FINISHED"
         finally:
-            client.set_terminated(role_id, status)
+            records.set_status(role_id, status)
     return role_id, values

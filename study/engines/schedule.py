@@ -8,7 +8,7 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from study.core import Layout, finite, from_optuna, label, trial_number
-from study.engines.sampler import Storage
+from study.engines.storage import Storage
 
 
 class KeepNewActors:
@@ -18,7 +18,7 @@ class KeepNewActors:
     the new actor that was starting for it. When trials end more often than a new actor takes
     to start (a process importing torch: seconds), that slot's actor is killed again and again
     and the slot never runs a trial: at 300 one-second trials on 8 slots, 218 of 223 new actors
-    were killed and 6 slots did the work (benchmarks/RESULTS.md, scale). Unpicked, a trial
+    were killed and 6 slots did the work (benchmarks/history/scale.md). Unpicked, a trial
     whose actor is starting keeps it and the next new trial takes the left-behind actor.
     """
 

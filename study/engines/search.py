@@ -10,7 +10,8 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.core import FINISHED, Layout, Outcome, decide, finite
-from study.engines.sampler import DefineByRun, Storage, sampler
+from study.engines.sampler import DefineByRun, sampler
+from study.engines.storage import Storage
 
 # The Optuna state of a trial that did not run to its end.
 STATES = {

@@ -1,6 +1,6 @@
 """The MLflow tracker of a running study: a Ray Tune callback in the driver that writes one
-child run per trial under the study's parent run (records in `study.engines.records`), and the stopper
-that ends a trial whose metric is not finite.
+child run per trial under the study's parent run (through study.engines.records), and the
+stopper that ends a trial whose metric is not finite.
 
 Only the driver writes to the store, and each Tune result (one or more epochs) costs one
 batched `log_batch` call.
@@ -9,28 +9,18 @@ batched `log_batch` call.
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study.core import Outcome, TrialConfig, decide, finite, trial_number
+from study.core import Outcome, TrialConfig, decide, finite, label, trial_number
+from study.core.names import run_name
+from study.core.record import BEST_SO_FAR, TrialRecord, better
 from study.engines import outages
-from study.engines.records import (
-    BEST_SO_FAR,
-    PARENT_TAG,
-    RAY_TRIAL_TAG,
-    STATUS,
-    TRIAL_TAG,
-    TrialRecord,
-    better,
-    flatten,
-    log_params,
-    record_of,
-    run_name,
-)
+from study.engines.records import RAY_TRIAL_TAG, TRIAL_TAG, StudyRecords, flatten
 from study.engines.trial import GPU_PEAK, GPU_TAG
 from trainables import METRICS, resolve
 
@@ -46,6 +36,41 @@ def logged(name: str) -> bool:
     return name in LOGGED or name.removesuffix("_std") in METRICS or metric in METRICS
 
 
+@dataclass
+class RunningTrial:
+    """A trial as the tracker writes its run: changed at each result, the tracker's own. Its
+    `record()` is the frozen record everything else reads."""
+
+    number: int
+    run_id: str
+    name: str
+    config: dict[str, Any]
+    outcome: Outcome = Outcome.RUNNING
+    error: str = ""
+    epochs: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # the last epoch's
+    node: str = ""
+    best: float = math.nan  # the best value of the study's metric over the epochs so far
+    sized: bool = False  # whether the run has its model's `num_params` param
+
+    @property
+    def label(self) -> str:
+        return label(self.number)
+
+    def record(self) -> TrialRecord:
+        return TrialRecord(
+            self.number,
+            self.outcome,
+            self.epochs,
+            dict(self.metrics),
+            TrialConfig.parse(self.config),
+            self.run_id,
+            self.name,
+            self.error,
+            self.node,
+        )
+
+
 class MlflowTracker(tune.Callback):
     """Records each Ray trial as a child run nested under the study's parent run.
 
@@ -57,34 +82,28 @@ class MlflowTracker(tune.Callback):
 
     def __init__(
         self,
-        tracking_uri: str,
-        experiment_id: str,
-        parent_run_id: str,
+        records: StudyRecords,
         sampled: list[str],
         metric: str = "val_acc",
         mode: str = "max",
         resumed: bool = False,
     ) -> None:
-        self.tracking_uri = tracking_uri
+        self.records = records
         self.metric, self.mode = metric, mode
-        self.client = MlflowClient(tracking_uri)
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
         self.sampled = sampled
-        self.records: dict[int, TrialRecord] = {}
+        self.trials: dict[Any, RunningTrial] = {}
         self.resumed = resumed
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment
-        return {k: v for k, v in self.__dict__.items() if k not in ("client", "records")}
+        return {k: v for k, v in self.__dict__.items() if k != "trials"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        client = MlflowClient(state["tracking_uri"])
-        self.__dict__.update(state, client=client, records={}, resumed=True)
+        self.__dict__.update(state, trials={}, resumed=True)
 
     def setup(self, **info: Any) -> None:
         # A tracking server that stops answering: MLflow's client retries each request for
         # minutes; the console hears of it once, and once when it answers again.
-        outages.listen_to_tracking(self.tracking_uri)
+        outages.listen_to_tracking(self.records.tracking_uri)
 
     def _answered(self) -> None:
         outages.WATCH.up(outages.TRACKING)
@@ -94,73 +113,62 @@ class MlflowTracker(tune.Callback):
         resumes, where Ray's trial id is not)."""
         return trial_number(config)
 
-    def record(self, trial: Any) -> TrialRecord:
-        """The record of `trial`: known, found in MLflow, or made with a new child run."""
-        number = self.key(trial.trial_id, trial.config)
-        if number not in self.records:
+    def running(self, trial: Any) -> RunningTrial:
+        """`trial` as the tracker writes it: known, found in MLflow, or made with a new run."""
+        key = self.key(trial.trial_id, trial.config)
+        if key not in self.trials:
+            number = trial_number(trial.config)
             found = self._find(number) if self.resumed else None
-            self.records[number] = found or self._create(number, trial)
-        return self.records[number]
+            self.trials[key] = found or self._create(number, trial)
+        return self.trials[key]
 
     def finished(self, trial: Any) -> bool:
         """Whether `trial` already has its outcome (a resumed trial Ray thought was running)."""
-        return self.record(trial).outcome != Outcome.RUNNING
+        return self.running(trial).outcome != Outcome.RUNNING
 
-    def _create(self, number: int, trial: Any) -> TrialRecord:
+    def _create(self, number: int, trial: Any) -> RunningTrial:
         config = trial.config
         name = run_name(number, {k: config[k] for k in self.sampled if k in config})
-        tags = {
-            PARENT_TAG: self.parent_run_id,
-            TRIAL_TAG: str(number),
-            RAY_TRIAL_TAG: trial.trial_id,
-            "outcome": Outcome.RUNNING.value,
-            "config": json.dumps(config),
-        }
-        retries = outages.RETRIES.count
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        if outages.RETRIES.count != retries:  # the server may have made the run before it fell
-            run = self._one_run(number, run)
+        tags = {TRIAL_TAG: str(number), RAY_TRIAL_TAG: trial.trial_id, "config": json.dumps(config)}
         # Every hyperparameter, defaults included: runs of studies that sample different knobs
         # compare side by side (weight_decay 0.0 rather than a blank).
-        log_params(self.client, run.info.run_id, resolve(config))
+        run_id = self.records.new_run(name, tags, resolve(config))
         self._answered()
-        return TrialRecord(number, run.info.run_id, name, dict(config))
+        return RunningTrial(number, run_id, name, dict(config))
 
-    def _one_run(self, number: int, made: Any) -> Any:
-        """The trial's first run, any other deleted: a create_run that MLflow's client retried
-        after the server went away may have made the run twice."""
-        query = f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'"
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=query, order_by=["attributes.start_time ASC"]
-        )
-        for extra in runs[1:]:
-            self.client.delete_run(extra.info.run_id)
-        return runs[0] if runs else made
-
-    def _find(self, number: int) -> TrialRecord | None:
-        query = f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'"
-        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
-        if not runs:
+    def _find(self, number: int) -> RunningTrial | None:
+        run = self.records.trial_run(number)
+        if run is None:
             return None
-        record = record_of(runs[0])
-        resolved = resolve(record.config)
-        if len(runs[0].data.params) < len(flatten(resolved)):
+        tags, run_id = run.data.tags, run.info.run_id
+        config = json.loads(tags["config"])
+        resolved = resolve(config)
+        if len(run.data.params) < len(flatten(resolved)):
             # The driver died between making the run and logging its params.
-            log_params(self.client, record.run_id, resolved)
-        # The epochs logged so far (the `epochs` tag is written only when the trial ends);
-        # epoch_time is logged for every epoch trained and for no restored step.
-        steps = [m.step for m in self.client.get_metric_history(record.run_id, "epoch_time")]
-        record.epochs = max(steps, default=0)
-        record.best = record.last.get(BEST_SO_FAR, math.nan)
-        return record
+            self.records.log_params(run_id, resolved)
+        metrics = dict(run.data.metrics)
+        return RunningTrial(
+            number,
+            run_id,
+            run.info.run_name,
+            config,
+            Outcome(tags.get("outcome", Outcome.RUNNING.value)),
+            tags.get("error", ""),
+            # the epochs logged so far (the `epochs` tag is written only when the trial ends)
+            self.records.epochs_logged(run_id),
+            metrics,
+            tags.get("node_id", ""),
+            metrics.get(BEST_SO_FAR, math.nan),
+            sized="num_params" in run.data.params,
+        )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.record(trial)
+        self.running(trial)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        record = self.record(trial)
+        record = self.running(trial)
         # A result carries the epochs since the previous one (`history`); epochs replayed
         # from a checkpoint were logged already, and an ended trial is left as it ended.
         epochs = [m for m in result.get("history") or [result] if int(m["epoch"]) > record.epochs]
@@ -170,12 +178,12 @@ class MlflowTracker(tune.Callback):
         for epoch_metrics in epochs:
             epoch = int(epoch_metrics["epoch"])
             record.epochs = epoch
-            record.last = {k: float(v) for k, v in epoch_metrics.items() if logged(k)}
-            value = record.last.get(self.metric, math.nan)
+            record.metrics = {k: float(v) for k, v in epoch_metrics.items() if logged(k)}
+            value = record.metrics.get(self.metric, math.nan)
             if finite(value) and not better(record.best, value, self.mode):
                 record.best = value
             when = int(epoch_metrics.get("wall_time", time.time()) * 1000)
-            metrics += [Metric(k, v, when, epoch) for k, v in record.last.items()]
+            metrics += [Metric(k, v, when, epoch) for k, v in record.metrics.items()]
             if finite(record.best):
                 metrics.append(Metric(BEST_SO_FAR, record.best, when, epoch))
         if result.get("restored"):
@@ -186,7 +194,10 @@ class MlflowTracker(tune.Callback):
             for flag in ("patience_stopped", "best_epoch", "stopped_epoch", "diverged"):
                 restored.pop(flag, None)
             flags = ("patience_stopped", "best_epoch", "stopped_epoch")
-            record.last = {**restored, **{k: record.last[k] for k in flags if k in record.last}}
+            record.metrics = {
+                **restored,
+                **{k: record.metrics[k] for k in flags if k in record.metrics},
+            }
             metrics += [Metric(k, v, when, record.epochs + 1) for k, v in restored.items()]
         if GPU_PEAK in result:  # a GPU trial's peak memory so far, at the result's last epoch
             metrics.append(Metric(GPU_PEAK, float(result[GPU_PEAK]), when, record.epochs))
@@ -203,48 +214,34 @@ class MlflowTracker(tune.Callback):
                 RunTag("device", str(result.get("device", ""))),
                 *([RunTag(GPU_TAG, str(result[GPU_TAG]))] if GPU_TAG in result else []),
             ]
-        for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
-            first = not start
-            self.client.log_batch(
-                record.run_id,
-                metrics=metrics[start : start + 1000],
-                params=params if first else [],
-                tags=tags if first else [],
-            )
+        self.records.log(record.run_id, metrics, params, tags)
         self._answered()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.record(trial)
-        self.client.set_tag(record.run_id, "retries", str(trial.num_failures))
+        record = self.running(trial)
+        self.records.tag(record.run_id, "retries", str(trial.num_failures))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.record(trial)
+        record = self.running(trial)
         if record.outcome == Outcome.RUNNING:
             last_epoch = TrialConfig.parse(trial.config).run.last_epoch
-            last = {**record.last, "epoch": record.epochs} if record.epochs else None
+            last = {**record.metrics, "epoch": record.epochs} if record.epochs else None
             self._finish(record, decide(last, metric=self.metric, last_epoch=last_epoch))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.record(trial)
+        record = self.running(trial)
         if record.outcome != Outcome.RUNNING:
             return
         if trial.error_file and Path(trial.error_file).exists():
             # the full traceback stays in the trial's folder and goes on its run
-            self.client.log_artifact(record.run_id, trial.error_file)
+            self.records.attach(record.run_id, trial.error_file)
         self._finish(
             record, decide(None, metric=self.metric, last_epoch=0, error=last_error(trial))
         )
 
-    def _finish(self, record: TrialRecord, decision: Any) -> None:
-        outcome = decision.outcome
-        record.outcome, record.error = outcome.value, decision.error
-        tags = [RunTag("outcome", outcome.value), RunTag("epochs", str(record.epochs))]
-        if outcome == Outcome.EARLY_STOPPED:
-            tags.append(RunTag("early_stopped_epoch", str(record.epochs)))
-        if record.error:
-            tags.append(RunTag("error", record.error))
-        self.client.log_batch(record.run_id, tags=tags)
-        self.client.set_terminated(record.run_id, STATUS[outcome])
+    def _finish(self, trial: RunningTrial, decision: Any) -> None:
+        trial.outcome, trial.error = decision.outcome, decision.error
+        self.records.end(trial.run_id, trial.outcome, trial.epochs, trial.error)
         self._answered()
 
 
@@ -266,7 +263,7 @@ class StudyStopper(tune.Stopper):
     def __call__(self, trial_id: str, result: dict) -> bool:
         if not finite(result.get(self.tracker.metric, 0.0)):
             return True
-        record = self.tracker.records.get(self.tracker.key(trial_id, result["config"]))
+        record = self.tracker.trials.get(self.tracker.key(trial_id, result["config"]))
         return record is not None and record.outcome != Outcome.RUNNING
 
     def stop_all(self) -> bool:

@@ -21,7 +21,7 @@ from trainables.loop import device, load_state
 
 # Epochs shorter than this reach Tune together in one result (its `history`): each result is
 # a round trip through the driver (Tune, Optuna, MLflow) during which the trial waits, which
-# made 20-ms digits epochs 5x slower (benchmarks/RESULTS.md, orchestration overhead). Rung,
+# made 20-ms digits epochs 5x slower (benchmarks/history/overhead.md). Rung,
 # checkpoint, last and diverged epochs are always reported at once, so ASHA decides as before.
 REPORT_EVERY_S = 1.0
 

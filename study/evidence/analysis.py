@@ -8,10 +8,9 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from study.core import SCORED, Outcome
-from study.engines.records import TrialRecord
+from study.core.record import TrialRecord
 from trainables.hyperparameters import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 
@@ -56,19 +55,19 @@ class Thresholds:
         return replace(defaults, **{k: v for k, v in given.items() if v is not None})
 
 
-def curves(
-    client: MlflowClient, records: list[TrialRecord], metric: str, task: str = "classification"
-) -> pd.DataFrame:
-    """One row per trial and epoch: trial number, epoch and every logged curve metric (a
-    trial whose patience restored its best epoch's weights has their metrics one step after
-    its last epoch)."""
-    keys = list(dict.fromkeys((*FITS[task].curves, metric)))
+def curve_keys(metric: str, task: str = "classification") -> list[str]:
+    """The per-epoch metrics the curves and the fit diagnosis read."""
+    return list(dict.fromkeys((*FITS[task].curves, metric)))
+
+
+def curves(points: Any, keys: list[str]) -> pd.DataFrame:
+    """One row per trial and epoch: trial number, epoch and every logged curve metric, from
+    `points` (trial number, metric, epoch, value; StudyRecords.histories). A trial whose
+    patience restored its best epoch's weights has their metrics one step after its last
+    epoch."""
     rows: dict[tuple[int, int], dict[str, Any]] = {}
-    for record in records:
-        for key in keys:
-            for point in client.get_metric_history(record.run_id, key):
-                row = rows.setdefault((record.number, point.step), {})
-                row[key] = point.value
+    for number, key, step, value in points:
+        rows.setdefault((number, step), {})[key] = value
     frame = pd.DataFrame(
         [{"trial": n, "epoch": e, **values} for (n, e), values in rows.items()],
         columns=["trial", "epoch", *keys],
@@ -83,10 +82,10 @@ def trials(records: list[TrialRecord], params: list[str], metric: str) -> pd.Dat
             {
                 "trial": r.number,
                 "name": r.name,
-                "outcome": r.outcome,
+                "outcome": r.outcome.value,
                 "epochs": r.epochs,
-                **{p: r.config.get(p) for p in params},
-                metric: r.last.get(metric, math.nan),
+                **{p: r.config.hyperparameters.get(p) for p in params},
+                metric: r.metrics.get(metric, math.nan),
             }
             for r in records
         ]
@@ -127,29 +126,19 @@ def diagnose(
     return pd.DataFrame(rows).set_index("trial", drop=False)
 
 
-def importance(storage: Any, name: str, params: list[str]) -> tuple[dict[str, float], str]:
-    """fANOVA importance of each sampled param for the study's objective (read from the Optuna
-    `storage`, None when there is none), and what it was computed over. Pruned (early-stopped)
-    trials count at their last reported value, as Optuna's TPE counts them; conditional params
-    that some trials lack are left out."""
+def importance(found: Any, params: list[str]) -> tuple[dict[str, float], str]:
+    """fANOVA importance of each sampled param for the study's objective, and what it was
+    computed over. `found`: the study's trials with a value and its direction
+    (study.engines.storage.scored_trials: pruned, early-stopped trials at their last reported
+    value, as Optuna's TPE counts them), None where Optuna has no such study; conditional
+    params that some trials lack are left out. Optuna here is a statistics library: no
+    storage is read."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage is None:
-        return {}, "no Optuna storage"
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
+    if found is None:
         return {}, "no Optuna study"
-    scored = optuna.create_study(directions=study.directions)
-    for trial in study.get_trials(deepcopy=False):
-        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
-        if trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
-            value = trial.intermediate_values[max(trial.intermediate_values)]
-        if value is not None and math.isfinite(value):
-            scored.add_trial(
-                optuna.trial.create_trial(
-                    params=trial.params, distributions=trial.distributions, value=value
-                )
-            )
+    trials, direction = found
+    scored = optuna.create_study(direction=direction)
+    scored.add_trials(trials)
     counted = len(scored.trials)
     shared = [p for p in params if all(p in t.params for t in scored.trials)]
     if counted < 3 or not shared:
@@ -193,22 +182,27 @@ def leaderboard(
     if frame.empty:
         return frame
     order = [f"rank@{epoch}" for epoch in reversed(at)]
-    return frame.sort_values(order, na_position="last").reset_index(drop=True)
+    frame = frame.sort_values(order, na_position="last").reset_index(drop=True)
+    return frame.astype({column: "Int64" for column in order})  # ranks: whole numbers, or -
 
 
-def patience_line(table: pd.DataFrame, ranked: list[dict[str, Any]]) -> str | None:
+def patience_line(table: pd.DataFrame, ranked: list[TrialRecord]) -> str | None:
     """What early stopping by patience did, where some trial had it on: how many trials it
     stopped, where, and the epochs they did not train."""
-    rows = {row["number"]: row for row in ranked}
-    patient = [n for n in table["trial"] if (rows.get(n, {}).get("config") or {}).get("patience")]
+    known = {record.number: record for record in ranked}
+    patient = [
+        known[n]
+        for n in table["trial"]
+        if n in known and known[n].config.hyperparameters.get("patience")
+    ]
     if not patient:
         return None
-    stopped = [rows[n] for n in patient if rows[n]["outcome"] == Outcome.PATIENCE_STOPPED]
+    stopped = [r for r in patient if r.outcome == Outcome.PATIENCE_STOPPED]
     if not stopped:
         return f"Patience was on in {len(patient)} trials and stopped none of them."
-    at = sorted(int(r["epochs"]) for r in stopped)
-    best = sorted(int(r["metrics"].get("best_epoch", r["epochs"])) for r in stopped)
-    saved = sum(int(r["config"]["epochs"]) - int(r["epochs"]) for r in stopped)
+    at = sorted(r.epochs for r in stopped)
+    best = sorted(int(r.metrics.get("best_epoch", r.epochs)) for r in stopped)
+    saved = sum(r.config.run.epochs - r.epochs for r in stopped)
     return (
         f"Patience stopped {len(stopped)} of the {len(patient)} trials that had it on, at "
         f"epochs {at[0]}-{at[-1]} (median {at[len(at) // 2]}; their best epochs "
@@ -227,7 +221,7 @@ def summary(
     name: str,
     table: pd.DataFrame,
     diagnosis: pd.DataFrame,
-    ranked: list[dict[str, Any]],
+    ranked: list[TrialRecord],
     importances: dict[str, float],
     importance_note: str,
     categorical: list[str],
@@ -246,8 +240,8 @@ def summary(
         return [*lines, "No trial produced a value to compare."]
     best = ranked[0]
     lines.append(
-        f"Best: {best['run_name']}, {metric} {best['metrics'][metric]:.4f} after "
-        f"{best['epochs']} epochs ({best['outcome']})."
+        f"Best: {best.name}, {metric} {best.metrics[metric]:.4f} after "
+        f"{best.epochs} epochs ({best.outcome})."
     )
     if importances:
         knobs = ", ".join(f"{p} {v:.2f}" for p, v in importances.items())
@@ -261,7 +255,7 @@ def summary(
             lines.append(f"Median {metric} by {param}: {parts}.")
     if said := patience_line(table, ranked):
         lines.append(said)
-    number = best["number"]
+    number = best.number
     fit, keys = diagnosis.loc[number], FITS[task]
     if "gap" in fit and not pd.isna(fit.get("gap")):
         quality = (

@@ -10,6 +10,7 @@ from study.core import TrialConfig
 from trainables.hyperparameters import resolve
 
 BASE = "config"  # the variant that changes nothing: the config itself
+BASE_LABEL = "the config itself"  # how tables and plots name it
 
 
 def _differs(off: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:

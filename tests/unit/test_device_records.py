@@ -1,5 +1,6 @@
 """What a trial's MLflow run records of its device: the tracker given the results a GPU trial
-and a CPU trial send (study.engines.trial adds the fields), with a real MLflow SQLite store; no Ray."""
+and a CPU trial send (study.engines.trial adds the fields), with a real MLflow SQLite store; no
+Ray."""
 
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from study.engines.records import StudyRecords
 from study.engines.tracking import MlflowTracker
 from study.engines.trial import GPU_PEAK, GPU_TAG, device_tags, gpu_memory
 
@@ -25,11 +27,10 @@ def empty_mlflow_store(tmp_path_factory) -> Path:
 def tracker(tmp_path, empty_mlflow_store) -> MlflowTracker:
     """A new study's tracker over a copy of the empty store, with an experiment and parent."""
     shutil.copy(empty_mlflow_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment_id = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
     parent_id = client.create_run(experiment_id).info.run_id
-    return MlflowTracker(uri, experiment_id, parent_id, sampled=["lr"])
+    return MlflowTracker(StudyRecords(client, experiment_id, parent_id), sampled=["lr"])
 
 
 def result(epoch: int, **where) -> dict:
@@ -50,10 +51,10 @@ def test_a_gpu_trial_records_its_gpu_and_peak_memory(tracker):
     tracker.on_trial_start(0, [], trial())
     tracker.on_trial_result(0, [], trial(), result(1, **gpu, **{GPU_PEAK: 812.5}))
     tracker.on_trial_result(0, [], trial(), result(2, **gpu, **{GPU_PEAK: 901.25}))
-    run_id = tracker.record(trial()).run_id
-    run = tracker.client.get_run(run_id)
+    run_id = tracker.running(trial()).run_id
+    run = tracker.records.client.get_run(run_id)
     assert run.data.tags["device"] == "cuda" and run.data.tags[GPU_TAG] == "NVIDIA H200"
-    history = tracker.client.get_metric_history(run_id, GPU_PEAK)
+    history = tracker.records.client.get_metric_history(run_id, GPU_PEAK)
     assert [(m.step, m.value) for m in history] == [(1, 812.5), (2, 901.25)]
     assert run.data.metrics[GPU_PEAK] == 901.25
 
@@ -62,7 +63,7 @@ def test_a_cpu_trial_records_the_cpu_and_no_gpu_fields(tracker):
     """On the CPU the run says `device: cpu`, with no GPU tag and no peak-memory metric."""
     tracker.on_trial_start(0, [], trial())
     tracker.on_trial_result(0, [], trial(), result(1, **device_tags(torch.device("cpu"))))
-    run = tracker.client.get_run(tracker.record(trial()).run_id)
+    run = tracker.records.client.get_run(tracker.running(trial()).run_id)
     assert run.data.tags["device"] == "cpu"
     assert GPU_TAG not in run.data.tags and GPU_PEAK not in run.data.metrics
     assert run.data.metrics["val_acc"] == 0.5  # the epoch itself is recorded as before

@@ -18,10 +18,10 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from study.engines.records import log_dataset
-from study.engines.sampler import RETRIED, Storage
 from study.engines.schedule import ResumableASHA
 from study.engines.search import PrunedAwareOptunaSearch
+from study.engines.storage import RETRIED, Storage
+from study.engines.stores import dataset_input
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -235,7 +235,8 @@ def test_optuna_reaches_the_rdb_storage_through_the_private_methods_we_retry(opt
 def test_a_meta_dataset_becomes_an_mlflow_dataset_entity():
     """`MetaDataset._to_mlflow_entity()` gives the Dataset entity `log_inputs` takes."""
     meta = MetaDataset(CodeDatasetSource(tags={"loader": "unit"}), name="unit", digest="abc")
-    name, relied = "mlflow.data.meta_dataset.MetaDataset._to_mlflow_entity", ("mlflow", log_dataset)
+    name = "mlflow.data.meta_dataset.MetaDataset._to_mlflow_entity"
+    relied = ("mlflow", dataset_input)
     expect(callable(getattr(meta, "_to_mlflow_entity", None)), name, relied)
     entity = meta._to_mlflow_entity()
     expect(isinstance(entity, Dataset) and entity.name == "unit", name, relied)
@@ -258,7 +259,7 @@ def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path):
     import mlflow.store.db.utils
     from mlflow.tracking import MlflowClient
 
-    from study.engines.records import seed_local_store
+    from study.engines.stores import seed_local_store
 
     name, relied = "mlflow.store.db.utils._initialize_tables", ("mlflow", seed_local_store)
     expect(callable(getattr(mlflow.store.db.utils, "_initialize_tables", None)), name, relied)
@@ -305,9 +306,9 @@ def test_the_local_node_names_its_session_folder():
 
 
 def test_tune_builds_its_trial_actors_runtime_env_from_a_dict_we_can_empty(monkeypatch):
-    """study.engines.cluster.trials_on_idle_workers empties Tune's DEFAULT_ENV_VARS so that Ray starts
-    its trial actors on the workers it keeps idle: Tune must still read that dict each time it
-    makes an actor class, and the actor class must then carry no runtime_env at all (Ray
+    """study.engines.cluster.trials_on_idle_workers empties Tune's DEFAULT_ENV_VARS so that Ray
+    starts its trial actors on the workers it keeps idle: Tune must still read that dict each
+    time it makes an actor class, and the actor class must then carry no runtime_env at all (Ray
     normalises {"env_vars": {}} to an empty one), as an actor on an idle worker needs."""
     from ray.tune.execution import class_cache
 

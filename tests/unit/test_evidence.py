@@ -9,8 +9,9 @@ from ray import tune
 
 from study.commands import ablate, confirm
 from study.commands.repeated import check_seeds
-from study.core import TrialConfig
+from study.core import Outcome, TrialConfig
 from study.core.errors import UserError
+from study.core.record import TrialRecord
 from study.engines.repeats import as_grid, config_key
 from study.evidence.intervals import (
     Interval,
@@ -28,6 +29,14 @@ RUN = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "epochs": 27, "s
 
 def trial(**hyperparameters) -> TrialConfig:
     return TrialConfig.parse({**hyperparameters, **RUN, "optuna_trial": 6})
+
+
+def record(label: str, outcome: str = "completed", value: float | None = None) -> TrialRecord:
+    """Trial `label`'s record: its outcome and last val_acc."""
+    metrics = {} if value is None else {"val_acc": value}
+    number = int(label[1:])
+    config = trial().numbered(number - 1)
+    return TrialRecord(number, Outcome(outcome), 27, metrics, config, "", label)
 
 
 # -- intervals -------------------------------------------------------------------------------
@@ -167,10 +176,7 @@ def test_ablation_table_pairs_by_seed_in_a_min_metric():
 
 
 def test_confirm_table_ranks_by_mean_and_says_which_are_indistinguishable():
-    rows = [
-        {"trial": t, "run_name": t, "outcome": "completed", "epochs": 27, "metrics": {"val_acc": v}}
-        for t, v in (("t001", 0.98), ("t002", 0.98), ("t003", 0.97))
-    ]
+    rows = [record(t, value=v) for t, v in (("t001", 0.98), ("t002", 0.98), ("t003", 0.97))]
     seeds = [0, 1, 2, 3]
     noise = [0.002, -0.003, 0.001, 0.0]
     values = {("t001", s): 0.970 + noise[s] for s in seeds}  # the study's best, ranked second
@@ -196,11 +202,7 @@ def test_seeds_below_two_are_refused_in_one_line():
 
 
 def test_a_trial_is_picked_by_its_name_or_number_and_refused_when_it_has_no_value():
-    table = [
-        {"trial": "t001", "outcome": "completed"},
-        {"trial": "t002", "outcome": "failed"},
-        {"trial": "t012", "outcome": "completed"},
-    ]
+    table = [record("t001"), record("t002", "failed"), record("t012")]
     best = [table[2], table[0]]
     assert ablate.pick(table, best, None, "s", "val_acc") is table[2]
     assert ablate.pick(table, best, "1", "s", "val_acc") is table[0]

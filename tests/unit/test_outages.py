@@ -11,7 +11,7 @@ import sqlalchemy.exc
 
 from benchmarks.common import free_port
 from study.engines import outages
-from study.engines.sampler import Storage
+from study.engines.storage import Storage
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def test_a_node_that_went_away_is_said_once_with_the_trials_that_ran_there(tmp_p
         5: SimpleNamespace(label="t005", node="bbbb2222", outcome="running"),
         6: SimpleNamespace(label="t006", node="aaaa1111", outcome="completed"),  # ended there
     }
-    tracker = SimpleNamespace(records=records)
+    tracker = SimpleNamespace(trials=records)
     out = io.StringIO()
     shown = Progress(tracker, "val_acc", "max", 8, Console(file=out, width=200), tmp_path / "s")
     shown.left = {"aaaa1111": {"t001"}}  # retried away from it before Ray gave it up

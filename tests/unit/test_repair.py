@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from study.core import Layout
-from study.engines.records import PARENT_TAG, TRIAL_TAG, repair_runs
-from study.engines.sampler import ended_trials
+from study.engines.records import PARENT_TAG, TRIAL_TAG, StudyRecords
+from study.engines.storage import ended_trials
 from study.spec import StudySpec
 
 STUDY = "unit-repair"
@@ -60,7 +60,7 @@ def repair(client, experiment_id, parent_id, layout):
     """The repair the runner makes when it resumes a study (from the Optuna storage)."""
 
     def run() -> None:
-        repair_runs(client, experiment_id, parent_id, ended_trials(layout))
+        StudyRecords(client, experiment_id, parent_id).repair(ended_trials(layout))
 
     return run
 
@@ -94,7 +94,7 @@ def told(study: optuna.Study, state: TrialState, epochs: int, outcome: str | Non
     "state, outcome, epochs, status",
     [
         (TrialState.COMPLETE, "completed", 9, "FINISHED"),
-        (TrialState.PRUNED, "early_stopped", 3, "KILLED"),
+        (TrialState.PRUNED, "early_stopped", 3, "FINISHED"),  # not red: ASHA meant it
         (TrialState.FAIL, "diverged", 2, "FAILED"),
         (TrialState.FAIL, "failed", 1, "FAILED"),
     ],

@@ -8,8 +8,9 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
-from study.engines.sampler import GridSampler, LearnsFromEarlyStopped, Storage, sampler
+from study.engines.sampler import GridSampler, LearnsFromEarlyStopped, sampler
 from study.engines.search import PrunedAwareOptunaSearch
+from study.engines.storage import Storage
 from study.spec import StudySpec
 
 METRIC = "val_acc"
@@ -290,15 +291,21 @@ def test_the_gp_sampler_learns_from_trials_asha_stopped(make_searcher, stored, s
 
 def test_the_gp_fits_on_one_thread_beside_the_trials():
     """The driver's GP fit on torch's default threads spun against the trials' (a 300-trial
-    study: 459 ms of driver CPU a trial, 317 ms on one thread): building it sets one."""
+    study: 459 ms of driver CPU a trial, 317 ms on one thread): the driver of a GP study sets
+    one; building a sampler (as preflight does) sets none."""
     import torch
+
+    from study.commands.run import driver_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        sampler(StudySpec.model_validate({"search": {"sampler": "tpe"}}))
+        gp = StudySpec.model_validate({"search": {"sampler": "gp"}})
+        sampler(gp)
+        assert torch.get_num_threads() == 2  # the sampler is built without a side effect
+        driver_threads(StudySpec.model_validate({"search": {"sampler": "tpe"}}))
         assert torch.get_num_threads() == 2  # TPE needs no torch
-        sampler(StudySpec.model_validate({"search": {"sampler": "gp"}}))
+        driver_threads(gp)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -74,8 +74,8 @@ def test_a_driver_stopped_by_an_error_says_the_error_and_resumes(interrupted, wo
 
 def test_the_counts_are_taken_from_the_trial_records():
     def record(name, outcome, epochs, value=None):
-        last = {} if value is None else {"val_acc": value}
-        return SimpleNamespace(name=name, outcome=outcome, epochs=epochs, last=last)
+        metrics = {} if value is None else {"val_acc": value}
+        return SimpleNamespace(name=name, outcome=outcome, epochs=epochs, metrics=metrics)
 
     records = [
         record("t001 a", "completed", 9, 0.9),
@@ -152,7 +152,7 @@ def test_trials_that_end_while_a_store_is_down_stop_the_study_in_one_line(tmp_pa
     stage.save(layout.stage_record, state(Stage.TRIALS_STARTED, 12))
     fitted = SimpleNamespace(fit=lambda: None)  # Tune's fit, returned
     with pytest.raises(outages.StoreDown) as stopped:
-        runner.finish(fitted, spec, layout, client=None, parent_id="never read")
+        runner.finish(fitted, spec, layout, records=None)
     assert stopped.value.line(NAME).startswith("tracking.uri: http://t did not answer for 0 s")
     assert "then continue with `study resume s`" in stopped.value.line(NAME)
     assert stage.load(layout.stage_record).stage == Stage.TRIALS_ENDED
@@ -180,6 +180,7 @@ def test_a_study_closed_with_fewer_trials_than_asked_is_recorded_ended_short(tmp
     from mlflow.tracking import MlflowClient
     from ray.tune.experiment import Trial
 
+    from study.engines.records import StudyRecords
     from study.engines.tracking import MlflowTracker
 
     spec = load_spec(None, ["search.num_samples=12"])
@@ -187,14 +188,15 @@ def test_a_study_closed_with_fewer_trials_than_asked_is_recorded_ended_short(tmp
     layout.study_dir.mkdir(parents=True)
     stage.save(layout.stage_record, state(Stage.TRIALS_ENDED))
     client = MlflowClient(layout.tracking_uri)
-    experiment_id = client.create_experiment(spec.name)
+    experiment_id = client.create_experiment(spec.name, artifact_location=(tmp_path / "a").as_uri())
     parent_id = client.create_run(experiment_id).info.run_id
-    tracker = MlflowTracker(layout.tracking_uri, experiment_id, parent_id, ["lr"])
+    records = StudyRecords(client, experiment_id, parent_id)
+    tracker = MlflowTracker(records, ["lr"])
     run = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "epochs": 9, "threads": 1}
     trial = Trial("trainable", config={**run, "optuna_trial": 0, "seed": 0}, stub=True)
     tracker.on_trial_start(0, [], trial)
     tracker.on_trial_complete(0, [], trial)  # ended (without a result: failed)
-    runner.close(spec, layout, client, parent_id, "FINISHED")
+    runner.close(spec, layout, records, "FINISHED")
     recorded = stage.load(layout.stage_record)
     assert (recorded.stage, recorded.started, recorded.ended) == (Stage.ENDED_SHORT, 1, 1)
     assert standing(spec.name, recorded, driven=False).line.startswith(

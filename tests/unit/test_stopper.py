@@ -12,9 +12,9 @@ from study.engines.tracking import StudyStopper
 
 @pytest.fixture
 def tracker() -> SimpleNamespace:
-    """What the stopper reads of the MLflow tracker: the metric and the records by number."""
+    """What the stopper reads of the MLflow tracker: the metric and its trials by number."""
     return SimpleNamespace(
-        metric="val_acc", records={}, key=lambda trial_id, config: trial_number(config)
+        metric="val_acc", trials={}, key=lambda trial_id, config: trial_number(config)
     )
 
 
@@ -36,20 +36,20 @@ def test_a_non_finite_metric_stops_the_trial(stopper, value):
 
 def test_a_running_trial_with_a_finite_metric_continues(stopper, tracker):
     """A trial whose record is still running goes on."""
-    tracker.records[1] = SimpleNamespace(outcome="running")
+    tracker.trials[1] = SimpleNamespace(outcome="running")
     assert not stopper("t1", result(0.5))
 
 
 def test_a_trial_without_a_record_continues(stopper, tracker):
     """A trial the tracker has no record of yet (its first result) goes on."""
-    tracker.records[2] = SimpleNamespace(outcome="completed")  # another trial's
+    tracker.trials[2] = SimpleNamespace(outcome="completed")  # another trial's
     assert not stopper("t1", result(0.5, optuna_trial=0))
 
 
 @pytest.mark.parametrize("outcome", ["completed", "early_stopped", "failed", "diverged"])
 def test_a_trial_that_already_ended_stops(stopper, tracker, outcome):
     """A trial whose record has an outcome (it ended before a resume) stops at once."""
-    tracker.records[4] = SimpleNamespace(outcome=outcome)
+    tracker.trials[4] = SimpleNamespace(outcome=outcome)
     assert stopper("t1", result(0.5, optuna_trial=3))
 
 
@@ -63,16 +63,18 @@ def test_a_repeat_that_already_ended_stops_too(tmp_path):
     the number of the trial they repeat): the stopper finds an ended repeat by the same key."""
     from ray.tune.experiment import Trial
 
+    from study.engines.records import StudyRecords
     from study.engines.repeats import RepeatTracker, config_key
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment_id = client.create_experiment("e")
-    role_id = client.create_run(experiment_id).info.run_id
+    parent_id = client.create_run(experiment_id).info.run_id
+    records = StudyRecords(client, experiment_id, parent_id)
+    role_id = records.role_run("confirm", "confirm top trials", {})
     run = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "epochs": 9, "threads": 1}
     configs = [{**run, "optuna_trial": 6, "seed": seed, "lr": 0.01} for seed in (0, 1)]
     repeats = {config_key(c): ("best", c["seed"], f"best seed {c['seed']}") for c in configs}
-    tracker = RepeatTracker(uri, experiment_id, role_id, "confirm", repeats, "val_acc", "max")
+    tracker = RepeatTracker(records, role_id, "confirm", repeats, "val_acc", "max")
     first, second = (Trial("trainable", config=c, stub=True) for c in configs)
     tracker.on_trial_start(0, [], first)
     tracker.on_trial_start(0, [], second)
