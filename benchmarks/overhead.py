@@ -116,7 +116,7 @@ def measure(grid: dict[str, list], epochs: int, cores: int) -> dict[str, float]:
         with timer() as elapsed:
             ranked = run_study(spec, root, checked, Console(file=io.StringIO()))
         seconds["c"], seconds["driver"] = elapsed[0], time.process_time() - cpu
-    done = sum(row["outcome"] == "completed" for row in ranked)
+    done = sum(trial.outcome == "completed" for trial in ranked)
     if done != len(trials):
         raise SystemExit(f"study run completed {done} of {len(trials)} trials")
     return seconds

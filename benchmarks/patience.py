@@ -58,10 +58,10 @@ def one(spec: StudySpec, seed: int, folder: Path) -> dict[str, Any]:
         ranked = run_study(checked.spec, root, checked, Console(file=io.StringIO()))
     table = results.load(spec.layout(root))
     return {
-        "epochs": sum(row["epochs"] for row in table),
+        "epochs": sum(trial.epochs for trial in table),
         "seconds": elapsed[0],
-        "best": ranked[0]["metrics"][checked.spec.metric],
-        "stopped": sum(row["outcome"] == "patience_stopped" for row in table),
+        "best": ranked[0].metrics[checked.spec.metric],
+        "stopped": sum(trial.outcome == "patience_stopped" for trial in table),
     }
 
 

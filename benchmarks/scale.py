@@ -178,7 +178,7 @@ def measure(spec: StudySpec, trace_memory: bool) -> dict:
         sampler.join()
         memory_end, driver_cpu = resident_mib(), cpu_seconds() - cpu_start
         memory_half = samples[len(samples) // 2]
-        completed = sum(row["outcome"] == "completed" for row in ranked)
+        completed = sum(trial.outcome == "completed" for trial in ranked)
         growth = heap_growth(snapshots[len(snapshots) // 2], snapshots[-1]) if snapshots else {}
         del ranked, snapshots[:]
         tracemalloc.stop()

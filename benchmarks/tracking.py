@@ -99,7 +99,7 @@ def locked_study(root: Path, concurrent: int, quick: bool) -> tuple[int, int, in
     stderr = io.StringIO()
     with redirect_stderr(stderr):
         ranked = run_study(spec, root, checked, Console(file=io.StringIO()))
-    texts = [stderr.getvalue(), *(r.get("error", "") for r in ranked)]
+    texts = [stderr.getvalue(), *(trial.error for trial in ranked)]
     import ray
 
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
@@ -107,7 +107,7 @@ def locked_study(root: Path, concurrent: int, quick: bool) -> tuple[int, int, in
         if path.is_file():
             texts.append(path.read_text(errors="replace"))
     locked = sum(text.count("database is locked") for text in texts)
-    completed = sum(row["outcome"] == "completed" for row in ranked)
+    completed = sum(trial.outcome == "completed" for trial in ranked)
     return completed, len(ranked), locked
 
 

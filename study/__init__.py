@@ -1,4 +1,5 @@
-"""Orchestration of regularization studies: spec, runner, search, tracking, results, CLI."""
+"""Orchestration of regularization studies: core (the facts), engines (Ray, Optuna, MLflow),
+commands (one per CLI command), evidence (statistics on records), the spec and the CLI."""
 
 import os
 

@@ -95,7 +95,8 @@ def test_non_finite_metrics_end_as_diverged_and_a_failure_is_one_line(tmp_path, 
     frame = f'test_trial_failures.py", line {line}, in scripted_loop'  # the traceback, in full
     assert frame in read(copy) and "boom [at epoch 2]" in read(copy)
 
-    assert ranked[0]["config"]["lr"] == FINE and len(ranked) == 1  # inf is never the best
+    assert ranked[0].config.hyperparameters["lr"] == FINE  # inf is never the best
+    assert len(ranked) == 1
     parent = next(r for r in runs if r.data.tags.get("study.role") == "parent")
     assert parent.data.tags["best_run_id"] == children[FINE].info.run_id
 

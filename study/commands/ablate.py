@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from study.commands import report
+from study.commands.evidence_input import check_seeds, ranked_trials
 from study.commands.preflight import Checked, prepare_resume
-from study.commands.repeated import check_seeds, ranked_trials
 from study.core import TrialConfig, label
 from study.core.errors import UserError
 from study.core.layout import ABLATION

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from study.commands import report
+from study.commands.evidence_input import check_seeds, ranked_trials
 from study.commands.preflight import Checked, prepare_resume
-from study.commands.repeated import check_seeds, ranked_trials
 from study.core import TrialConfig
 from study.core.errors import UserError
 from study.core.layout import CONFIRM

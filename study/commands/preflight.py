@@ -24,7 +24,7 @@ from trainables.plugins import PluginError, brief, describe, is_plugin, keywords
 
 @dataclass(frozen=True)
 class Checked:
-    """What preflight hands the runner: the spec as the data's task completes it (its metric
+    """What preflight hands `study run`: the spec as the data's task completes it (its metric
     and mode), the data set (in memory, or a streamed set's index) and what it found of the
     data and the model."""
 

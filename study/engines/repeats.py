@@ -5,8 +5,8 @@ The runs are a plain list of configs given to Ray Tune (its BasicVariantGenerato
 configs as preset points: no searcher, no scheduler), trained by the study's own trainable on
 the study's data, resources and cluster, as many at once as the cluster holds. Nothing is
 added to the Optuna study. Each (group, seed) ends with exactly one child run under the role's
-run (study.commands.repeated): a second call trains only what is missing; a run a killed driver left
-RUNNING, or one that failed, is deleted and trained again.
+run (StudyRecords.role_run, settle): a second call trains only what is missing; a run a killed
+driver left RUNNING, or one that failed, is deleted and trained again.
 """
 
 import contextlib

@@ -8,7 +8,7 @@ import pytest
 from ray import tune
 
 from study.commands import ablate, confirm
-from study.commands.repeated import check_seeds
+from study.commands.evidence_input import check_seeds
 from study.core import Outcome, TrialConfig
 from study.core.errors import UserError
 from study.core.record import TrialRecord
