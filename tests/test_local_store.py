@@ -96,6 +96,16 @@ def test_the_experiment_page_in_a_browser(local_study, study_ui):
     def run_link(run):
         return page.locator(f"a[href$='/runs/{run.info.run_id}']")
 
+    def cell(run, column):
+        """A run's cell in the runs table (ag-grid splits a row over pinned and scrolled
+        parts, which share its row-index)."""
+        index = page.locator("[role='row']", has=run_link(run)).first.get_attribute("row-index")
+        return page.locator(f"[role='row'][row-index='{index}'] [col-id='{column}']")
+
+    def status_colour(run):
+        icon = cell(run, "runDateAndNestInfo").locator("[role='img']").first
+        return icon.evaluate("icon => getComputedStyle(icon).color")
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 2400, "height": 1000})
@@ -115,6 +125,18 @@ def test_the_experiment_page_in_a_browser(local_study, study_ui):
             page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
             for run in trials:
                 expect(run_link(run)).to_have_text(run.info.run_name)
+            # the parent's row reads as the study's result: the best trial's value and knobs
+            best = next(r for r in trials if r.info.run_id == parent_run.data.tags["best_run_id"])
+            shown = cell(parent_run, "metrics.`val_acc`").inner_text()
+            assert shown != "-" and abs(float(shown) - best.data.metrics["val_acc"]) < 1e-3
+            expect(cell(parent_run, "metrics.`best_so_far`")).to_have_text(shown)
+            expect(cell(parent_run, "params.`lr`")).to_have_text(best.data.params["lr"])
+            # a run is drawn as it ended: early-stopped ones as finished, red only for those
+            # that failed or diverged (the parent ended FINISHED)
+            finished = status_colour(parent_run)
+            for run in trials:
+                went_wrong = run.data.tags["outcome"] in ("failed", "diverged")
+                assert (status_colour(run) == finished) != went_wrong, run.data.tags["outcome"]
             page.screenshot(path=ARTIFACTS / "mlflow-experiment-page.png")
 
             child = trials[0]

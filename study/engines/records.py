@@ -175,17 +175,18 @@ class StudyRecords:
         self, trials: list[TrialRecord], best: list[TrialRecord], metric: str, csv: Path
     ) -> None:
         """Log the results table, the trials per outcome and the best trial on the parent
-        run: its value under the study metric's own name and its hyperparameters as params
-        (the parent's row reads as the study's result and sorts with the trials), its other
-        metrics as best_*, its run and its config."""
+        run: its metrics under their own names (the study metric's value also as best_so_far)
+        and its hyperparameters as params, so that the parent's row reads as the study's result
+        and sorts with the trials; its metrics also as best_*, its run and its config."""
         parent = self.parent_id
         self.client.log_artifact(parent, str(csv))
         outcomes = [t.outcome.value for t in trials]
         values = {f"trials_{o}": outcomes.count(o) for o in set(outcomes)}
         if best:
             top = best[0]
-            values |= {metric: top.metrics[metric]}
-            values |= {f"best_{k}": v for k, v in top.metrics.items()}
+            ended = {k: v for k, v in top.metrics.items() if k != BEST_SO_FAR}
+            values |= {**ended, metric: top.metrics[metric], BEST_SO_FAR: top.metrics[metric]}
+            values |= {f"best_{k}": v for k, v in ended.items()}
         self.log_values(parent, values)
         if not best:
             return
