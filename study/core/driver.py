@@ -1,4 +1,5 @@
-"""Who drives a study: one driver process at a time holds the study's lock, so that `study
+"""Who drives a study: one driver process at a time holds the study's lock (and one
+`study ablate` or `study confirm` at a time the study's repeats lock), so that `study
 status` tells a running study from one whose driver died, and a second driver (`resume`,
 `run --replace`) never writes over a live one. Creating the root's stores takes the root's
 lock, so that studies started at the same moment on a new root do not race to create them.
@@ -43,24 +44,46 @@ def stores_made(layout: Layout) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def held(path: Any, busy: str) -> Iterator[None]:
+    """Hold the lock file `path` for the block without waiting; UserError(`busy`) when a live
+    process holds it."""
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(busy) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
 def driving(layout: Layout) -> Iterator[None]:
     """Hold the study's driver lock for the block, recording who holds it; a UserError when a
     live process drives the study already."""
     layout.study_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(layout.driver_lock)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(
-            f"NAME: study {layout.name!r} is running ({who(layout)}); wait for it to end, or "
-            "stop that process first"
-        ) from None
-    try:
+    busy = (
+        f"NAME: study {layout.name!r} is running ({who(layout)}); wait for it to end, or "
+        "stop that process first"
+    )
+    with held(layout.driver_lock, busy):
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         write_whole(layout.driver_record, json.dumps(record))
         yield
-    finally:
-        lock.release()
+
+
+@contextlib.contextmanager
+def repeating(layout: Layout) -> Iterator[None]:
+    """One `study ablate` or `study confirm` of a study at a time, and none while its driver
+    runs (the trials it ranks would change under it); UserError otherwise."""
+    if is_driven(layout):
+        raise UserError(
+            f"NAME: study {layout.name!r} is running ({who(layout)}); wait for it to end"
+        )
+    busy = f"NAME: an ablation or confirmation of {layout.name!r} is running; wait for it"
+    with held(layout.repeats_lock, busy):
+        yield
 
 
 def is_driven(layout: Layout) -> bool:

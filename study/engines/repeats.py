@@ -9,23 +9,19 @@ run (StudyRecords.role_run, settle): a second call trains only what is missing; 
 driver left RUNNING, or one that failed, is deleted and trained again.
 """
 
-import contextlib
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 from rich.console import Console
 from rich.markup import escape
 
 from study.core import Layout, driver
-from study.core.errors import UserError
 from study.core.record import TrialRecord
 from study.engines.cluster import connect
 from study.engines.logs import console as wide_console
@@ -64,27 +60,6 @@ class Interrupted(Exception):
     def __init__(self, done: int, wanted: int) -> None:
         super().__init__(f"{done} of {wanted} runs recorded")
         self.done, self.wanted = done, wanted
-
-
-@contextlib.contextmanager
-def holding(layout: Layout) -> Iterator[None]:
-    """One `study ablate` or `study confirm` of a study at a time, and none while its
-    driver runs (the trials it ranks would change under it); UserError otherwise."""
-    if driver.is_driven(layout):
-        raise UserError(
-            f"NAME: study {layout.name!r} is running ({driver.who(layout)}); wait for it to end"
-        )
-    lock = FileLock(layout.repeats_lock)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(
-            f"NAME: an ablation or confirmation of {layout.name!r} is running; wait for it"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def as_grid(configs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -288,7 +263,7 @@ def recorded(
     under the study's parent run, one caller at a time; returns the role's run id and the
     values. The role's run ends FINISHED, or KILLED when interrupted (the next call
     continues it)."""
-    with holding(layout):
+    with driver.repeating(layout):
         role_id = records.role_run(role, name, key)
         records.set_status(role_id, "RUNNING")
         status = "KILLED"
