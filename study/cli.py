@@ -368,9 +368,9 @@ def _repeated(command: str, spec: "StudySpec", folder: Path, work: Callable[[], 
     errors.txt), exit 130 or 1."""
     import traceback
 
+    from study.core.repeat import Interrupted
     from study.engines.logs import keep_traceback
     from study.engines.outages import brief
-    from study.engines.repeats import Interrupted
 
     try:
         work()

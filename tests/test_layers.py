@@ -158,6 +158,12 @@ def test_reading_commands_load_no_ray_or_torch():
     }
 
 
+def test_ablate_and_confirm_check_their_input_before_loading_ray():
+    """`study ablate` and `study confirm` refuse bad input before Ray is imported (it is
+    imported once the input is checked, to train)."""
+    assert "ray" not in loaded("study.commands.ablate", "study.commands.confirm")
+
+
 def test_status_reads_the_recorded_state_without_mlflow():
     """`study status` answers from the study's own recorded state: MLflow (about 2 s of
     imports) is loaded only for a study recorded before its state was."""

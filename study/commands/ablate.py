@@ -21,8 +21,8 @@ from study.core import TrialConfig, label
 from study.core.errors import UserError
 from study.core.layout import ABLATION
 from study.core.record import TrialRecord
+from study.core.repeat import Repeat, Role
 from study.engines.records import StudyRecords
-from study.engines.repeats import Repeat
 from study.evidence.intervals import paired_interval, t_interval, verdict
 from study.evidence.variants import BASE, BASE_LABEL, Variant, variants
 from study.spec import StudySpec
@@ -140,11 +140,11 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
             f"already off in {chosen.label}, so not run: {', '.join(plan.skipped)}",
             highlight=False,
         )
-    name, key = f"ablation {chosen.name}", {TRIAL_KEY: chosen.label}
+    role = Role(ROLE, f"ablation {chosen.name}", {TRIAL_KEY: chosen.label})
     from study.engines.repeats import recorded  # Ray: once the input is checked
 
     role_id, values = recorded(
-        spec, layout, plan.checked.data, records, ROLE, name, key, runs_of(plan), console
+        spec, layout, plan.checked.data, records, role, runs_of(plan), console
     )
     frame = pd.DataFrame(summarize(values, plan.variants, seeds, spec.mode))
     frame.insert(0, "trial", chosen.label)
@@ -156,7 +156,7 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
         highlight=False,
     )
     frame.to_csv(layout.ablation_csv, index=False)
-    report.plot_ablation(frame, metric, spec.mode, name, layout.ablation_png)
+    report.plot_ablation(frame, metric, spec.mode, role.name, layout.ablation_png)
     for run_id in (records.parent_id, role_id):
         records.attach(run_id, str(layout.ablation_csv))
         records.attach(run_id, str(layout.ablation_png))

@@ -19,8 +19,8 @@ from study.core import TrialConfig
 from study.core.errors import UserError
 from study.core.layout import CONFIRM
 from study.core.record import TrialRecord
+from study.core.repeat import Repeat, Role
 from study.engines.records import StudyRecords
-from study.engines.repeats import Repeat
 from study.evidence.intervals import Interval, paired_interval, ranked_means, t_interval
 from study.spec import StudySpec
 
@@ -113,16 +113,9 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
     )
     from study.engines.repeats import recorded  # Ray: once the input is checked
 
+    role = Role(ROLE, "confirm top trials")
     role_id, values = recorded(
-        spec,
-        layout,
-        plan.checked.data,
-        records,
-        ROLE,
-        "confirm top trials",
-        {},
-        runs_of(plan),
-        console,
+        spec, layout, plan.checked.data, records, role, runs_of(plan), console
     )
     frame = pd.DataFrame(summarize(values, plan.trials, seeds, spec.metric, spec.mode))
     frame.insert(1, "metric", spec.metric)

@@ -12,7 +12,6 @@ driver left RUNNING, or one that failed, is deleted and trained again.
 import json
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from rich.markup import escape
 
 from study.core import Layout, driver
 from study.core.record import TrialRecord
+from study.core.repeat import Interrupted, Repeat, Role
 from study.engines.cluster import connect
 from study.engines.logs import console as wide_console
 from study.engines.progress import COLOURS
@@ -38,28 +38,6 @@ from study.engines.tracking import MlflowTracker, RunningTrial, StudyStopper
 from study.engines.tuner import on_console, quiet, run_config, trial_folder, with_data
 from study.spec import StudySpec
 from trainables import HYPERPARAMETERS, Data, resolve
-
-
-@dataclass(frozen=True)
-class Repeat:
-    """One training run: `group` with training seed `seed`, its flat config and run name."""
-
-    group: str
-    seed: int
-    config: dict[str, Any]
-    name: str
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.group, self.seed
-
-
-class Interrupted(Exception):
-    """The runs stopped before all were recorded (Ctrl-C): `done` of `wanted` are."""
-
-    def __init__(self, done: int, wanted: int) -> None:
-        super().__init__(f"{done} of {wanted} runs recorded")
-        self.done, self.wanted = done, wanted
 
 
 def as_grid(configs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -253,22 +231,20 @@ def recorded(
     layout: Layout,
     data: Data,
     records: StudyRecords,
-    role: str,
-    name: str,
-    key: dict[str, str],
+    role: Role,
     repeats: list[Repeat],
     console: Console,
 ) -> tuple[str, dict[tuple[str, int], float]]:
-    """`run_repeats` under the role's run (found by its `key` tags, or made as `name`) nested
-    under the study's parent run, one caller at a time; returns the role's run id and the
-    values. The role's run ends FINISHED, or KILLED when interrupted (the next call
-    continues it)."""
+    """`run_repeats` under the role's run (found by its `key` tags, or made) nested under the
+    study's parent run, one caller at a time; returns the role's run id and the values. The
+    role's run ends FINISHED, or KILLED when interrupted (the next call continues it)."""
     with driver.repeating(layout):
-        role_id = records.role_run(role, name, key)
+        role_id = records.role_run(role.role, role.name, role.key)
         records.set_status(role_id, "RUNNING")
         status = "KILLED"
         try:
-            values = run_repeats(spec, layout, data, records, (role_id, role), repeats, console)
+            pair = (role_id, role.role)
+            values = run_repeats(spec, layout, data, records, pair, repeats, console)
             status = "FINISHED"
         finally:
             records.set_status(role_id, status)
