@@ -132,6 +132,33 @@ def test_sigkill_at_six_moments_then_resume_is_exactly_once(tmp_path):
     assert files(root) == before
 
 
+def test_a_study_interrupted_before_an_upgrade_resumes_each_trial_once(tmp_path):
+    """Tune's saved state names our classes by their modules: a study killed mid-way under a
+    version whose modules moved (issue 35 moved them all) still resumes. One line says the
+    state does not load; a new Tune run under the same records runs the trials still
+    missing, each recorded once."""
+    root = tmp_path / "runs"
+    driver = start(root, ["run", *[a for o in OVERRIDES for a in ("--set", o)]])
+    deadline = time.time() + 180
+    saved = root / "ray" / NAME / "tuner.pkl"
+    while not (recorded(ENDED, 3)(root) and glob.glob(str(saved.parent / "experiment_state*"))):
+        assert driver.poll() is None and time.time() < deadline, "three trials never ended"
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    state = saved.read_bytes()
+    assert b"study.engines.search" in state  # the searcher, pickled by its module's name
+    saved.write_bytes(state.replace(b"study.engines.search", b"study.engines.searcX"))
+
+    resumed = study_cli("resume", NAME, root=root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = "Ray Tune's saved state does not load in this version (ModuleNotFoundError: "
+    assert said + "No module named 'study.engines.searcX'); the trials still missing" in (
+        resumed.stdout
+    )
+    check_exactly_once(root, NAME, SAMPLES, EPOCHS)
+
+
 def test_kills_at_random_moments_then_resume_is_exactly_once(tmp_path, ray_head):
     """A handful of the benchmark's seeded random kills (20 and more there): the driver's
     process group killed at moments drawn from 0-15 s after each start, on the test worker's

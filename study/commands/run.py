@@ -2,6 +2,7 @@
 the scheduler (ASHA), the tracker (MLflow) and the cluster (Ray) wired into one Tuner; a study
 whose driver stopped is resumed from where its recorded state says it stands."""
 
+import pickle
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -16,6 +17,7 @@ from study.core.errors import UserError, already_exists
 from study.core.record import TrialRecord, ranked
 from study.engines import outages, storage, stores
 from study.engines.cluster import connect
+from study.engines.outages import brief
 from study.engines.progress import Progress
 from study.engines.records import StudyRecords
 from study.engines.search import build_searcher
@@ -119,14 +121,33 @@ def resume_study(spec: StudySpec, root: Any, checked: Checked, console: Console)
         stage.save(
             layout.stage_record, state.at(Stage.TRIALS_STARTED if restore else Stage.STORES_MADE)
         )
-        if not (restore and tune_saved(path)):
+        tuner = restored(spec, path, checked, console) if restore and tune_saved(path) else None
+        if tuner is None:
             return tune_study(spec, layout, checked, console, records, resumed=True)
-        connect(spec)
-        trainable_ = with_data(spec, checked.data)
-        tuner = tune.Tuner.restore(
-            path, trainable=trainable_, resume_unfinished=True, resume_errored=False
-        )
         return finish(tuner, spec, layout, records)
+
+
+def restored(spec: StudySpec, path: str, checked: Checked, console: Console) -> Any:
+    """Ray Tune's saved run of the study, its unfinished trials to continue; None where that
+    state does not load in this version of the code (it names classes by their modules: a
+    study interrupted before an upgrade), said in one line: the study then goes on with a new
+    Tune run under the same records, which runs the trials still missing, each once."""
+    connect(spec)
+    try:
+        return tune.Tuner.restore(
+            path,
+            trainable=with_data(spec, checked.data),
+            resume_unfinished=True,
+            resume_errored=False,
+        )
+    except (ImportError, AttributeError, pickle.UnpicklingError) as error:
+        console.print(
+            f"Ray Tune's saved state does not load in this version ({brief(error)}); the "
+            "trials still missing run in a new Tune run, each recorded once",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return None
 
 
 def tune_saved(path: str) -> bool:
