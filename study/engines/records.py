@@ -20,7 +20,8 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "trial"  # the trial number, stable across resumes
 RAY_TRIAL_TAG = "ray.trial_id"
-ROLE_TAG = "study.role"  # parent, ablation or confirm
+ROLE_TAG = "study.role"  # the study's parent run, or an ablation, confirm or retrain run
+PARENT_ROLE, RETRAIN_ROLE = "parent", "retrain"
 GROUP_TAG = "repeat.group"  # an ablation's variant, a confirmation's trial
 SEED_TAG = "repeat.seed"
 # The MLflow run status of each outcome: red in the UI for a trial that went wrong only (an
@@ -136,7 +137,7 @@ class StudyRecords:
         """The id of the newest parent run of the study's experiment."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+            filter_string=f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -147,7 +148,7 @@ class StudyRecords:
     ) -> str:
         """A new parent run for study `name`, holding its spec (`params` and the file) and what
         preflight found of its data and model; returns its id."""
-        tags = {ROLE_TAG: "parent", **EXPERIMENT_KIND}
+        tags = {ROLE_TAG: PARENT_ROLE, **EXPERIMENT_KIND}
         self.parent_id = self.client.create_run(
             self.experiment_id, run_name=name, tags=tags
         ).info.run_id
@@ -327,7 +328,7 @@ class StudyRecords:
 
     def new_retrain(self, source_run_id: str, name: str, params: dict[str, Any]) -> str:
         """A run of `study train` beside (not under) the study's parent run, with `params`."""
-        tags = {ROLE_TAG: "retrain", "source_run_id": source_run_id}
+        tags = {ROLE_TAG: RETRAIN_ROLE, "source_run_id": source_run_id}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
