@@ -30,6 +30,20 @@ class _Param(BaseModel):
     """Sample this parameter only when each named earlier parameter has the value (or one of
     the values) given."""
 
+    def holds(self, value: Any) -> bool:
+        """Whether the parameter can take `value` (a range's bounds included)."""
+        if hasattr(self, "choices"):
+            return value in self.choices
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        whole = isinstance(value, int) or not isinstance(self.low, int)
+        return number and whole and self.low <= value <= self.high
+
+    def span(self) -> str:
+        """Its values as a person writes them: `1e-05 .. 0.1`, `sgd, adam`."""
+        if hasattr(self, "choices"):
+            return ", ".join(map(str, self.choices))
+        return f"{self.low:g} .. {self.high:g}"
+
     def active(self, values: dict[str, Any]) -> bool:
         """Whether the `when` conditions hold for the values sampled (or given) so far."""
         for name, wanted in (self.when or {}).items():

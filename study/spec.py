@@ -213,6 +213,11 @@ class SearchSpec(_Strict):
     max_concurrent: int = Field(2, ge=1)
     seed: int = 0
     storage: str | None = None  # Optuna RDB URL (sqlite:///, postgresql://...); None: <root>
+    # configs run first, in order, as ordinary trials (Optuna's enqueue_trial: the sampler
+    # learns from them); the first is the study's baseline. Each: a `study export` file (its
+    # hyperparameters), a mapping of hyperparameters (the others at their defaults, a
+    # `label` to name it), or `unregularized` (every regularizer off); study.commands.recipes
+    enqueue: list[str | dict[str, Any]] = Field(default_factory=list)
 
 
 class SchedulerSpec(_Strict):

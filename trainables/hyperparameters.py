@@ -161,7 +161,8 @@ def direction(metric: str) -> str:
 
 # The settings of a run that a trial's config holds beside its hyperparameters (the fields of
 # study.core.RunSettings; tests/unit/test_core.py checks they agree).
-RUN_SETTINGS = ("dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial")
+RUN_SETTINGS = ("dataset", "model", "epochs", "seed", "threads", "stop_epoch", "optuna_trial",
+                "enqueued")  # fmt: skip
 
 
 def ends_at(config: dict[str, Any]) -> int:

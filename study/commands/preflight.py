@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import load_yaml
+from study.commands.recipes import with_recipes
 from study.core import Found, Layout, Stage, StudyState, driver, stage, standing
 from study.core.errors import UserError, already_exists, missing_study
 from study.spec import StudySpec, own_knobs
@@ -416,6 +417,7 @@ def preflight(
     check_tracking(spec, root)
     if not replace:
         check_new(spec, root)
+    spec = with_recipes(spec, Path.cwd())  # search.enqueue: its files read once, here
     data, dataset = load_data(spec)
     if data.task_note:
         warn(f"note: {data.task_note}")

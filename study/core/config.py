@@ -23,6 +23,7 @@ class RunSettings:
     threads: int = 1
     stop_epoch: int | None = None  # end earlier, where an early-stopped trial ended
     optuna_trial: int | None = None  # the Optuna trial's number: names the trial everywhere
+    enqueued: str | None = None  # a config the study ran first (search.enqueue): `1: recipe.yaml`
 
     @property
     def last_epoch(self) -> int:

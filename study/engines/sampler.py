@@ -2,6 +2,7 @@
 that ends without stopping the study, the define-by-run space and the first config preflight
 builds. No storage (study.engines.storage), no Ray."""
 
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -36,7 +37,14 @@ class DefineByRun:
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         self.space.suggest(trial, self.context)  # Ray captures the suggested values itself
-        return self.constants.numbered(trial.number).flat()
+        config = self.constants.numbered(trial.number)
+        tag = trial.user_attrs.get("enqueued")
+        if tag:  # a config the study runs first: the values it names outside the space too
+            recipe = trial.user_attrs.get("recipe") or {}
+            hyperparameters = {**config.hyperparameters, **recipe}
+            config = replace(config, hyperparameters=hyperparameters)
+            config = replace(config, run=replace(config.run, enqueued=tag))
+        return config.flat()
 
 
 class LearnsFromEarlyStopped(optuna.samplers.BaseSampler):

@@ -13,6 +13,8 @@ from study.core import FINISHED, Layout, Outcome, decide, finite
 from study.engines.sampler import DefineByRun, sampler
 from study.engines.storage import Storage
 
+ENQUEUED, RECIPE = "enqueued", "recipe"  # an enqueued trial's user attrs: its tag, its values
+
 # The Optuna state of a trial that did not run to its end.
 STATES = {
     Outcome.EARLY_STOPPED: TrialState.PRUNED,
@@ -133,7 +135,7 @@ def build_searcher(
     preflight `found` included), seeded sampler; `resumed` when earlier drivers of the study
     may have asked trials already."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return PrunedAwareOptunaSearch(
+    searcher = PrunedAwareOptunaSearch(
         space=DefineByRun(spec.space, spec.trial_constants(found), spec.context(found)),
         metric=spec.metric,
         mode=spec.mode,
@@ -144,3 +146,25 @@ def build_searcher(
         num_samples=spec.search.num_samples,
         resumed=resumed,
     )
+    enqueue(spec, layout)
+    return searcher
+
+
+def enqueue(spec: Any, layout: Layout) -> None:
+    """Queue the study's resolved `search.enqueue` items (study.commands.recipes) in its
+    Optuna study, in order, each once: an item a driver queued before it died is not queued
+    again. Each carries its tag (`1: recipe.yaml`) and the hyperparameters it names outside
+    the space (`recipe`), which DefineByRun puts in its config."""
+    if not spec.search.enqueue:
+        return
+    study = optuna.load_study(study_name=layout.name, storage=Storage(layout.optuna_url))
+    queued = {t.user_attrs.get(ENQUEUED) for t in study.get_trials(deepcopy=False)}
+    space = spec.space.params
+    for number, item in enumerate(spec.search.enqueue, start=1):
+        values = {k: v for k, v in item.items() if k != "label"}
+        tag = f"{number}: {item['label']}"
+        if tag in queued:
+            continue
+        sampled = {k: v for k, v in values.items() if k in space}
+        recipe = {k: v for k, v in values.items() if k not in space}
+        study.enqueue_trial(sampled, user_attrs={ENQUEUED: tag, RECIPE: recipe})

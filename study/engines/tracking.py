@@ -130,6 +130,8 @@ class MlflowTracker(tune.Callback):
         config = trial.config
         name = run_name(number, {k: config[k] for k in self.sampled if k in config})
         tags = {TRIAL_TAG: str(number), RAY_TRIAL_TAG: trial.trial_id, "config": json.dumps(config)}
+        if config.get("enqueued"):  # a config the study ran first (search.enqueue)
+            tags["enqueued"] = config["enqueued"]
         # Every hyperparameter, defaults included: runs of studies that sample different knobs
         # compare side by side (weight_decay 0.0 rather than a blank).
         run_id = self.records.new_run(name, tags, resolve(config))

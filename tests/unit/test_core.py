@@ -95,7 +95,7 @@ def test_trial_config_splits_hyperparameters_from_run_settings_and_back():
     assert config.flat() == FLAT
     assert (config.number, config.label, trial_number(FLAT)) == (7, "t007", 7)
     assert set(RUN_KEYS) == {"dataset", "model", "epochs", "seed", "threads", "stop_epoch",
-                             "optuna_trial"}  # fmt: skip
+                             "optuna_trial", "enqueued"}  # fmt: skip
     assert RUN_SETTINGS == RUN_KEYS  # trainables tells a plug-in's own knobs from them
     assert own_knobs({**FLAT, "kernel_size": 5}) == {"kernel_size": 5}
 
