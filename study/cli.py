@@ -423,18 +423,28 @@ def confirm(
     name: Annotated[str, typer.Argument(help="The study's name.")],
     top: Annotated[int, typer.Option("--top", help="How many of the best trials.")] = 3,
     seeds: SeedsOption = 5,
+    against: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--with",
+            help="A trial (your baseline, e.g. t001) each of the top is compared with, paired "
+            "by seed, with 95% CIs and a verdict.",
+        ),
+    ] = None,
     root: RootOption = None,
 ) -> None:
     """The top trials retrained over --seeds seeds each through Ray, ranked by mean with 95%
-    CIs, and which are indistinguishable from the first at this number of seeds."""
+    CIs, and which are indistinguishable from the first at this number of seeds; with --with,
+    each against that trial."""
     try:
         folder, spec = _saved(root, name)
         from study.commands import confirm as confirmation
 
-        made = confirmation.plan(spec, folder, top, seeds)
+        made = confirmation.plan(spec, folder, top, seeds, against)
     except UserError as error:
         _fail(error)
     again = f"study confirm {name} --top {top}" + (f" --seeds {seeds}" if seeds != 5 else "")
+    again += f" --with {against}" if against else ""
     _repeated(again, spec, folder, lambda: confirmation.run(made, console))
 
 

@@ -100,6 +100,20 @@ def test_the_recipe_and_unregularized_run_first_once_each_across_a_kill(tmp_path
     assert {k: trials[0].params[k] for k in space} == {k: RECIPE[k] for k in space}
     assert trials[0].user_attrs["enqueued"] == "1: recipe.yaml"
 
+    # the report opens with the best trial against the baseline (trial 1)
+    report = study_here("report", NAME, root=root)
+    assert report.returncode == 0, report.stderr[-3000:]
+    second_line = report.stdout.splitlines()[1]
+    assert second_line.startswith(
+        ("Best vs your baseline t001 (recipe.yaml)", "Best is your baseline t001 (recipe.yaml)")
+    ), report.stdout
+    assert f"`study confirm {NAME} --with t001` for intervals" in second_line
+    refused = study_here("confirm", NAME, "--with", "t009", root=root)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"error: --with: study '{NAME}' has no trial 't009'; its trials: t001-t004\n"
+    )
+
 
 def test_an_enqueued_value_outside_the_space_is_refused_before_anything_runs(tmp_path):
     root = tmp_path / "runs"

@@ -15,10 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from study.commands import report
-from study.commands.evidence_input import check_seeds, ranked_trials
+from study.commands.evidence_input import check_seeds, pick, ranked_trials
 from study.commands.preflight import Checked, prepare_resume
-from study.core import TrialConfig, label
-from study.core.errors import UserError
+from study.core import TrialConfig
 from study.core.layout import ABLATION
 from study.core.record import TrialRecord
 from study.core.repeat import Repeat, Role
@@ -44,27 +43,6 @@ class Plan:
     variants: list[Variant]
     skipped: list[str]  # regularizers already off in it
     seeds: list[int]
-
-
-def pick(
-    trials: list[TrialRecord], best: list[TrialRecord], name: str | None, study: str, metric: str
-) -> TrialRecord:
-    """Trial `name` (t007, 7), the best trial when None; a UserError for a trial the study
-    does not have, or one without a value of the metric."""
-    if name is None:
-        return best[0]
-    match = re.fullmatch(r"t?0*(\d+)", name.strip())
-    wanted = label(int(match[1])) if match else name
-    known = {trial.label: trial for trial in trials}
-    if wanted not in known:
-        span = f"{trials[0].label}-{trials[-1].label}" if trials else "none"
-        raise UserError(f"--trial: study {study!r} has no trial {name!r}; its trials: {span}")
-    if all(trial.label != wanted for trial in best):
-        raise UserError(
-            f"--trial: {wanted} ended {known[wanted].outcome} without a {metric}; pick a trial "
-            f"with one (the best is {best[0].label})"
-        )
-    return known[wanted]
 
 
 def plan(spec: StudySpec, root: Path, trial: str | None = None, seeds: int = 5) -> Plan:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from study.commands import report
-from study.commands.evidence_input import check_seeds, ranked_trials
+from study.commands.evidence_input import check_seeds, pick, ranked_trials
 from study.commands.preflight import Checked, prepare_resume
 from study.core import TrialConfig
 from study.core.errors import UserError
@@ -21,7 +21,7 @@ from study.core.layout import CONFIRM
 from study.core.record import TrialRecord
 from study.core.repeat import Repeat, Role
 from study.engines.records import StudyRecords
-from study.evidence.intervals import Interval, paired_interval, ranked_means, t_interval
+from study.evidence.intervals import Interval, paired_interval, ranked_means, t_interval, versus
 from study.spec import StudySpec
 
 ROLE = CONFIRM  # its MLflow role
@@ -38,11 +38,15 @@ class Plan:
     trials: list[TrialRecord]  # the top trials, best first
     configs: dict[str, TrialConfig]  # each trial's config as retrained, by trial label
     seeds: list[int]
+    baseline: str | None = None  # `--with`: the trial every other is compared with
 
 
-def plan(spec: StudySpec, root: Path, top: int = 3, seeds: int = 5) -> Plan:
+def plan(
+    spec: StudySpec, root: Path, top: int = 3, seeds: int = 5, against: str | None = None
+) -> Plan:
     """Check the confirmation's input and load the study's data; UserError (exit 2) before
-    anything runs."""
+    anything runs. `against` (`--with`): a trial (the study's baseline) each of the top is
+    compared with, paired by seed, trained too when it is not among them."""
     check_seeds(seeds)
     if top < 1:
         raise UserError(f"--top: {top}; use 1 or more")
@@ -54,11 +58,14 @@ def plan(spec: StudySpec, root: Path, top: int = 3, seeds: int = 5) -> Plan:
             f"{spec.metric}; use --top {len(best)} or fewer"
         )
     trials = best[:top]
+    base = against and pick(records.trials(), best, against, spec.name, spec.metric, "--with")
+    if base and base not in trials:
+        trials.append(base)
     configs = {trial.label: trial.retrained() for trial in trials}
     checked = prepare_resume(spec, root)
     first = configs[trials[0].label].run.seed  # the study's seed: every trial's
     return Plan(checked.spec, root, checked, records, trials, configs,
-                list(range(first, first + seeds)))  # fmt: skip
+                list(range(first, first + seeds)), base and base.label)  # fmt: skip
 
 
 def runs_of(plan: Plan) -> list[Repeat]:
@@ -76,10 +83,12 @@ def summarize(
     seeds: list[int],
     metric: str,
     mode: str,
+    baseline: str | None = None,
 ) -> list[dict[str, Any]]:
     """A row per trial, best mean first: its mean over the seeds with a 95% interval, and its
     difference from the first's (paired by seed) with a 95% interval, and whether that holds
-    0 (indistinguishable from the first at this number of seeds; the first itself: true)."""
+    0 (indistinguishable from the first at this number of seeds; the first itself: true);
+    with a `baseline` trial, each other's difference from it too, and what that says."""
     by_seed = {t.label: {s: values[(t.label, s)] for s in seeds} for t in trials}
     means: dict[str, Interval] = {t: t_interval(list(v.values())) for t, v in by_seed.items()}
     order = ranked_means(means, mode)
@@ -98,7 +107,23 @@ def summarize(
             "difference_high": difference.high,
             "indistinguishable": trial == first or difference.holds(0.0),
         })  # fmt: skip
+        if baseline:
+            table[-1] |= against_baseline(by_seed, trial, baseline, mode)
     return table
+
+
+def against_baseline(
+    by_seed: dict[str, dict[int, float]], trial: str, baseline: str, mode: str
+) -> dict[str, Any]:
+    """A trial's difference from the baseline trial, paired by seed: its 95% interval and
+    what it says (better, worse, no difference detectable); empty for the baseline itself."""
+    if trial == baseline:
+        return {"vs_baseline": None, "vs_baseline_low": None, "vs_baseline_high": None,
+                "against_baseline": "the baseline"}  # fmt: skip
+    change = paired_interval(by_seed[trial], by_seed[baseline])
+    return {"vs_baseline": change.mean, "vs_baseline_low": change.low,
+            "vs_baseline_high": change.high,
+            "against_baseline": versus(change, mode, baseline)}  # fmt: skip
 
 
 def run(plan: Plan, console: Console) -> pd.DataFrame:
@@ -117,7 +142,8 @@ def run(plan: Plan, console: Console) -> pd.DataFrame:
     role_id, values = recorded(
         spec, layout, plan.checked.data, records, role, runs_of(plan), console
     )
-    frame = pd.DataFrame(summarize(values, plan.trials, seeds, spec.metric, spec.mode))
+    table = summarize(values, plan.trials, seeds, spec.metric, spec.mode, plan.baseline)
+    frame = pd.DataFrame(table)
     frame.insert(1, "metric", spec.metric)
     print_ranking(frame, spec.metric, spec.mode, len(seeds), console)
     frame.to_csv(layout.confirm_csv, index=False)
@@ -159,12 +185,22 @@ def print_ranking(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for column in ("rank", "trial", "one run", "mean [95% CI]", "difference [95% CI]"):
+    compared = "against_baseline" in frame.columns  # `--with`: each against the baseline
+    columns = ["rank", "trial", "one run", "mean [95% CI]", "difference [95% CI]"]
+    for column in columns + (["vs the baseline [95% CI]", "against it"] if compared else []):
         table.add_column(column, no_wrap=True)
     for _, r in frame.iterrows():
         mean = f"{r['mean']:.4f} [{r['mean_low']:.4f}, {r['mean_high']:.4f}]"
-        low, high = r["difference_low"], r["difference_high"]
-        difference = "" if r["rank"] == 1 else f"{r['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
-        table.add_row(str(r["rank"]), r["trial"], f"{r['study_value']:.4f}", mean, difference)
+        difference = "" if r["rank"] == 1 else signed(r, "difference")
+        cells = [str(r["rank"]), r["trial"], f"{r['study_value']:.4f}", mean, difference]
+        if compared:
+            versus = "" if pd.isna(r["vs_baseline"]) else signed(r, "vs_baseline")
+            cells += [versus, r["against_baseline"]]
+        table.add_row(*cells)
     console.print(table)
     console.print(indistinguishable_line(frame, seeds), highlight=False)
+
+
+def signed(row: Any, key: str) -> str:
+    """A paired difference and its 95% interval: `+0.0123 [+0.0040, +0.0206]`."""
+    return f"{row[key]:+.4f} [{row[key + '_low']:+.4f}, {row[key + '_high']:+.4f}]"

@@ -385,6 +385,11 @@ def evidence(layout: Any) -> tuple[list[str], dict[str, Path], dict[str, str]]:
             f"Confirmation of the top {len(frame)} over {int(frame['seeds'].max())} seeds: {first} "
             f"first by mean; indistinguishable from it: {', '.join(same) or 'none'}."
         )
+        if "against_baseline" in frame.columns:  # `study confirm --with`
+            others = frame[frame["vs_baseline"].notna()]
+            said = "; ".join(f"{r['trial']} {r['against_baseline']} ({r['vs_baseline']:+.4f})"
+                             for _, r in others.iterrows())  # fmt: skip
+            lines.append(f"Against the baseline, paired by seed: {said}.")
         images["Confirmation (study confirm)"] = layout.confirm_png
         tables["Confirmation: the top trials over the seeds"] = frame.to_html(**style)
     return lines, images, tables
@@ -441,11 +446,13 @@ def analyse(spec: StudySpec, layout: Any, limits: dict[str, float | None]) -> di
     lines = analysis.summary(
         spec.name, table, diagnosis, best_first, importances, note, categorical, metric, task
     )
+    versus = analysis.baseline_line(trials, best_first, metric, spec.name)
+    lines[1:1] = [versus] if versus else []  # the evidence first, after the trials' count
     return {"records": records, "fit": analysis.FITS[task], "history": history,
             "table": table, "best": best_first[0].number if best_first else None,
             "diagnosis": diagnosis, "importances": importances, "note": note, "at": at,
             "board": analysis.leaderboard(history, table, metric, spec.mode, at),
-            "lines": lines}  # fmt: skip
+            "lines": lines, "trials": trials}  # fmt: skip
 
 
 def plots(spec: StudySpec, made: dict[str, Any], folder: Path) -> dict[str, Path]:
@@ -489,7 +496,8 @@ def report(spec: StudySpec, root: Path, **limits: float | None) -> dict[str, Any
     board.to_csv(folder / "leaderboard.csv", index=False)
     fits.to_csv(folder / "diagnosis.csv", index=False)
     more, shown, listed = evidence(layout)  # study ablate and study confirm, if run
-    lines += more
+    first = 2 if analysis.baseline(made["trials"]) else 1
+    lines[first:first] = more  # the intervals next, before the one-run figures
     images.update(shown)
     (folder / "summary.txt").write_text("\n".join(lines) + "\n")
     style = {"index": False, "float_format": "{:.4f}".format, "na_rep": "-"}

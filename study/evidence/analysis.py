@@ -210,6 +210,33 @@ def patience_line(table: pd.DataFrame, ranked: list[TrialRecord]) -> str | None:
     )
 
 
+def baseline(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The study's baseline: its first enqueued trial (search.enqueue), None without one."""
+    return next((t for t in trials if (t.config.run.enqueued or "").startswith("1: ")), None)
+
+
+def baseline_line(
+    trials: list[TrialRecord], ranked: list[TrialRecord], metric: str, name: str
+) -> str | None:
+    """The best trial against the study's baseline, in one run each, and how to get
+    intervals; None for a study without a baseline."""
+    base = baseline(trials)
+    if base is None:
+        return None
+    which = f"your baseline {base.label} ({base.config.run.enqueued.partition(': ')[2]})"
+    if not base.scored(metric):
+        return f"{which[0].upper()}{which[1:]} ended {base.outcome} without a {metric}."
+    budget = f", cut at epoch {base.epochs}" if base.outcome == Outcome.EARLY_STOPPED else ""
+    confirm = f"`study confirm {name} --with {base.label}` for intervals"
+    if ranked[0].number == base.number:
+        return f"Best is {which}: no trial beat it, in one run each; {confirm}."
+    change = ranked[0].metrics[metric] - base.metrics[metric]
+    return (
+        f"Best vs {which}{budget}: {change:+.4f} {metric} ({ranked[0].label}), in one run "
+        f"each; {confirm}."
+    )
+
+
 def categorical_medians(table: pd.DataFrame, param: str, metric: str) -> dict[Any, tuple]:
     """Median metric and count per value of a categorical param, over scored trials."""
     scored = table[table["outcome"].isin(SCORED)].dropna(subset=[metric])
@@ -248,11 +275,13 @@ def summary(
         lines.append(f"What mattered ({importance_note}): {knobs}.")
     else:
         lines.append(f"Importance not computed: {importance_note}.")
+    cut = int((table["outcome"] == Outcome.EARLY_STOPPED).sum())
+    unequal = f" (at unequal budgets: ASHA cut {cut} trials early; not evidence)" if cut else ""
     for param in categorical:
         medians = categorical_medians(table, param, metric)
         if len(medians) > 1:
             parts = ", ".join(f"{v}: {m:.4f} (n={n})" for v, (m, n) in medians.items())
-            lines.append(f"Median {metric} by {param}: {parts}.")
+            lines.append(f"Median {metric} by {param}{unequal}: {parts}.")
     if said := patience_line(table, ranked):
         lines.append(said)
     number = best.number

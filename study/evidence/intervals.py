@@ -83,6 +83,14 @@ def verdict(change: Interval, mode: str, removed: bool = True) -> str:
     return f"no effect detectable at {change.n} seeds"
 
 
+def versus(change: Interval, mode: str, baseline: str) -> str:
+    """What `change` (a trial minus the `baseline` trial, paired by seed) says: better than the
+    baseline, worse, or no difference detectable at this number of seeds."""
+    said = verdict(change, mode, removed=False)
+    words = {"helps": f"better than {baseline}", "hurts": f"worse than {baseline}"}
+    return words.get(said, said.replace("no effect", "no difference"))
+
+
 def ranked_means(means: dict[str, Interval], mode: str) -> list[str]:
     """The names of `means`, best mean first (NaN last)."""
     sign = -1 if mode == "max" else 1

@@ -3,12 +3,13 @@ paired by seed, verdicts in both metric directions, the variants of a config, th
 from the runs' values, and Tune's param space of a plain list of configs."""
 
 import math
+from dataclasses import replace
 
 import pytest
 from ray import tune
 
 from study.commands import ablate, confirm
-from study.commands.evidence_input import check_seeds
+from study.commands.evidence_input import check_seeds, pick
 from study.core import Outcome, TrialConfig
 from study.core.errors import UserError
 from study.core.record import TrialRecord
@@ -204,13 +205,13 @@ def test_seeds_below_two_are_refused_in_one_line():
 def test_a_trial_is_picked_by_its_name_or_number_and_refused_when_it_has_no_value():
     table = [record("t001"), record("t002", "failed"), record("t012")]
     best = [table[2], table[0]]
-    assert ablate.pick(table, best, None, "s", "val_acc") is table[2]
-    assert ablate.pick(table, best, "1", "s", "val_acc") is table[0]
-    assert ablate.pick(table, best, "t12", "s", "val_acc") is table[2]
+    assert pick(table, best, None, "s", "val_acc") is table[2]
+    assert pick(table, best, "1", "s", "val_acc") is table[0]
+    assert pick(table, best, "t12", "s", "val_acc") is table[2]
     with pytest.raises(UserError, match=r"^--trial: study 's' has no trial 't099'; its trials: "):
-        ablate.pick(table, best, "t099", "s", "val_acc")
+        pick(table, best, "t099", "s", "val_acc")
     with pytest.raises(UserError, match=r"^--trial: t002 ended failed without a val_acc"):
-        ablate.pick(table, best, "t002", "s", "val_acc")
+        pick(table, best, "t002", "s", "val_acc")
 
 
 def test_a_list_of_configs_is_a_param_space_every_config_sets_all_of():
@@ -235,3 +236,52 @@ def test_the_layout_knows_the_roles_ray_folders(tmp_path):
     assert [p.name for p in layout.repeats_dirs] == [
         "digits-regularization.ablation", "digits-regularization.confirm",
     ]  # fmt: skip
+
+
+def test_confirm_with_a_baseline_says_where_each_trial_stands_against_it():
+    """`study confirm --with t003`: each other trial's difference from the baseline, paired by
+    seed, with its interval and what it says; the baseline's own row says so."""
+    rows = [record(t, value=v) for t, v in (("t001", 0.98), ("t002", 0.97), ("t003", 0.95))]
+    seeds = [0, 1, 2, 3]
+    noise = [0.002, -0.003, 0.001, 0.0]
+    values = {("t001", s): 0.980 + noise[s] for s in seeds}  # clearly above the baseline
+    values |= {("t002", s): 0.950 + noise[s] + 0.004 * (s % 2 - 0.5) for s in seeds}  # level
+    values |= {("t003", s): 0.950 + noise[s] for s in seeds}
+    table = {r["trial"]: r for r in confirm.summarize(values, rows, seeds, "val_acc", "max",
+                                                       baseline="t003")}  # fmt: skip
+    assert table["t001"]["against_baseline"] == "better than t003"
+    assert table["t001"]["vs_baseline"] == pytest.approx(0.03)
+    assert table["t002"]["against_baseline"] == "no difference detectable at 4 seeds"
+    assert table["t003"]["against_baseline"] == "the baseline"
+    assert table["t003"]["vs_baseline"] is None
+    lowest = {r["trial"]: r for r in confirm.summarize(values, rows, seeds, "val_acc", "min",
+                                                        baseline="t003")}  # fmt: skip
+    assert lowest["t001"]["against_baseline"] == "worse than t003"  # lower is better here
+    without = confirm.summarize(values, rows, seeds, "val_acc", "max")
+    assert "against_baseline" not in without[0]
+
+
+def test_with_a_trial_the_study_does_not_have_is_refused_naming_with():
+    table = [record("t001"), record("t002", "failed")]
+    with pytest.raises(UserError, match=r"^--with: study 's' has no trial 't009'; its trials: "):
+        pick(table, [table[0]], "t009", "s", "val_acc", "--with")
+    with pytest.raises(UserError, match=r"^--with: t002 ended failed without a val_acc"):
+        pick(table, [table[0]], "2", "s", "val_acc", "--with")
+
+
+def test_the_report_opens_with_the_best_trial_against_the_baseline():
+    from study.core.record import ranked
+    from study.evidence.analysis import baseline_line
+
+    config = trial().numbered(0)
+    config = replace(config, run=replace(config.run, enqueued="1: recipe.yaml"))
+    base = replace(record("t001", value=0.95), config=config)
+    trials = [base, record("t002", value=0.97), record("t003", value=0.90)]
+    line = baseline_line(trials, ranked(trials, "val_acc", "max"), "val_acc", "s")
+    assert line == ("Best vs your baseline t001 (recipe.yaml): +0.0200 val_acc (t002), in one "
+                    "run each; `study confirm s --with t001` for intervals.")  # fmt: skip
+    alone = [base, record("t002", value=0.90)]
+    assert baseline_line(alone, ranked(alone, "val_acc", "max"), "val_acc", "s").startswith(
+        "Best is your baseline t001 (recipe.yaml): no trial beat it"
+    )
+    assert baseline_line(trials[1:], ranked(trials[1:], "val_acc", "max"), "val_acc", "s") is None
