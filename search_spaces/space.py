@@ -81,6 +81,14 @@ class FloatParam(_Param):
     def suggest(self, trial: "optuna.Trial", name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
 
+    def distribution(self) -> Any:
+        """Optuna's distribution of this parameter (what `suggest` asks for)."""
+        import optuna
+
+        return optuna.distributions.FloatDistribution(
+            self.low, self.high, log=self.log, step=self.step
+        )
+
 
 class IntParam(_Param):
     """An integer in [low, high], optionally on a log scale or a grid of `step`."""
@@ -99,6 +107,14 @@ class IntParam(_Param):
     def suggest(self, trial: "optuna.Trial", name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step or 1)
 
+    def distribution(self) -> Any:
+        """Optuna's distribution of this parameter (what `suggest` asks for)."""
+        import optuna
+
+        return optuna.distributions.IntDistribution(
+            self.low, self.high, log=self.log, step=self.step or 1
+        )
+
 
 class CategoricalParam(_Param):
     """One of a list of choices."""
@@ -114,6 +130,12 @@ class CategoricalParam(_Param):
 
     def suggest(self, trial: "optuna.Trial", name: str) -> Choice:
         return trial.suggest_categorical(name, self.choices)
+
+    def distribution(self) -> Any:
+        """Optuna's distribution of this parameter (what `suggest` asks for)."""
+        import optuna
+
+        return optuna.distributions.CategoricalDistribution(self.choices)
 
 
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]

@@ -218,6 +218,9 @@ class SearchSpec(_Strict):
     # hyperparameters), a mapping of hyperparameters (the others at their defaults, a
     # `label` to name it), or `unregularized` (every regularizer off); study.commands.recipes
     enqueue: list[str | dict[str, Any]] = Field(default_factory=list)
+    # earlier studies (same Optuna storage) whose finished and early-stopped trials the
+    # sampler learns from before its first proposal: not rerun, not counted in num_samples
+    warm_start: list[str] = Field(default_factory=list)
 
 
 class SchedulerSpec(_Strict):

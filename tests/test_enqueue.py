@@ -12,6 +12,7 @@ import time
 
 import optuna
 import yaml
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import study_cli, study_here
 from tests.exactly_once import check_exactly_once
@@ -124,3 +125,38 @@ def test_an_enqueued_value_outside_the_space_is_refused_before_anything_runs(tmp
         "value in it, or widen space.params.dropout"
     )
     assert not root.exists()  # nothing made, nothing recorded
+
+
+def test_a_study_warm_started_from_an_earlier_one_reruns_none_of_its_trials(tmp_path):
+    """A second study of the same root learns from the first's trials: they are neither
+    rerun nor counted nor recorded in it; one line said how many came in. A warm start from
+    a study that is not there, or from itself, is refused in one line."""
+    root = tmp_path / "runs"
+    small = ["--set", "search.num_samples=3", "--set", "scheduler.max_epochs=2",
+             "--set", "scheduler.grace_period=1",
+             "--set", "model.widths=[16]"]  # fmt: skip
+    first = study_cli("run", *small, "--set", "name=earlier", root=root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    warm = ["--set", "name=later", "--set", "search.warm_start=[earlier]",
+            "--set", "search.num_samples=2"]  # fmt: skip
+    later = study_cli("run", *small, *warm, root=root)
+    assert later.returncode == 0, later.stderr[-3000:]
+    assert "warm start: 3 trials of earlier" in later.stderr
+    check_exactly_once(root, "later", 2, 2)  # its own two, none of the earlier three
+    check_exactly_once(root, "earlier", 3, 2)  # the earlier study as it was
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("later")
+    (parent,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`study.role` = 'parent'"
+    )
+    assert parent.data.tags["warm_start_trials"] == "3"
+    assert parent.data.params["search.warm_start"] == "['earlier']"
+
+    for names, said in (
+        (["nowhere"], "error: search.warm_start: no study 'nowhere' in "),
+        (["again"], "error: search.warm_start: again is this study; name an"),
+    ):
+        refused = study_here("run", *small, "--set", "name=again", "--set",
+                             f"search.warm_start={names}", root=root)  # fmt: skip
+        assert refused.returncode == 2 and refused.stderr.startswith(said), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1

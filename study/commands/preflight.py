@@ -17,6 +17,7 @@ from search_spaces import load_yaml
 from study.commands.recipes import with_recipes
 from study.core import Found, Layout, Stage, StudyState, driver, stage, standing
 from study.core.errors import UserError, already_exists, missing_study
+from study.core.layout import known_studies
 from study.spec import StudySpec, own_knobs
 from trainables import Data, DataError
 from trainables.hyperparameters import HYPERPARAMETERS, NETWORK_KNOBS, resolve
@@ -404,6 +405,32 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def check_warm_start(spec: StudySpec, root: Path, warn: Callable[[str], None]) -> None:
+    """Each study `search.warm_start` names is an earlier one in the same Optuna storage and
+    shares a parameter with the space; one line says how many trials come in (and how many
+    are left out, and why)."""
+    names = spec.search.warm_start
+    if not names:
+        return
+    from study.engines import warm_start
+
+    if spec.name in names:
+        raise UserError(f"search.warm_start: {spec.name} is this study; name an earlier one")
+    layout = spec.layout(root)
+    found = warm_start.earlier_trials(layout, names)
+    missing = [name for name, trials in found.items() if trials is None]
+    if missing:
+        known = ", ".join(n for n in known_studies(root) if n != spec.name) or "none"
+        raise UserError(f"search.warm_start: no study {missing[0]!r} in {layout.optuna_url}; "
+                        f"studies there: {known}")  # fmt: skip
+    earlier = warm_start.prior(layout, names, spec.space)
+    if not earlier.shared:
+        raise UserError(f"search.warm_start: no trial of {', '.join(names)} holds a parameter of "
+                        f"this space ({', '.join(spec.space.params)}) in its range; name a study "
+                        "of the same knobs")  # fmt: skip
+    warn(earlier.line(names))
+
+
 def preflight(
     spec: StudySpec, root: Path, replace: bool = False, warn: Callable[[str], None] = _stderr
 ) -> Checked:
@@ -418,6 +445,7 @@ def preflight(
     if not replace:
         check_new(spec, root)
     spec = with_recipes(spec, Path.cwd())  # search.enqueue: its files read once, here
+    check_warm_start(spec, root, warn)
     data, dataset = load_data(spec)
     if data.task_note:
         warn(f"note: {data.task_note}")

@@ -15,7 +15,7 @@ from study.commands.preflight import Checked, check_resumable
 from study.core import Layout, Stage, StudyState, driver, results, stage, standing
 from study.core.errors import UserError, already_exists
 from study.core.record import TrialRecord, ranked
-from study.engines import outages, storage, stores
+from study.engines import outages, storage, stores, warm_start
 from study.engines.cluster import connect
 from study.engines.outages import brief
 from study.engines.progress import Progress
@@ -77,7 +77,10 @@ def tune_study(
     )
     connect(spec)
     driver_threads(spec)
-    searcher = build_searcher(spec, layout, checked.found, resumed)
+    earlier = warm_start.prior(layout, spec.search.warm_start, spec.space)
+    if earlier.trials and records.parent_id:  # which studies and how many, on the parent
+        records.tag(records.parent_id, "warm_start_trials", str(len(earlier.trials)))
+    searcher = build_searcher(spec, layout, checked.found, resumed, earlier.trials)
     tuner = tune.Tuner(
         with_data(spec, checked.data, train),
         tune_config=tune_config(spec, layout, searcher),

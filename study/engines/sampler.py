@@ -102,6 +102,48 @@ class LearnsFromEarlyStopped(optuna.samplers.BaseSampler):
         self.inner.reseed_rng()
 
 
+class WithPrior(optuna.samplers.BaseSampler):
+    """A sampler shown earlier studies' trials (`prior`: study.engines.warm_start) before the
+    study's own, in a copy of the study in memory: it learns from them, and its random start
+    counts them, while the study's own records never hold them."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, prior: list[Any]) -> None:
+        self.inner, self.prior = inner, prior
+
+    def seen(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple:
+        """The copy of `study` the inner sampler sees (the prior trials first), and `trial`
+        in it."""
+        copy = optuna.create_study(directions=study.directions)
+        copy.add_trials(self.prior)
+        here = None
+        for past in study.get_trials(deepcopy=False):
+            copy.add_trial(past)
+            if past.number == trial.number:
+                here = copy.get_trials(deepcopy=False)[-1]
+        return copy, here
+
+    def infer_relative_search_space(self, study, trial):
+        copy, _ = self.seen(study, trial)
+        return self.inner.infer_relative_search_space(copy, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        copy, here = self.seen(study, trial)
+        return self.inner.sample_relative(copy, here, search_space) if here else {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        copy, here = self.seen(study, trial)
+        return self.inner.sample_independent(copy, here or trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
 # The GP's random trials before it learns, unless search.startup_trials says: on LCBench 3 beat
 # Optuna's 10 (benchmarks/history/lcbench.md, "GP from the 4th trial").
 GP_STARTUP = 3

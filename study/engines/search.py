@@ -10,7 +10,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.core import FINISHED, Layout, Outcome, decide, finite
-from study.engines.sampler import DefineByRun, sampler
+from study.engines.sampler import DefineByRun, WithPrior, sampler
 from study.engines.storage import Storage
 
 ENQUEUED, RECIPE = "enqueued", "recipe"  # an enqueued trial's user attrs: its tag, its values
@@ -129,17 +129,18 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
 
 def build_searcher(
-    spec: Any, layout: Layout, found: Any, resumed: bool = False
+    spec: Any, layout: Layout, found: Any, resumed: bool = False, prior: list | None = None
 ) -> PrunedAwareOptunaSearch:
     """The searcher for `spec`: its space define-by-run with the trial constants (what
-    preflight `found` included), seeded sampler; `resumed` when earlier drivers of the study
-    may have asked trials already."""
+    preflight `found` included), seeded sampler, shown `prior` trials of earlier studies
+    (search.warm_start); `resumed` when earlier drivers of the study may have asked trials
+    already."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = PrunedAwareOptunaSearch(
         space=DefineByRun(spec.space, spec.trial_constants(found), spec.context(found)),
         metric=spec.metric,
         mode=spec.mode,
-        sampler=sampler(spec),
+        sampler=WithPrior(sampler(spec), prior) if prior else sampler(spec),
         storage=Storage(layout.optuna_url),
         study_name=layout.name,
         max_epochs=spec.scheduler.max_epochs,
