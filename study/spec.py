@@ -222,6 +222,17 @@ class SearchSpec(_Strict):
     # sampler learns from before its first proposal: not rerun, not counted in num_samples
     warm_start: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _learning_sampler(self) -> "SearchSpec":
+        """A grid runs its own points only, and a random sampler learns from nothing."""
+        if self.sampler == "grid" and self.enqueue:
+            raise ValueError("enqueue: the grid sampler runs the grid's points only; drop "
+                             "search.enqueue or use sampler gp, tpe or random")  # fmt: skip
+        if self.sampler in ("grid", "random") and self.warm_start:
+            raise ValueError(f"warm_start: the {self.sampler} sampler learns nothing from "
+                             "earlier trials; use sampler gp or tpe")  # fmt: skip
+        return self
+
 
 class SchedulerSpec(_Strict):
     """ASHA early stopping, counted in epochs (`name: none` runs every trial to max_epochs)."""

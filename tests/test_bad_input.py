@@ -58,6 +58,26 @@ CASES = {
     ),
     "unknown optimizer": (["fixed.optimizer=lbfgs"], "fixed.optimizer: 'lbfgs' is not", "adamw"),
     "grid over a float": (["search.sampler=grid"], "search.sampler: grid needs", "as choices"),
+    "enqueue on a grid": (
+        ["search.sampler=grid", "search.enqueue=[unregularized]"],
+        "search.enqueue: the grid sampler runs",
+        "use sampler gp",
+    ),
+    "warm start at random": (
+        ["search.sampler=random", "search.warm_start=[old]"],
+        "search.warm_start: the random sampler learns nothing",
+        "gp or tpe",
+    ),
+    "enqueue outside the space": (
+        ["search.enqueue=[{lr: 0.5}]"],
+        "search.enqueue[1].lr: given 0.5 is outside",
+        "widen",
+    ),
+    "warm start from nowhere": (
+        ["search.warm_start=[nowhere]"],
+        "search.warm_start: no study 'nowhere'",
+        "studies there",
+    ),
     "cnn on a table": (["dataset.name=circles", "model.name=cnn"], "model.name: cnn needs", "mlp"),
     "csv without a path": (["dataset.name=csv"], "dataset: csv needs path", "dataset.path"),
     "missing image files": (
