@@ -228,6 +228,9 @@ class SearchSpec(_Strict):
         if self.sampler == "grid" and self.enqueue:
             raise ValueError("enqueue: the grid sampler runs the grid's points only; drop "
                              "search.enqueue or use sampler gp, tpe or random")  # fmt: skip
+        if len(self.enqueue) > self.num_samples:
+            many = f"{len(self.enqueue)} configs, but num_samples is {self.num_samples}"
+            raise ValueError(f"enqueue: {many}; raise search.num_samples or enqueue fewer")
         if self.sampler in ("grid", "random") and self.warm_start:
             raise ValueError(f"warm_start: the {self.sampler} sampler learns nothing from "
                              "earlier trials; use sampler gp or tpe")  # fmt: skip

@@ -63,6 +63,11 @@ CASES = {
         "search.enqueue: the grid sampler runs",
         "use sampler gp",
     ),
+    "more enqueued than trials": (
+        ["search.num_samples=1", "search.enqueue=[unregularized, {dropout: 0.1}]"],
+        "search.enqueue: 2 configs, but num_samples is 1",
+        "raise",
+    ),
     "warm start at random": (
         ["search.sampler=random", "search.warm_start=[old]"],
         "search.warm_start: the random sampler learns nothing",

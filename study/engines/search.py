@@ -68,6 +68,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             self._resumed and self._ot_study._storage.get_trial(trial._trial_id).state.is_finished()
         )
 
+    def _asked(self) -> int:
+        """The study's trials asked so far, by any driver (an enqueued one still waiting in
+        the queue is not: the next ask runs it)."""
+        trials = self._ot_study.get_trials(deepcopy=False)
+        return sum(trial.state != TrialState.WAITING for trial in trials)
+
     def _orphan(self) -> optuna.Trial | None:
         known = {trial._trial_id for trial in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -80,7 +86,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             orphan = self._orphan()
             if orphan is not None:
                 self._ot_trials[trial_id] = orphan  # its params come back as they were
-            elif len(self._ot_study.get_trials(deepcopy=False)) >= self.num_samples:
+            elif self._asked() >= self.num_samples:
                 # Trials that ended after Ray's last saved state count too: no more to ask.
                 return Searcher.FINISHED
         with warnings.catch_warnings():

@@ -309,3 +309,19 @@ def test_the_gp_fits_on_one_thread_beside_the_trials():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_enqueued_trial_still_waiting_is_not_counted_as_asked():
+    """A resumed study whose trials left to run are enqueued ones (search.enqueue) still in
+    Optuna's queue asks them: they do not count toward num_samples until asked."""
+    from types import SimpleNamespace
+
+    from study.engines.search import PrunedAwareOptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    study.ask()  # the first of them, asked by a driver that then died
+    assert len(study.get_trials()) == 2
+    assert PrunedAwareOptunaSearch._asked(SimpleNamespace(_ot_study=study)) == 1
