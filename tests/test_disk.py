@@ -28,7 +28,14 @@ OVERRIDES = [
 
 
 def mount(folder: Path, *options: str) -> None:
-    subprocess.run(["mount", *options, str(folder)], check=True, capture_output=True)
+    """`mount OPTIONS FOLDER`, tried again a few times: a remount can fail for a moment (exit
+    32) while the other test worker mounts or unmounts its own tmpfs."""
+    for attempt in range(5):
+        done = subprocess.run(["mount", *options, str(folder)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        time.sleep(0.5 * (attempt + 1))
+    raise AssertionError(f"mount {' '.join(options)} {folder}: {done.stderr.strip()}")
 
 
 @contextmanager

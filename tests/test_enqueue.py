@@ -1,6 +1,7 @@
-"""`search.enqueue`, end to end: the user's recipe (an exported file) and every regularizer off
-run first, as trials 1 and 2, with exactly their values, tagged in MLflow and told to Optuna as
-ordinary trials; a driver killed once they are queued, resumed, runs each of them once."""
+"""`search.enqueue` and `search.warm_start`, end to end: the user's recipe (an exported file)
+and every regularizer off run first, as trials 1 and 2, with exactly their values, tagged in
+MLflow and told to Optuna as ordinary trials; a driver killed once they are queued, resumed,
+runs each of them once; a later study warm-started from that one reruns none of its trials."""
 
 import json
 import os
@@ -60,7 +61,9 @@ def trial_started(root) -> bool:
         return False
 
 
-def test_the_recipe_and_unregularized_run_first_once_each_across_a_kill(tmp_path):
+def test_the_recipe_and_unregularized_run_first_once_each_and_a_later_study_learns_from_them(
+    tmp_path,
+):
     root = tmp_path / "runs"
     driver = subprocess.Popen(
         [sys.executable, "-m", "study", "run", spec_file(tmp_path)],
@@ -114,6 +117,7 @@ def test_the_recipe_and_unregularized_run_first_once_each_across_a_kill(tmp_path
     assert refused.stderr == (
         f"error: --with: study '{NAME}' has no trial 't009'; its trials: t001-t004\n"
     )
+    check_warm_start(root)
 
 
 def test_an_enqueued_value_outside_the_space_is_refused_before_anything_runs(tmp_path):
@@ -127,30 +131,25 @@ def test_an_enqueued_value_outside_the_space_is_refused_before_anything_runs(tmp
     assert not root.exists()  # nothing made, nothing recorded
 
 
-def test_a_study_warm_started_from_an_earlier_one_reruns_none_of_its_trials(tmp_path):
+def check_warm_start(root) -> None:
     """A second study of the same root learns from the first's trials: they are neither
     rerun nor counted nor recorded in it; one line said how many came in. A warm start from
     a study that is not there, or from itself, is refused in one line."""
-    root = tmp_path / "runs"
-    small = ["--set", "search.num_samples=3", "--set", "scheduler.max_epochs=2",
-             "--set", "scheduler.grace_period=1",
-             "--set", "model.widths=[16]"]  # fmt: skip
-    first = study_cli("run", *small, "--set", "name=earlier", root=root)
-    assert first.returncode == 0, first.stderr[-3000:]
-    warm = ["--set", "name=later", "--set", "search.warm_start=[earlier]",
-            "--set", "search.num_samples=2"]  # fmt: skip
+    small = ["--set", "search.num_samples=2", "--set", "scheduler.max_epochs=2",
+             "--set", "scheduler.grace_period=1", "--set", "model.widths=[16]"]  # fmt: skip
+    warm = ["--set", "name=later", "--set", f"search.warm_start=[{NAME}]"]
     later = study_cli("run", *small, *warm, root=root)
     assert later.returncode == 0, later.stderr[-3000:]
-    assert "warm start: 3 trials of earlier" in later.stderr
-    check_exactly_once(root, "later", 2, 2)  # its own two, none of the earlier three
-    check_exactly_once(root, "earlier", 3, 2)  # the earlier study as it was
+    assert f"warm start: {SAMPLES} trials of {NAME}" in later.stderr
+    check_exactly_once(root, "later", 2, 2)  # its own two, none of the earlier four
+    check_exactly_once(root, NAME, SAMPLES, EPOCHS)  # the earlier study as it was
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("later")
     (parent,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`study.role` = 'parent'"
     )
-    assert parent.data.tags["warm_start_trials"] == "3"
-    assert parent.data.params["search.warm_start"] == "['earlier']"
+    assert parent.data.tags["warm_start_trials"] == str(SAMPLES)
+    assert parent.data.params["search.warm_start"] == f"['{NAME}']"
 
     for names, said in (
         (["nowhere"], "error: search.warm_start: no study 'nowhere' in "),
