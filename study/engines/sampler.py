@@ -47,15 +47,44 @@ class DefineByRun:
         return config.flat()
 
 
-class LearnsFromEarlyStopped(optuna.samplers.BaseSampler):
+class SeesACopy(optuna.samplers.BaseSampler):
+    """A sampler that hands its `inner` sampler a copy of the study in memory (`seen`) in
+    place of the study itself; the study's own records are never changed."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner = inner
+
+    def seen(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple:
+        """The copy of `study` the inner sampler sees, and `trial` in it."""
+        raise NotImplementedError
+
+    def infer_relative_search_space(self, study, trial):
+        copy, _ = self.seen(study, trial)
+        return self.inner.infer_relative_search_space(copy, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        copy, here = self.seen(study, trial)
+        return self.inner.sample_relative(copy, here, search_space) if here else {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+class LearnsFromEarlyStopped(SeesACopy):
     """A sampler (Optuna's GPSampler) that learns from the trials ASHA stopped as well: it is
     shown a copy of the study in memory in which each PRUNED trial is COMPLETE at its last
     reported value, what Ray's stock OptunaSearch tells Optuna. The study's own records keep
     them PRUNED. GPSampler reads COMPLETE trials only, so without this, behind ASHA it learns
     from the few trials that reach max_epochs (benchmarks/history/lcbench.md)."""
-
-    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
-        self.inner = inner
 
     def seen(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple:
         """The copy of `study` the inner sampler sees, and `trial` in it."""
@@ -81,34 +110,15 @@ class LearnsFromEarlyStopped(optuna.samplers.BaseSampler):
                 here = copy.get_trials(deepcopy=False)[-1]
         return copy, here
 
-    def infer_relative_search_space(self, study, trial):
-        copy, _ = self.seen(study, trial)
-        return self.inner.infer_relative_search_space(copy, trial)
 
-    def sample_relative(self, study, trial, search_space):
-        copy, here = self.seen(study, trial)
-        return self.inner.sample_relative(copy, here, search_space) if here else {}
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial):
-        self.inner.before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values):
-        self.inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
-
-
-class WithPrior(optuna.samplers.BaseSampler):
+class WithPrior(SeesACopy):
     """A sampler shown earlier studies' trials (`prior`: study.engines.warm_start) before the
     study's own, in a copy of the study in memory: it learns from them, and its random start
     counts them, while the study's own records never hold them."""
 
     def __init__(self, inner: optuna.samplers.BaseSampler, prior: list[Any]) -> None:
-        self.inner, self.prior = inner, prior
+        super().__init__(inner)
+        self.prior = prior
 
     def seen(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple:
         """The copy of `study` the inner sampler sees (the prior trials first), and `trial`
@@ -122,26 +132,10 @@ class WithPrior(optuna.samplers.BaseSampler):
                 here = copy.get_trials(deepcopy=False)[-1]
         return copy, here
 
-    def infer_relative_search_space(self, study, trial):
-        copy, _ = self.seen(study, trial)
-        return self.inner.infer_relative_search_space(copy, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        copy, here = self.seen(study, trial)
-        return self.inner.sample_relative(copy, here, search_space) if here else {}
-
     def sample_independent(self, study, trial, param_name, param_distribution):
+        # TPE samples each knob on its own: it must see the prior trials there too
         copy, here = self.seen(study, trial)
         return self.inner.sample_independent(copy, here or trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial):
-        self.inner.before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values):
-        self.inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
 
 
 # The GP's random trials before it learns, unless search.startup_trials says: on LCBench 3 beat
