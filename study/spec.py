@@ -221,6 +221,11 @@ class SearchSpec(_Strict):
     # earlier studies (same Optuna storage) whose finished and early-stopped trials the
     # sampler learns from before its first proposal: not rerun, not counted in num_samples
     warm_start: list[str] = Field(default_factory=list)
+    # stop asking for trials once the room left for improvement (a GP's regret bound) is below
+    # the metric's noise (the folds' spread with dataset.cv_folds, else its epoch-to-epoch
+    # jitter); running trials finish (study.engines.terminate; off by default: README)
+    terminate: bool = False
+    terminate_after: int = Field(20, ge=2)  # trials ended before the rule judges (Optuna's 20)
 
     @model_validator(mode="after")
     def _learning_sampler(self) -> "SearchSpec":
@@ -234,6 +239,9 @@ class SearchSpec(_Strict):
         if self.sampler in ("grid", "random") and self.warm_start:
             raise ValueError(f"warm_start: the {self.sampler} sampler learns nothing from "
                              "earlier trials; use sampler gp or tpe")  # fmt: skip
+        if self.sampler == "grid" and self.terminate:
+            raise ValueError("terminate: the grid sampler runs every point of its grid; drop "
+                             "search.terminate or use sampler gp, tpe or random")  # fmt: skip
         return self
 
 

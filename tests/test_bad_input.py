@@ -68,6 +68,11 @@ CASES = {
         "search.enqueue: 2 configs, but num_samples is 1",
         "raise",
     ),
+    "terminate on a grid": (
+        ["search.sampler=grid", "search.terminate=true"],
+        "search.terminate: the grid sampler runs every point",
+        "use sampler gp",
+    ),
     "warm start at random": (
         ["search.sampler=random", "search.warm_start=[old]"],
         "search.warm_start: the random sampler learns nothing",

@@ -170,7 +170,14 @@ def check_resumable(spec: StudySpec, layout: Layout) -> StudyState:
     state = stage.load(layout.stage_record) or StudyState(
         Stage.TRIALS_STARTED, spec.search.num_samples
     )
-    if standing(spec.name, state, driven=False).resume == "nothing":
+    where = standing(spec.name, state, driven=False)
+    if where.word == "stopped":
+        raise UserError(
+            f"NAME: study {spec.name!r} was stopped by search.terminate: {state.terminated}; "
+            f"nothing to resume (see `study report {spec.name}`; to search on, run a new "
+            "study with search.warm_start)"
+        )
+    if where.resume == "nothing":
         raise UserError(
             f"NAME: study {spec.name!r} finished all its {state.wanted} trials; nothing to "
             f"resume (see `study report {spec.name}`, or start it over with `study run "

@@ -429,6 +429,20 @@ def study_trials(spec: StudySpec, layout: Any) -> tuple[StudyRecords, list]:
     return records, trials
 
 
+def how_searched(tags: dict[str, str], earlier: list[str]) -> list[str]:
+    """The summary's lines on what the search did beyond its own trials: the earlier studies'
+    trials its sampler learned from (search.warm_start), and the stop of search.terminate."""
+    lines = []
+    if int(tags.get("warm_start_trials", 0)):
+        lines.append(
+            f"The sampler also learned from {tags['warm_start_trials']} trials of "
+            f"{', '.join(earlier)} (search.warm_start): not rerun, not in this report's trials."
+        )
+    if tags.get("terminated"):
+        lines.append(f"Stopped by search.terminate: {tags['terminated']}.")
+    return lines
+
+
 def analyse(spec: StudySpec, layout: Any, limits: dict[str, float | None]) -> dict[str, Any]:
     """What the report shows, computed: curves, the trials' table, the best trial, the fit
     diagnosis, importance, the equal-budget leaderboard and the summary lines."""
@@ -447,12 +461,14 @@ def analyse(spec: StudySpec, layout: Any, limits: dict[str, float | None]) -> di
         spec.name, table, diagnosis, best_first, importances, note, categorical, metric, task
     )
     versus = analysis.baseline_line(trials, best_first, metric, spec.name)
-    lines[1:1] = [versus] if versus else []  # the evidence first, after the trials' count
+    searched = how_searched(records.parent_tags(), spec.search.warm_start)
+    lead = [*searched, versus] if versus else searched  # after the trials' count: the evidence
+    lines[1:1] = lead
     return {"records": records, "fit": analysis.FITS[task], "history": history,
             "table": table, "best": best_first[0].number if best_first else None,
             "diagnosis": diagnosis, "importances": importances, "note": note, "at": at,
             "board": analysis.leaderboard(history, table, metric, spec.mode, at),
-            "lines": lines, "trials": trials}  # fmt: skip
+            "lines": lines, "lead": 1 + len(lead), "trials": trials}  # fmt: skip
 
 
 def plots(spec: StudySpec, made: dict[str, Any], folder: Path) -> dict[str, Path]:
@@ -496,7 +512,7 @@ def report(spec: StudySpec, root: Path, **limits: float | None) -> dict[str, Any
     board.to_csv(folder / "leaderboard.csv", index=False)
     fits.to_csv(folder / "diagnosis.csv", index=False)
     more, shown, listed = evidence(layout)  # study ablate and study confirm, if run
-    first = 2 if analysis.baseline(made["trials"]) else 1
+    first = made["lead"]
     lines[first:first] = more  # the intervals next, before the one-run figures
     images.update(shown)
     (folder / "summary.txt").write_text("\n".join(lines) + "\n")

@@ -4,6 +4,7 @@ whose driver stopped is resumed from where its recorded state says it stands."""
 
 import pickle
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -202,7 +203,12 @@ def close(spec: StudySpec, layout: Layout, records: StudyRecords, status: str) -
     records.set_status(records.parent_id, status)
     if status == "FINISHED":
         state = stage.counted(stage.load(layout.stage_record), trials, spec.metric, spec.mode)
-        whole = state.ended >= spec.search.num_samples
+        stop = storage.terminated(layout) if spec.search.terminate else None
+        if stop:  # search.terminate stopped it: every trial it asked has ended
+            records.tag(records.parent_id, "terminated", stop["line"])
+            short = f"no gain expected after {stop['after']} of {stop['of']} trials"
+            state = replace(state, terminated=short)
+        whole = state.ended >= spec.search.num_samples or (bool(stop) and state.running == 0)
         stage.save(layout.stage_record, state.at(Stage.FINISHED if whole else Stage.ENDED_SHORT))
     return best
 

@@ -9,7 +9,8 @@ Stages, in order (a resume goes back to `stores made`):
     stores made: the MLflow experiment, the Optuna study and the parent run exist
     trials started: Ray Tune runs the trials
     trials ended: Tune returned; the results table and the parent run are being closed
-    finished: every trial it asked for ended, the results written
+    finished: every trial it asked for ended, the results written (or, with search.terminate,
+        every trial it asked before its rule stopped it: `terminated` says after how many)
     ended short: Tune returned with fewer trials ended than it asked for (resume finishes it)
 """
 
@@ -52,6 +53,7 @@ class StudyState:
     best: tuple[str, float] | None = None  # the best trial's run name and metric value
     stopped: str = ""  # the one line an error stopped the driver with ("" while none did)
     interrupted: bool = False  # stopped by Ctrl-C
+    terminated: str = ""  # search.terminate's stop: "no gain expected after K of N trials"
     updated: float = 0.0  # when written (seconds since the epoch)
 
     @property
@@ -129,6 +131,8 @@ def standing(name: str, state: StudyState, driven: bool, driver: str = "") -> St
     if state.stopped:
         word = "killed" if state.interrupted else "failed"
         return Standing(word, f"{name}: {word}, {counted}; {state.stopped}; {again}", how)
+    if state.stage == Stage.FINISHED and state.terminated:
+        return Standing("stopped", f"{name}: stopped: {state.terminated}", "nothing")
     if state.stage == Stage.FINISHED and state.ended >= state.wanted:
         return Standing("finished", f"{name}: finished, {counted}", "nothing")
     if state.stage in (Stage.FINISHED, Stage.ENDED_SHORT):

@@ -165,6 +165,10 @@ class StudyRecords:
         """The MLflow status of `run_id` (RUNNING, FINISHED, FAILED, KILLED)."""
         return self.client.get_run(run_id).info.status
 
+    def parent_tags(self) -> dict[str, str]:
+        """The parent run's tags (search.warm_start's and search.terminate's among them)."""
+        return self.client.get_run(self.parent_id).data.tags if self.parent_id else {}
+
     def set_status(self, run_id: str, status: str) -> None:
         """End `run_id` as `status` (FINISHED, FAILED, KILLED), or open it again (RUNNING)."""
         if status == "RUNNING":

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search_spaces import Space
 from study.core import TrialConfig
@@ -91,24 +91,33 @@ class LearnsFromEarlyStopped(SeesACopy):
         copy = optuna.create_study(directions=study.directions)
         here = None
         for past in study.get_trials(deepcopy=False):
-            state, value = past.state, past.value
-            if state == TrialState.PRUNED and past.intermediate_values:
-                state, value = (
-                    TrialState.COMPLETE,
-                    past.intermediate_values[max(past.intermediate_values)],
-                )
-            if state not in (TrialState.COMPLETE, TrialState.RUNNING) or (
-                state == TrialState.COMPLETE and value is None
-            ):
+            made = shown(past)
+            if made is None:
                 continue
-            copy.add_trial(
-                optuna.trial.create_trial(
-                    state=state, value=value, params=past.params, distributions=past.distributions
-                )
-            )
+            copy.add_trial(made)
             if past.number == trial.number:
                 here = copy.get_trials(deepcopy=False)[-1]
         return copy, here
+
+
+def shown(past: FrozenTrial) -> FrozenTrial | None:
+    """`past` as LearnsFromEarlyStopped shows it: an early-stopped (PRUNED) trial COMPLETE at its
+    last reported value, a complete or running one as it is (its params, value and user attrs);
+    None for one that failed or ended with no value."""
+    state, value = past.state, past.value
+    if state == TrialState.PRUNED and past.intermediate_values:
+        state, value = TrialState.COMPLETE, past.intermediate_values[max(past.intermediate_values)]
+    if state not in (TrialState.COMPLETE, TrialState.RUNNING) or (
+        state == TrialState.COMPLETE and value is None
+    ):
+        return None
+    return optuna.trial.create_trial(
+        state=state,
+        value=value,
+        params=past.params,
+        distributions=past.distributions,
+        user_attrs=past.user_attrs,
+    )
 
 
 class WithPrior(SeesACopy):

@@ -1,6 +1,7 @@
 """Optuna behind Ray Tune: each trial told as its outcome decides (early-stopped as PRUNED,
 diverged and failed as FAIL), safe to resume."""
 
+import re
 import warnings
 from typing import Any
 
@@ -10,6 +11,8 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.core import FINISHED, Layout, Outcome, decide, finite
+from study.engines import terminate
+from study.engines.logs import console
 from study.engines.sampler import DefineByRun, WithPrior, sampler
 from study.engines.storage import Storage
 
@@ -37,15 +40,29 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         num_samples: The study's number of trials, those of earlier drivers included.
         resumed: Whether earlier drivers of the study may have asked trials already (set by
             itself when Ray unpickles or restores it).
+        terminate_after: With search.terminate, the trials ended before the rule judges
+            whether to stop asking (the room left for improvement below the metric's noise;
+            study.engines.terminate); None: the rule is off.
         **kwargs: Passed to `ray.tune.search.optuna.OptunaSearch`.
     """
 
+    terminate_after: int | None = None  # a searcher pickled before search.terminate: off
+    _judged = -1
+
     def __init__(
-        self, *, max_epochs: int, num_samples: int, resumed: bool = False, **kwargs: Any
+        self,
+        *,
+        max_epochs: int,
+        num_samples: int,
+        resumed: bool = False,
+        terminate_after: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
         self.num_samples = num_samples
+        self.terminate_after = terminate_after
+        self._judged = -1  # trials ended when the rule last judged
         # Only in a resumed study can the storage hold trials Ray does not know of, or ended
         # ones it thinks are running. A resumed searcher is unpickled (with the Tuner), then
         # maybe restored from a later snapshot, or made anew when Ray saved no state.
@@ -89,11 +106,38 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             elif self._asked() >= self.num_samples:
                 # Trials that ended after Ray's last saved state count too: no more to ask.
                 return Searcher.FINISHED
+        if self.terminate_after and trial_id not in self._ot_trials and self._stopped():
+            return Searcher.FINISHED
         with warnings.catch_warnings():
             # The sampler decides inside the define-by-run space: a GP's fit can take over the
             # second after which Ray warns that the space computes too much.
             warnings.filterwarnings("ignore", "Define-by-run function passed in the `space`")
             return super().suggest(trial_id)
+
+    def _stopped(self) -> bool:
+        """Whether the study's stopping rule stopped it, by this driver or an earlier one:
+        judged again whenever more trials have ended; a stop is recorded on the Optuna study
+        (its user attr `terminated`) and said in one console line."""
+        if terminate.TERMINATED in self._ot_study.user_attrs:
+            return True
+        trials = self._ot_study.get_trials(deepcopy=False)
+        ended = sum(trial.state.is_finished() for trial in trials)
+        if ended == self._judged:
+            return False
+        self._judged = ended
+        verdict = terminate.judge(trials, self._ot_study.direction, self.terminate_after)
+        if verdict is None or not verdict.stop:
+            return False
+        asked = self._asked()
+        line = verdict.line(asked, self.num_samples)
+        said = {"after": asked, "of": self.num_samples, "line": line}
+        self._ot_study.set_user_attr(terminate.TERMINATED, said)
+        console().print(
+            f"[yellow]{'stopped':<16}[/] {line}; the running trials finish",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return True
 
     def _report(self, trial_id: str, result: dict) -> None:
         """Tell Optuna the metric of every epoch the result carries, by epoch."""
@@ -124,6 +168,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._report(trial_id, result)
         outcome = decide(result, metric=self.metric, last_epoch=self.max_epochs).outcome
         trial.set_user_attr("outcome", outcome.value)
+        folds = fold_scores(result, self.metric)
+        if len(folds) > 1:  # the rule's noise (search.terminate) with dataset.cv_folds
+            trial.set_user_attr(terminate.FOLDS, folds)
         if outcome in FINISHED:  # told with the value of the weights it ended with
             super().on_trial_complete(trial_id, result, error)
         else:
@@ -132,6 +179,14 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def _tell(self, trial_id: str, state: TrialState) -> None:
         self._ot_study.tell(self._ot_trials[trial_id], state=state)
         self._completed_trials.add(trial_id)
+
+
+def fold_scores(result: dict, metric: str) -> list[float]:
+    """The metric's value in each fold a cross-validated trial's `result` holds, by fold."""
+    found = {
+        int(m[1]): v for k, v in result.items() if (m := re.fullmatch(rf"fold(\d+)_{metric}", k))
+    }
+    return [found[k] for k in sorted(found)]
 
 
 def build_searcher(
@@ -152,6 +207,7 @@ def build_searcher(
         max_epochs=spec.scheduler.max_epochs,
         num_samples=spec.search.num_samples,
         resumed=resumed,
+        terminate_after=spec.search.terminate_after if spec.search.terminate else None,
     )
     enqueue(spec, layout)
     return searcher

@@ -167,3 +167,18 @@ def delete_study(layout: Layout) -> None:
     """Drop the study's Optuna trials (`run --replace`)."""
     with contextlib.suppress(KeyError):
         optuna.delete_study(study_name=layout.name, storage=Storage(layout.optuna_url))
+
+
+def terminated(layout: Layout) -> dict[str, Any] | None:
+    """What the study's stopping rule (search.terminate, study.engines.terminate) recorded on
+    the Optuna study when it stopped it (after, of, line); None while it has not."""
+    opened = reader(layout)
+    if opened is None:
+        return None
+    try:
+        study = optuna.load_study(study_name=layout.name, storage=opened)
+        return study.user_attrs.get("terminated")
+    except KeyError:
+        return None
+    finally:
+        opened.engine.dispose()
