@@ -31,6 +31,7 @@ reused when run again.
 import json
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +292,8 @@ def noise_rows(storage: str, names: list[str], seeds: int, quick: bool) -> list[
 
     spec = StudySpec.model_validate({"scheduler": {"max_epochs": 4 if quick else 27}})
     folded = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"cv_folds": 5})})
-    data, found = preflight(spec, Path("/tmp/noise")).data, None
-    folds_data = preflight(folded, Path("/tmp/noise")).data
+    root, found = Path(tempfile.mkdtemp()), None
+    data, folds_data = preflight(spec, root).data, preflight(folded, root).data
     rows = []
     for name in names:
         params = {k: v for k, v in best_config(storage, name).items() if k != "label"}
@@ -327,7 +328,7 @@ def main() -> None:
             sys.exit(2)
         instances = args.instances.split(",")
         sizes, rules = (TRIALS, EPOCHS, args.seeds, instances), [terminate.MIN_TRIALS, 10]
-    out = Path(args.out if not args.quick else "/tmp/start_stop_quick").resolve()
+    out = Path(tempfile.mkdtemp() if args.quick else args.out).resolve()
     with timer() as elapsed:
         runs = studies(args, out, instances, sizes)
     seeds, storage = sizes[2], f"sqlite:///{out / 'optuna.db'}"

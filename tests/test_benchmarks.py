@@ -14,7 +14,7 @@ from tests.conftest import on_head
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     "throughput", "overhead", "tracking", "search", "scale", "placement", "patience", "folds",
-    "ablation",
+    "ablation", "start_stop",
 ]  # fmt: skip
 # tests/test_lcbench.py runs lcbench with --quick and checks its table; tests/test_resume.py
 # runs a handful of the kills' seeded kills and checks each promise
