@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from study.core import Layout, from_optuna
 from study.engines import outages
+from study.engines.sampler import shown
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -132,16 +133,12 @@ def scored_trials(layout: Layout) -> tuple[list[Any], Any] | None:
         return None
     finally:
         opened.engine.dispose()
-    scored = []
-    for trial in trials:
-        value = trial.value if trial.state == TrialState.COMPLETE else None
-        if trial.state == TrialState.PRUNED and trial.intermediate_values:
-            value = trial.intermediate_values[max(trial.intermediate_values)]
-        if value is not None and math.isfinite(value):
-            made = optuna.trial.create_trial(
-                params=trial.params, distributions=trial.distributions, value=value
-            )
-            scored.append(made)
+    seen = [shown(trial) for trial in trials]
+    scored = [
+        optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value)
+        for t in seen
+        if t is not None and t.state == TrialState.COMPLETE and math.isfinite(t.value)
+    ]
     return scored, direction
 
 
