@@ -15,7 +15,8 @@ and seed (the warm-started studies do not count their earlier studies' epochs); 
 epochs until the cold study's final best is reached. The stopping rule is judged on each cold
 study's own record (its Optuna trials, with their start and end times): at each trial's start,
 on the trials ended by then, as the searcher judges it; a stop there saves every epoch of that
-trial and the later ones, and loses what they found (regret lost, points).
+trial and the later ones, and loses what they found (regret lost, points). Digits also gets 5
+cold studies of 120 trials, where the rule has more to judge.
 
 The metric's noise without folds (the rule's error estimate) is measured on digits too: for the
 best config of each cold study, the spread of its final val_acc across 5 seeds, the epoch-to-
@@ -47,6 +48,7 @@ from study.engines.search import build_searcher, fold_scores
 from study.spec import StudySpec
 
 TRIALS, AT_ONCE, WITHIN = 40, 2, 1.0
+LONG = 120  # digits' longer cold studies, where the stopping rule has more trials to judge
 KINDS = ("cold", "same", "transfer", "recipe")
 LABELS = {
     "cold": "cold start",
@@ -167,6 +169,10 @@ def studies(args, out: Path, instances: list[str], sizes: tuple) -> dict:
                 if kind == "recipe":
                     spec = with_recipe(spec, storage, seeds, seed, instance)
                 runs[(instance, kind, seed)] = kept(out, spec, data, train, args.quick)
+    if "digits" in instances:  # longer cold studies, for the stopping rule only
+        for seed in range(seeds):
+            spec = spec_of("digits", "long", seed, (LONG, *sizes[1:]), storage)
+            kept(out, spec, sources["digits"][0], __import__("trainables").fit, args.quick)
     return runs
 
 
@@ -334,11 +340,12 @@ def main() -> None:
     seeds, storage = sizes[2], f"sqlite:///{out / 'optuna.db'}"
     record_start(args, runs, instances, sizes, elapsed[0])
     names = {}
-    for group, label in (
-        ([i for i in instances if i != "digits"], "lcbench"),
-        (["digits"], "digits"),
+    for group, label, kind in (
+        ([i for i in instances if i != "digits"], "lcbench", "cold"),
+        (["digits"], "digits", "cold"),
+        (["digits"], f"digits, {LONG} trials", "long"),
     ):
-        found = [name_of(i, "cold", s) for i in group if i in instances for s in range(seeds)]
+        found = [name_of(i, kind, s) for i in group if i in instances for s in range(seeds)]
         if found:
             names[label] = found
     record_stop(args, storage, names, rules)
