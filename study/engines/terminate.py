@@ -7,7 +7,7 @@ value, as the GP sampler sees it (study.engines.sampler.shown). The noise is the
 of the best trial when `dataset.cv_folds` is set (Optuna's cross-validation error: the scaled
 standard deviation of its fold scores), else the jitter of the metric from epoch to epoch at
 the end of the trials that ran to `max_epochs` (the median over them of sqrt(mean(s^2) / 6),
-s the second differences of their last epochs' values), which benchmarks/terminate.py measures
+s the second differences of their last epochs' values), which benchmarks/start_stop.py measures
 against the spread across seeds and folds."""
 
 import math
