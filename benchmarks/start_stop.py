@@ -327,7 +327,7 @@ def options(parser) -> None:
 def main() -> None:
     args = arguments("Warm starts, an enqueued recipe and the stopping rule.", options)
     if args.quick:
-        instances, sizes, rules = ["synthetic"], (4, 4, 1, ["synthetic"]), [2]
+        instances, sizes, rules = ["synthetic"], (3, 3, 1, ["synthetic"]), [2]
     else:
         if not args.data or not (Path(args.data) / "model.onnx").is_file():
             print(f"error: {WHERE}", file=sys.stderr)

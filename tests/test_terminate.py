@@ -1,8 +1,8 @@
 """`search.terminate` end to end: on a landscape with nothing to gain (a weight decay too small
 to change anything), the study stops asking once its rule has seen enough trials, says so in one
 line, and the running trial finishes; a driver killed right after the stop is resumed as
-stopped (the running trial finished once, nothing new asked), with exactly-once records; status,
-MLflow and the report say it was stopped, and `study resume` has nothing more to do."""
+stopped (the running trial finished once, nothing new asked), with exactly-once records; status
+and MLflow say it was stopped, and `study resume` has nothing more to do."""
 
 import os
 import signal
@@ -80,6 +80,4 @@ def test_a_study_with_nothing_to_gain_stops_and_resumes_as_stopped(tmp_path):
         [experiment.experiment_id], filter_string="tags.`study.role` = 'parent'"
     )
     assert parent.data.tags["terminated"].startswith(f"{STOP}: the room left")
-    report = study_here("report", NAME, root=root)
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert report.stdout.splitlines()[1].startswith(f"Stopped by search.terminate: {STOP}")
+    # the report says it from that tag (tests/unit/test_stopping_rule.py)

@@ -13,6 +13,7 @@ from optuna.terminator import CrossValidationErrorEvaluator
 from optuna.trial import TrialState, create_trial
 from ray.tune.search import Searcher
 
+from study.commands.report import how_searched
 from study.core import Stage, StudyState, standing
 from study.engines import terminate
 from study.engines.search import PrunedAwareOptunaSearch, fold_scores
@@ -155,3 +156,14 @@ def test_a_stopped_study_stands_stopped_and_resume_has_nothing_to_do():
     assert (where.word, where.resume) == ("stopped", "nothing")
     assert where.line == "s: stopped: no gain expected after 22 of 40 trials"
     assert StudyState.from_json(state.as_json()) == state
+
+
+def test_the_report_says_the_stop_and_the_warm_start_from_the_parents_tags():
+    tags = {"terminated": "no gain expected after 22 of 40 trials: the room left ...",
+            "warm_start_trials": "30"}  # fmt: skip
+    assert how_searched(tags, ["earlier", "older"]) == [
+        "The sampler also learned from 30 trials of earlier, older (search.warm_start): not "
+        "rerun, not in this report's trials.",
+        "Stopped by search.terminate: no gain expected after 22 of 40 trials: the room left ....",
+    ]
+    assert how_searched({"warm_start_trials": "0"}, []) == []
