@@ -7,7 +7,6 @@ import contextlib
 import datetime
 import os
 import platform
-import secrets
 import shlex
 import shutil
 import signal
@@ -209,30 +208,20 @@ class MlflowServer:
     `folder` and its store at `backend` (a database URL; default: an SQLite file in `folder`);
     `kill` and `start` again keep its store and port."""
 
-    def __init__(
-        self, folder: Path, backend: str | None = None, admin_password: str | None = None
-    ) -> None:
+    def __init__(self, folder: Path, backend: str | None = None) -> None:
         self.folder, self.port = folder, free_port()
         self.backend = backend or f"sqlite:///{folder / 'server.db'}"
         self.uri = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
-        # with an admin password: MLflow's basic-auth app (a user per person; `admin` made)
-        self.admin_password = admin_password
 
     def start(self) -> None:
         """Start it and wait until it answers."""
         log = (self.folder / "server.log").open("a")
-        auth, env = [], SERVER_ENV
-        if self.admin_password:
-            auth = ["--app-name", "basic-auth"]
-            env = {**env, "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
-                   "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}  # fmt: skip
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
-             "--artifacts-destination", str(self.folder / "server-artifacts"), *auth,
+             "--artifacts-destination", str(self.folder / "server-artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            cwd=self.folder,  # where the basic-auth app keeps its users (basic_auth.db)
+            stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV, start_new_session=True,
         )  # fmt: skip
         log.close()
         deadline = time.time() + 120

@@ -290,21 +290,10 @@ class ResourcesSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
-    """Where MLflow records go: None means SQLite under the root folder. A server's user and
-    password come from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, never the spec
-    (it is saved with the study, logged on its parent run and copied into exports)."""
+    """Where MLflow records go: None means SQLite under the root folder."""
 
     uri: str | None = None
     experiment: str | None = None
-
-    @field_validator("uri")
-    @classmethod
-    def _no_password(cls, uri: str | None) -> str | None:
-        if uri and uri.startswith(("http://", "https://")) and "@" in uri.split("/")[2]:
-            raise ValueError("the URI holds a user or password, which the study would record; "
-                             "give the server's address alone and set MLFLOW_TRACKING_USERNAME "
-                             "and MLFLOW_TRACKING_PASSWORD")  # fmt: skip
-        return uri
 
 
 class ClusterSpec(_Strict):

@@ -21,13 +21,12 @@ SMALL_STUDY = [
 
 
 def study_cli(
-    *args: str, root: Path, timeout: float = 600, ray: str | None = None, env: dict | None = None
+    *args: str, root: Path, timeout: float = 600, ray: str | None = None
 ) -> subprocess.CompletedProcess:
     """Run the installed `study` command as a user would, in a clean environment (Ray's token
     auth off, as on a machine without ~/.ray/auth_token); with `ray` (the `ray_head`
     fixture's address) as `RAY_ADDRESS`, as `ray job submit` sets it."""
-    env = {**os.environ, "STUDY_ROOT": str(root), "COLUMNS": "200", "RAY_AUTH_MODE": "disabled",
-           **(env or {})}  # fmt: skip
+    env = {**os.environ, "STUDY_ROOT": str(root), "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"}
     if ray:
         env["RAY_ADDRESS"] = ray
     return subprocess.run(

@@ -1,6 +1,5 @@
 """Checks that run before Ray starts or any MLflow run exists: each failure is one clear line."""
 
-import base64
 import contextlib
 import difflib
 import inspect
@@ -56,34 +55,6 @@ def check_resources(spec: StudySpec) -> None:
             )
 
 
-def check_credentials(uri: str) -> None:
-    """An MLflow server with authentication (its basic-auth app) must take the user and
-    password of MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, as MLflow's client sends
-    them; neither is ever written anywhere."""
-    request = urllib.request.Request(
-        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
-    )
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if user:
-        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
-        request.add_header("Authorization", f"Basic {base64.b64encode(pair).decode()}")
-    try:
-        with urllib.request.urlopen(request, timeout=10):
-            return
-    except urllib.error.HTTPError as error:
-        if error.code not in (401, 403):
-            return  # an answer that is not about who asks: the study's own calls will say
-        if error.code == 403:
-            why = f"user {user!r} may not read its experiments (403); ask its admin for READ"
-        elif user:
-            why = f"it refused user {user!r} (401): check MLFLOW_TRACKING_PASSWORD"
-        else:
-            why = "it asks who you are (401): set MLFLOW_TRACKING_USERNAME and _PASSWORD"
-        raise UserError(f"tracking.uri: the MLflow server at {uri}: {why}") from None
-    except OSError:
-        return  # /health answered: a moment's failure here is the study's own calls' to retry
-
-
 def check_tracking(spec: StudySpec, root: Path) -> None:
     """An MLflow server URI must answer, an Optuna storage URL open; a local store's folder
     must be writable."""
@@ -98,7 +69,6 @@ def check_tracking(spec: StudySpec, root: Path) -> None:
                 f"tracking.uri: cannot reach the MLflow server at {uri} ({reason}); start it or "
                 "fix the URI"
             ) from None
-        check_credentials(uri)
     if spec.search.storage:
         import optuna
 
