@@ -22,6 +22,7 @@ from study.engines.outages import brief
 from study.engines.progress import Progress
 from study.engines.records import StudyRecords
 from study.engines.search import build_searcher
+from study.engines.terminate import stopped_after
 from study.engines.tracking import MlflowTracker, StudyStopper
 from study.engines.tuner import on_console, quiet, run_config, tune_config, with_data
 from study.engines.views import set_view
@@ -206,8 +207,7 @@ def close(spec: StudySpec, layout: Layout, records: StudyRecords, status: str) -
         stop = storage.terminated(layout) if spec.search.terminate else None
         if stop:  # search.terminate stopped it: every trial it asked has ended
             records.tag(records.parent_id, "terminated", stop["line"])
-            short = f"no gain expected after {stop['after']} of {stop['of']} trials"
-            state = replace(state, terminated=short)
+            state = replace(state, terminated=stopped_after(stop["after"], stop["of"]))
         whole = state.ended >= spec.search.num_samples or (bool(stop) and state.running == 0)
         stage.save(layout.stage_record, state.at(Stage.FINISHED if whole else Stage.ENDED_SHORT))
     return best

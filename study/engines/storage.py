@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from study.core import Layout, from_optuna
 from study.engines import outages
 from study.engines.sampler import shown
+from study.engines.terminate import TERMINATED
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -174,7 +175,7 @@ def terminated(layout: Layout) -> dict[str, Any] | None:
         return None
     try:
         study = optuna.load_study(study_name=layout.name, storage=opened)
-        return study.user_attrs.get("terminated")
+        return study.user_attrs.get(TERMINATED)
     except KeyError:
         return None
     finally:

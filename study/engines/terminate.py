@@ -44,10 +44,15 @@ class Judgement:
     def line(self, asked: int, wanted: int) -> str:
         """The console's, the record's and the report's words for a stop."""
         return (
-            f"no gain expected after {asked} of {wanted} trials: the room left for improvement "
+            f"{stopped_after(asked, wanted)}: the room left for improvement "
             f"(at most {self.room:.4g}, the GP's regret bound over {self.trials} trials) is "
             f"below the metric's noise ({self.noise:.4g}, {self.how})"
         )
+
+
+def stopped_after(asked: int, wanted: int) -> str:
+    """A stop in a few words (`study status`): after how many of the study's trials."""
+    return f"no gain expected after {asked} of {wanted} trials"
 
 
 def folds_error(scores: list[float]) -> float:
