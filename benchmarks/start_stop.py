@@ -144,6 +144,7 @@ def studies(args, out: Path, instances: list[str], sizes: tuple) -> dict:
     """Every study's epochs by (instance, kind, seed): cold ones first (the sources)."""
     from study.commands.preflight import preflight
     from study.engines.cluster import connect
+    from trainables import fit
 
     trials, epochs, seeds, _ = sizes
     storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
@@ -152,7 +153,7 @@ def studies(args, out: Path, instances: list[str], sizes: tuple) -> dict:
     sources: dict[str, Any] = {}
     for instance in instances:
         if instance == "digits":
-            sources[instance] = (preflight(StudySpec(), out / "root").data, None)
+            sources[instance] = (preflight(StudySpec(), out / "root").data, fit)
         elif args.quick:
             sources[instance] = (Synthetic(epochs), replay)
         else:
@@ -163,7 +164,6 @@ def studies(args, out: Path, instances: list[str], sizes: tuple) -> dict:
             if kind == "transfer" and (instance == "digits" or len(instances) < 2):
                 continue
             data, train = sources[instance]
-            train = train or __import__("trainables").fit
             for seed in range(seeds):
                 spec = spec_of(instance, kind, seed, sizes, storage)
                 if kind == "recipe":
@@ -172,7 +172,7 @@ def studies(args, out: Path, instances: list[str], sizes: tuple) -> dict:
     if "digits" in instances:  # longer cold studies, for the stopping rule only
         for seed in range(seeds):
             spec = spec_of("digits", "long", seed, (LONG, *sizes[1:]), storage)
-            kept(out, spec, sources["digits"][0], __import__("trainables").fit, args.quick)
+            kept(out, spec, *sources["digits"], args.quick)
     return runs
 
 
